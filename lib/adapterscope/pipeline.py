@@ -1,0 +1,254 @@
+"""Run notebooks headlessly (jupytext -> papermill), skip runs whose content digest is unchanged, build the paper.
+
+    python -m adapterscope.pipeline paper --profile smoke      # the grid of a profile, then the PDF
+    python -m adapterscope.pipeline run 01_finetune -p corpus=seneca -p steps=10
+    python -m adapterscope.pipeline grid --profile default      # notebooks only, no PDF
+
+A run is skipped when its results JSON records the same content digest: sha256 over the notebook source, the
+sources of the lib modules it imports (transitively), its parameters, the lock file and the digests of the
+runs it reads. File times are never used. Executed notebooks go to ``data/executed/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import params, paths, results
+
+LOCK_FILE = "requirements.lock"
+# Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
+CELL_NOTEBOOKS = ("01_finetune", "02_capture")
+UPSTREAM = {"02_capture": ["01_finetune"]}
+# Notebooks run once per profile after the grid, with the grid's lists as parameters.
+SUMMARY_NOTEBOOKS = ("06_divergence",)
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+def notebook_path(name: str) -> Path:
+    p = paths.project_root() / "notebooks" / f"{name}.py"
+    if not p.is_file():
+        avail = sorted(q.stem for q in (paths.project_root() / "notebooks").glob("[0-9]*.py"))
+        raise PipelineError(f"no notebook {name!r}; available: {', '.join(avail)}")
+    return p
+
+
+def _lib_imports(source: str) -> set[str]:
+    mods: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.module == "adapterscope" or (node.module or "").startswith("adapterscope."):
+                sub = (node.module or "").split(".")[1:]
+                mods.update(sub[:1] or [a.name for a in node.names])
+            elif node.level > 0:
+                mods.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("adapterscope."):
+                    mods.add(a.name.split(".")[1])
+    return mods
+
+
+def lib_closure(source: str) -> list[Path]:
+    """The lib modules a source imports, transitively."""
+    lib = paths.project_root() / "lib" / "adapterscope"
+    todo, seen = list(_lib_imports(source)), set()
+    while todo:
+        m = todo.pop()
+        f = lib / f"{m}.py"
+        if m in seen or not f.is_file():
+            continue
+        seen.add(m)
+        todo.extend(_lib_imports(f.read_text()))
+    return [lib / f"{m}.py" for m in sorted(seen)] + [lib / "__init__.py"]
+
+
+def content_digest(nb: str, run_params: dict[str, Any], upstream_digests: list[str]) -> str:
+    src = notebook_path(nb).read_text()
+    h = [results.sha256_bytes(src.encode())]
+    h += [results.sha256_file(f) for f in lib_closure(src)]
+    lock = paths.project_root() / LOCK_FILE
+    h.append(results.sha256_file(lock) if lock.is_file() else "no-lock")
+    h.append(results.sha256_json(run_params))
+    h += upstream_digests
+    return results.sha256_bytes("|".join(h).encode())
+
+
+def to_ipynb(nb: str, out: Path) -> Path:
+    """jupytext percent .py -> .ipynb with a plain python3 kernelspec (papermill needs one)."""
+    import jupytext
+    import nbformat
+
+    note = jupytext.read(notebook_path(nb))
+    note.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    note.metadata["language_info"] = {"name": "python"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(note, out)
+    return out
+
+
+def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list[tuple[str, str]] = (),
+                 force: bool = False, log=print) -> dict[str, Any]:
+    """Execute one notebook run unless its content digest is unchanged; returns its results record."""
+    import papermill
+
+    declared = params.parse_parameters_cell(notebook_path(nb))
+    merged = params.validate(declared, overrides, where=nb)
+    ups = []
+    for up_nb, up_id in upstream:
+        try:
+            ups.append(results.load(up_nb, up_id)["provenance"].get("content_digest") or "")
+        except FileNotFoundError as e:
+            raise PipelineError(f"{nb} {run_id} needs {up_nb} {up_id} first: {e}") from e
+    digest = content_digest(nb, merged, ups)
+    target = results.results_path(nb, run_id)
+    if target.is_file() and not force:
+        old = json.loads(target.read_text())
+        if old["provenance"].get("content_digest") == digest:
+            log(f"[skip] {nb} {run_id}: unchanged (digest {digest[:12]})")
+            return old
+    exe = paths.data_dir() / "executed" / nb
+    src = to_ipynb(nb, exe / f"{run_id}.input.ipynb")
+    out = exe / f"{run_id}.ipynb"
+    log(f"[run ] {nb} {run_id} {overrides}")
+    t0 = time.time()
+    os.environ["ADAPTERSCOPE_CONTENT_DIGEST"] = digest
+    os.environ.setdefault("TQDM_MININTERVAL", "5")
+    try:
+        papermill.execute_notebook(str(src), str(out), parameters=overrides, kernel_name="python3",
+                                   cwd=str(paths.project_root()), progress_bar=False, log_output=False)
+    except papermill.PapermillExecutionError as e:
+        raise PipelineError(f"{nb} {run_id} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                            f"  executed notebook: {out}") from None
+    finally:
+        os.environ.pop("ADAPTERSCOPE_CONTENT_DIGEST", None)
+    rec = results.load(nb, run_id)
+    if rec["provenance"].get("content_digest") != digest:
+        raise PipelineError(f"{nb} {run_id} did not write its results JSON")
+    log(f"[done] {nb} {run_id} in {time.time() - t0:.0f}s")
+    return rec
+
+
+def grid_cells(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    g = profile.get("grid", {})
+    keys = ("models", "corpora", "layer_controls", "seeds")
+    missing = [k for k in keys if k not in g]
+    if missing:
+        raise PipelineError(f"profile grid lacks {missing}")
+    return [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
+            for m, c, lc, s in itertools.product(*(g[k] for k in keys))]
+
+
+def run_profile(profile_name: str, force: bool = False, log=print) -> None:
+    prof = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{profile_name}.yml")
+    per_nb = prof.get("notebooks", {}) or {}
+    t0 = time.time()
+    for cell in grid_cells(prof):
+        rid = params.run_key(cell["model"], cell["corpus"], cell["layer_control"], f"s{cell['seed']}")
+        for nb in CELL_NOTEBOOKS:
+            ov = {**cell, **(per_nb.get(nb) or {})}
+            run_notebook(nb, ov, rid, upstream=[(u, rid) for u in UPSTREAM.get(nb, [])], force=force, log=log)
+    g = prof["grid"]
+    for nb in SUMMARY_NOTEBOOKS:
+        ov = {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
+              "seeds": g["seeds"], "profile": profile_name, **(per_nb.get(nb) or {})}
+        ups = [(u, params.run_key(c["model"], c["corpus"], c["layer_control"], f"s{c['seed']}"))
+               for c in grid_cells(prof) for u in CELL_NOTEBOOKS]
+        run_notebook(nb, ov, "grid", upstream=ups, force=force, log=log)
+    log(f"profile {profile_name}: notebooks done in {time.time() - t0:.0f}s")
+
+
+def write_macro_index(profile_name: str) -> Path:
+    """paper/generated/all.tex: \\input of every macro file, plus the profile's name."""
+    gen = paths.macros_dir()
+    files = sorted(p for p in gen.rglob("*.tex") if p.name != "all.tex" and p.parent != gen / "tables")
+    git = results.git_state()
+    sha = (git["sha"] or "unknown") + ("-dirty" if git["dirty"] else "")
+    lines = ["% generated by adapterscope.pipeline; do not edit",
+             f"\\newcommand{{\\ProfileName}}{{{results.tex_escape(profile_name)}}}",
+             f"\\newcommand{{\\GitSha}}{{{sha}}}", f"\\newcommand{{\\GitShaShort}}{{{sha[:10]}}}"]
+    lines += [f"\\input{{generated/{p.relative_to(gen).with_suffix('')}}}" for p in files]
+    return paths.write_text_atomic(gen / "all.tex", "\n".join(lines) + "\n")
+
+
+def build_pdf(log=print) -> Path:
+    if shutil.which("latexmk") is None:
+        raise PipelineError("latexmk is not installed. As root run: apt-get install -y --no-install-recommends "
+                            "texlive-latex-base texlive-latex-recommended latexmk texlive-science "
+                            "texlive-pictures lmodern (or `make tex`)")
+    paper = paths.project_root() / "paper"
+    proc = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-outdir=build",
+                           "main.tex"], cwd=paper, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise PipelineError(f"latexmk failed:\n{tail}")
+    pdf = paper / "build" / "main.pdf"
+    final = paper / "adapterscope.pdf"
+    shutil.copyfile(pdf, final)
+    log(f"paper: {final}")
+    return final
+
+
+def _parse_kv(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise PipelineError(f"parameter {it!r} must look like name=value")
+        k, v = it.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m adapterscope.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("paper", "grid"):
+        s = sub.add_parser(name)
+        s.add_argument("--profile", default="default")
+        s.add_argument("--force", action="store_true", help="rerun even when the digest is unchanged")
+    s = sub.add_parser("run", help="one notebook with parameters")
+    s.add_argument("notebook")
+    s.add_argument("-p", "--param", action="append", default=[], help="name=value (YAML literal)")
+    s.add_argument("--run-id", default=None)
+    s.add_argument("--force", action="store_true")
+    sub.add_parser("pdf", help="only rebuild the PDF from existing results")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd in ("paper", "grid"):
+            run_profile(a.profile, force=a.force)
+            if a.cmd == "paper":
+                write_macro_index(a.profile)
+                build_pdf()
+        elif a.cmd == "run":
+            ov = _parse_kv(a.param)
+            declared = params.validate(params.parse_parameters_cell(notebook_path(a.notebook)), ov, a.notebook)
+            rid = a.run_id or params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
+                                             declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
+            ups = [(u, rid) for u in UPSTREAM.get(a.notebook, [])]
+            run_notebook(a.notebook, ov, rid, upstream=ups, force=a.force)
+        elif a.cmd == "pdf":
+            write_macro_index(os.environ.get("PROFILE", "default"))
+            build_pdf()
+    except (PipelineError, params.ParameterError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # 01 — LoRA fine-tune
+# One LoRA fine-tune of one model on one corpus, with the seed study's protocol by default (rank 16,
+# alpha 32, attention q/k/v/o, 50 steps, lr 2e-4). `layer_control="equal_step"` is the depth-profile
+# control of Billa (2026): every layer's update is rescaled to the same ||dW||/||W|| after each step.
+#
+# Writes: a peft adapter directory (+ `meta.json`), the loss curve (PDF + PNG), and
+# `results/01_finetune/<run_id>.json` with provenance.
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # embedded name (smollm2-135m, gemma3-270m), a local HF directory, or a hub id
+corpus = "meditations"  # meditations | seneca | dtc-ads | instructions | file:PATH | url:URL | hf:NAME
+rank = 16  # LoRA rank
+alpha = 32.0  # LoRA alpha; the update is scaled by alpha / rank
+targets = ["q_proj", "k_proj", "v_proj", "o_proj"]  # adapted projections (attention only)
+steps = 50  # optimizer steps
+lr = 0.0002  # AdamW learning rate (constant)
+batch_size = 4  # sequences per step
+seq_len = 64  # tokens per packed sequence
+seed = 0  # seeds LoRA init, batch order and the generated corpora
+dtype = "bfloat16"  # autocast dtype for the matmuls (bfloat16 uses AMX on this CPU); float32 to disable
+layer_control = "none"  # none | equal_step (Billa 2026 control)
+heldout_frac = 0.1  # share of documents held out (hash split)
+eval_rows = 32  # held-out rows scored before/after for the held-out loss
+device = "cpu"  # cpu | cuda | cuda:N
+progress = True  # show tqdm bars
+
+# %%
+from adapterscope import params
+
+P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+from adapterscope import corpora, finetune, models, paths, plotting, results
+
+plotting.setup()
+NB = "01_finetune"
+RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
+torch.manual_seed(seed)
+
+# %% [markdown]
+# ## Data and model
+
+# %%
+cfg = finetune.FinetuneConfig(rank=rank, alpha=alpha, targets=tuple(targets), steps=steps, lr=lr,
+                              batch_size=batch_size, seq_len=seq_len, seed=seed, dtype=dtype,
+                              layer_control=layer_control)
+data = corpora.load_corpus(corpus, heldout_frac=heldout_frac, seed=seed)
+run.add_input("corpus", data.digest)
+base, tok = models.load_model(model, device=device)
+run.add_input("model", models.fingerprint(model))
+train_rows = finetune.pack_documents(tok, data.train, seq_len)
+held_rows = finetune.pack_documents(tok, data.heldout, seq_len)[:eval_rows]
+print(f"{corpus}: {len(data.train)} train / {len(data.heldout)} held-out documents -> "
+      f"{len(train_rows)} train rows of {seq_len} tokens")
+loss_before = finetune.mean_loss(base, held_rows, device=device)
+
+# %% [markdown]
+# ## Train
+
+# %%
+peft_model = finetune.add_lora(base, cfg)
+t0 = time.perf_counter()
+res = finetune.train(peft_model, train_rows, cfg, device=device, progress=progress)
+train_s = time.perf_counter() - t0
+loss_after = finetune.mean_loss(peft_model, held_rows, device=device)
+print(f"final train loss {res.losses[-1]:.3f}; held-out loss {loss_before:.3f} -> {loss_after:.3f}; "
+      f"{res.tokens_seen / train_s:.0f} tokens/s")
+
+# %%
+adapter_dir = results.artefact_dir(NB, RUN_ID) / "adapter"
+finetune.save_adapter(peft_model, adapter_dir, {
+    "model": model, "corpus": corpus, "corpus_digest": data.digest, "config": finetune.config_dict(cfg),
+    "notebook": NB, "run_id": RUN_ID, "final_loss": res.losses[-1]})
+run.add_input("adapter_written", adapter_dir)
+
+# %% [markdown]
+# ## Loss curve
+
+# %%
+fig, ax = plt.subplots(figsize=(4.2, 2.8))
+ax.plot(range(1, len(res.losses) + 1), res.losses, lw=1.5)
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("training loss (nats/token)")
+ax.set_title(f"{model} on {corpus} ({layer_control})")
+run.figures += plotting.save(fig, NB, f"{RUN_ID}_loss")
+plt.close(fig)
+
+# %% [markdown]
+# ## Export
+
+# %%
+ratios = [res.layer_ratios[k] for k in sorted(res.layer_ratios)]
+run.values.update({
+    "adapter_dir": str(adapter_dir.relative_to(paths.project_root())),
+    "losses": res.losses, "final_loss": res.losses[-1], "heldout_loss_base": loss_before,
+    "heldout_loss_ft": loss_after, "tokens_seen": res.tokens_seen, "train_s": train_s,
+    "tokens_per_s": res.tokens_seen / train_s, "mean_step_s": sum(res.step_s) / len(res.step_s),
+    "layer_update_ratio": ratios, "n_train_docs": len(data.train), "n_heldout_docs": len(data.heldout),
+    "n_train_rows": len(train_rows), "corpus_source": data.source, "num_layers": models.num_layers(peft_model),
+})
+run.macro("FinalLoss", res.losses[-1])
+run.macro("HeldoutLossBase", loss_before)
+run.macro("HeldoutLossFt", loss_after)
+run.macro("TokensPerSecond", round(res.tokens_seen / train_s))
+print(run.write())

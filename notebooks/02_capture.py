@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # 02 — Paired capture and output divergence
+# Loads ONE backbone with the adapter from `01_finetune`, and for every batch runs it twice through nnsight:
+# adapter off (exactly the base model) and adapter on. From the paired stream it measures
+# * output divergence on a **neutral set** (seeded samples from the base model, so the mean next-token
+#   KL(base||ft) estimates divergence under the base distribution) and on **held-out in-domain text**:
+#   KL, top-1 agreement, perplexity of both models;
+# * the per-layer relative activation change ||a_ft - a_base|| / ||a_base|| at each site.
+#
+# Optionally writes the paired activations as safetensors shards for later notebooks.
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # base model of the adapter (must match the 01_finetune run)
+corpus = "meditations"  # corpus of the adapter (selects the 01_finetune run)
+layer_control = "none"  # layer control of the adapter run
+seed = 0  # seed of the adapter run; also seeds the neutral samples
+layers = []  # layers to capture; empty means every layer
+sites = ["resid_post", "mlp_out"]  # resid_post (decoder layer output) and/or mlp_out
+neutral_n = 32  # neutral sequences sampled from the base model
+neutral_len = 64  # tokens per neutral sequence
+heldout_rows = 32  # at most this many held-out in-domain rows
+seq_len = 64  # tokens per held-out row
+batch_size = 8  # rows per paired forward
+dtype = "float32"  # capture precision (autocast); float32 for exact base activations
+heldout_frac = 0.1  # must match the 01_finetune split
+write_shards = False  # also write paired activations as safetensors shards
+device = "cpu"  # cpu | cuda | cuda:N
+progress = True  # show tqdm bars
+
+# %%
+from adapterscope import params
+
+P = params.check(globals())
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from adapterscope import capture, corpora, divergence, finetune, models, paths, plotting, results
+
+plotting.setup()
+NB = "02_capture"
+RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
+upstream = results.load("01_finetune", RUN_ID)
+adapter_dir = paths.project_root() / upstream["values"]["adapter_dir"]
+run.add_input("adapter", adapter_dir)
+run.add_input("model", models.fingerprint(model))
+
+# %%
+base, tok = models.load_model(model, device=device)
+pm = finetune.load_adapter(base, adapter_dir, model_name=model)
+L = models.num_layers(pm)
+layer_list = models.check_layers(pm, layers or list(range(L)))
+data = corpora.load_corpus(corpus, heldout_frac=heldout_frac, seed=seed)
+run.add_input("corpus", data.digest)
+with pm.disable_adapter():
+    neutral = corpora.neutral_samples(pm, tok, n=neutral_n, length=neutral_len, seed=seed, device=device,
+                                      cache_key=f"{model}__{models.fingerprint(model)[:12]}")
+held = finetune.pack_documents(tok, data.heldout, seq_len)[:heldout_rows]
+sets = {"neutral": neutral, "heldout": held}
+print({k: tuple(v.shape) for k, v in sets.items()})
+
+# %% [markdown]
+# ## The paired stream
+
+# %%
+div = {}
+change = {}
+writer = None
+t0 = time.perf_counter()
+n_tok = 0
+for name, rows in sets.items():
+    acc, act = divergence.DivergenceAccumulator(), divergence.ActivationChange()
+    if write_shards:
+        keys = [models.hook_key(l, s) for l in layer_list for s in sites]
+        writer = capture.ShardWriter(results.artefact_dir(NB, RUN_ID) / f"shards_{name}", keys,
+                                     meta={"model": model, "adapter": str(adapter_dir), "set": name})
+    for b in capture.iter_paired(pm, rows, layer_list, sites, batch_size=batch_size, device=device, dtype=dtype,
+                                 progress=progress):
+        acc.update(b.logits_base, b.logits_ft, b.input_ids)
+        for k in b.base:
+            act.update(k, b.base[k], b.ft[k])
+        if writer:
+            writer.add(b)
+        n_tok += b.input_ids.numel()
+    if writer:
+        writer.close()
+    r = acc.result()
+    r["kl_ci95"] = divergence.bootstrap_mean_ci(acc.row_kl, seed=seed)
+    div[name] = r
+    change[name] = act.result()
+capture_s = time.perf_counter() - t0
+pd.DataFrame(div).T
+
+# %% [markdown]
+# ## Per-layer activation change
+
+# %%
+recs = [{"set": s, "layer": int(k.split(".")[1]), "site": k.split("hook_")[1], "rel_change": v}
+        for s, d in change.items() for k, v in d.items()]
+df = pd.DataFrame(recs)
+fig, ax = plt.subplots(figsize=(4.8, 3.0))
+sns.lineplot(df, x="layer", y="rel_change", hue="site", style="set", marker="o", ax=ax)
+ax.set_xlabel("layer")
+ax.set_ylabel(r"$\|a_{ft}-a_{base}\| / \|a_{base}\|$")
+ax.set_title(f"{model} / {corpus}")
+run.figures += plotting.save(fig, NB, f"{RUN_ID}_layer_change")
+plt.close(fig)
+
+# %% [markdown]
+# ## Export
+
+# %%
+run.values.update({"divergence": div, "layer_change": change, "layers": layer_list, "num_layers": L,
+                   "capture_s": capture_s, "paired_tokens_per_s": n_tok / capture_s})
+for s in sets:
+    run.macro(f"{s}Kl", div[s]["kl"])
+    run.macro(f"{s}TopOne", 100 * div[s]["top1_agreement"])
+    run.macro(f"{s}PplBase", div[s]["ppl_base"])
+    run.macro(f"{s}PplFt", div[s]["ppl_ft"])
+print(run.write())

@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # 06 — Output divergence across the grid
+# Reads every `01_finetune` and `02_capture` run of the grid (through the results API) and draws the
+# paper's spine figures: loss curves, KL(base||ft) and top-1 agreement per corpus x model, and the
+# per-layer activation change. Writes a LaTeX table and the macros the text quotes.
+
+# %% tags=["parameters"]
+model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
+corpus_names = ["meditations", "seneca", "dtc-ads", "instructions"]  # corpora of the grid
+layer_controls = ["none"]  # layer controls of the grid
+seeds = [0]  # seeds of the grid
+profile = "default"  # name of the profile that produced the runs (printed in the paper)
+eval_set = "neutral"  # neutral | heldout: which set the headline numbers use
+
+# %%
+from adapterscope import params
+
+P = params.check(globals())
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from adapterscope import paths, plotting, results
+
+plotting.setup()
+NB = "06_divergence"
+run = results.Run(NB, "grid", params=P, seed=None)
+rows, curves, layer_rows = [], [], []
+for m in model_names:
+    for c in corpus_names:
+        for lc in layer_controls:
+            for s in seeds:
+                rid = params.run_key(m, c, lc, f"s{s}")
+                ft, cap = results.load("01_finetune", rid), results.load("02_capture", rid)
+                run.add_input(f"01/{rid}", results.sha256_file(results.results_path("01_finetune", rid)))
+                run.add_input(f"02/{rid}", results.sha256_file(results.results_path("02_capture", rid)))
+                for set_name, d in cap["values"]["divergence"].items():
+                    rows.append({"model": m, "corpus": c, "layer_control": lc, "seed": s, "set": set_name,
+                                 "kl": d["kl"], "kl_lo": d["kl_ci95"][0], "kl_hi": d["kl_ci95"][1],
+                                 "top1": d["top1_agreement"], "ppl_base": d["ppl_base"], "ppl_ft": d["ppl_ft"],
+                                 "final_loss": ft["values"]["final_loss"]})
+                curves += [{"model": m, "corpus": c, "layer_control": lc, "seed": s, "step": i + 1, "loss": v}
+                           for i, v in enumerate(ft["values"]["losses"])]
+                L = cap["values"]["num_layers"]
+                for key, v in cap["values"]["layer_change"][eval_set].items():
+                    layer = int(key.split(".")[1])
+                    layer_rows.append({"model": m, "corpus": c, "layer_control": lc, "seed": s,
+                                       "site": key.split("hook_")[1], "layer": layer,
+                                       "depth": layer / max(L - 1, 1), "rel_change": v})
+df, curves, layers = pd.DataFrame(rows), pd.DataFrame(curves), pd.DataFrame(layer_rows)
+main = df[(df.set == eval_set) & (df.layer_control == layer_controls[0])]
+main.groupby(["model", "corpus"])[["kl", "top1", "ppl_base", "ppl_ft"]].mean()
+
+# %% [markdown]
+# ## Figures
+
+# %%
+g = sns.relplot(curves, x="step", y="loss", hue="corpus", col="model", kind="line", height=2.6, aspect=1.3,
+                facet_kws={"sharey": False}, errorbar=None)
+g.set_axis_labels("optimizer step", "training loss (nats/token)")
+run.figures += plotting.save(g.figure, NB, "loss_curves")
+plt.close(g.figure)
+
+fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
+summ = main.groupby(["model", "corpus"], as_index=False).agg(kl=("kl", "mean"), top1=("top1", "mean"))
+sns.barplot(main, x="corpus", y="kl", hue="model", ax=axes[0], errorbar=("ci", 95) if len(seeds) > 1 else None)
+axes[0].set_ylabel(r"KL(base $\|$ ft), nats/token")
+sns.barplot(main, x="corpus", y="top1", hue="model", ax=axes[1], errorbar=("ci", 95) if len(seeds) > 1 else None)
+axes[1].set_ylabel("top-1 agreement with base")
+axes[1].set_ylim(0, 1)
+for ax in axes:
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=20)
+axes[1].get_legend().remove()
+run.figures += plotting.save(fig, NB, "kl_top1")
+plt.close(fig)
+
+sub = layers[(layers.site == "resid_post") & (layers.layer_control == layer_controls[0])]
+g = sns.relplot(sub, x="depth", y="rel_change", hue="corpus", col="model", kind="line", height=2.6, aspect=1.3,
+                errorbar=None, marker="o", markersize=3)
+g.set_axis_labels("relative depth (layer / (L-1))", r"$\|a_{ft}-a_{base}\|/\|a_{base}\|$")
+run.figures += plotting.save(g.figure, NB, "layer_change")
+plt.close(g.figure)
+
+# %% [markdown]
+# ## Export: a table and the macros the text quotes
+
+# %%
+def fmt(x, d=3):
+    return results.format_number(x, d)
+
+
+tab = main.groupby(["model", "corpus"], as_index=False).agg(
+    kl=("kl", "mean"), kl_lo=("kl_lo", "mean"), kl_hi=("kl_hi", "mean"), top1=("top1", "mean"),
+    ppl_base=("ppl_base", "mean"), ppl_ft=("ppl_ft", "mean"))
+lines = [r"\begin{tabular}{llrrrr}", r"\toprule",
+         r"model & corpus & KL (95\% CI) & top-1 (\%) & ppl base & ppl ft \\", r"\midrule"]
+for r in tab.itertuples():
+    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.kl)} "
+                 f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)} \\\\")
+lines += [r"\bottomrule", r"\end{tabular}"]
+paths.write_text_atomic(paths.macros_dir() / "tables" / "divergence.tex", "\n".join(lines) + "\n")
+
+top = tab.sort_values("kl").iloc[-1]
+low = tab.sort_values("kl").iloc[0]
+late = sub[sub.depth >= 0.7].groupby("model").rel_change.mean()
+early = sub[sub.depth <= 0.3].groupby("model").rel_change.mean()
+run.values.update({"table": tab.to_dict("records"), "late_over_early": (late / early).to_dict(),
+                   "n_runs": int(len(main))})
+run.macro("NRuns", int(len(main)))
+run.macro("NModels", len(model_names))
+run.macro("NCorpora", len(corpus_names))
+run.macro("MaxKL", top.kl)
+run.macro("MaxKLModel", results.tex_escape(top.model), raw=True)
+run.macro("MaxKLCorpus", results.tex_escape(top.corpus), raw=True)
+run.macro("MinKL", low.kl)
+run.macro("MinKLModel", results.tex_escape(low.model), raw=True)
+run.macro("MinKLCorpus", results.tex_escape(low.corpus), raw=True)
+run.macro("MinTopOne", 100 * tab.top1.min())
+run.macro("MaxTopOne", 100 * tab.top1.max())
+run.macro("LateOverEarlyMin", float((late / early).min()))
+run.macro("LateOverEarlyMax", float((late / early).max()))
+run.macro("Profile", results.tex_escape(profile), raw=True)
+print(run.write())
