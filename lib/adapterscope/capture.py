@@ -57,7 +57,10 @@ def iter_paired(peft_model, rows: torch.Tensor, layers: Sequence[int], sites: Se
         raise TypeError("iter_paired needs a peft model (base + adapter); load one with finetune.load_adapter")
     layers = models.check_layers(peft_model, list(layers))
     names = {mod: n for n, mod in peft_model.named_modules()}
-    targets = [(models.hook_key(L, s), names[models.site_module(peft_model, L, s)]) for L in layers for s in sites]
+    # nnsight reads modules in execution order: by layer, and inside a layer the MLP before the layer's output
+    order = {"mlp_out": 0, "resid_post": 1}
+    pairs = sorted({(L, s) for L in layers for s in sites}, key=lambda ls: (ls[0], order.get(ls[1], 2)))
+    targets = [(models.hook_key(L, s), names[models.site_module(peft_model, L, s)]) for L, s in pairs]
     wrapped = NNsight(peft_model)
     peft_model.eval()
     bar = tqdm(range(0, len(rows), batch_size), desc="paired capture", disable=not progress)

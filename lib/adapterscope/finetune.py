@@ -201,7 +201,7 @@ def train(peft_model, rows: torch.Tensor, cfg: FinetuneConfig, device: str = "cp
         sched.step()
         if cfg.layer_control == "equal_step":
             equalise_layer_updates(peft_model)
-        res.losses.append(float(loss))
+        res.losses.append(loss.item())
         res.lrs.append(opt.param_groups[0]["lr"])
         res.step_s.append(time.perf_counter() - t0)
         res.tokens_seen += ids.numel()

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny randomly initialised llama (no downloads) and an isolated project root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch):
+    monkeypatch.delenv("ADAPTERSCOPE_ALLOW_HUB", raising=False)
+
+
+@pytest.fixture
+def tiny_llama():
+    """A 3-layer llama with d=32 and a 97-token vocabulary, random weights (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    model.config.use_cache = False
+    return model
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An isolated copy of the project's tracked files as ADAPTERSCOPE_HOME (results/figures land there).
+
+    Model and corpus caches stay shared (ADAPTERSCOPE_CACHE) so models are converted once per machine."""
+    root = tmp_path / "proj"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        src = REPO / f
+        if src.is_file():
+            dst = root / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(root))
+    monkeypatch.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
+    return root

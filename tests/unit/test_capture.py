@@ -1,0 +1,81 @@
+"""Paired capture: one backbone, adapter off == the base model exactly, adapter on == the fine-tuned model."""
+
+import pytest
+import torch
+
+from adapterscope import capture, finetune
+
+
+@pytest.fixture
+def peft_tiny(tiny_llama):
+    base_ref = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=3, batch_size=4, seq_len=16, lr=3e-2, dtype="float32")
+    pm = finetune.add_lora(tiny_llama, cfg)
+    g = torch.Generator().manual_seed(0)
+    finetune.train(pm, torch.randint(97, (8, 16), generator=g), cfg, progress=False)
+    return pm, base_ref
+
+
+def _hooked(model, modules):
+    acts = {}
+    hs = [m.register_forward_hook(lambda mod, i, o, k=k: acts.__setitem__(k, o[0] if isinstance(o, tuple) else o))
+          for k, m in modules.items()]
+    return acts, hs
+
+
+def test_paired_capture_matches_separate_models(peft_tiny):
+    from transformers import LlamaForCausalLM
+
+    pm, base_ref = peft_tiny
+    rows = torch.randint(97, (5, 10), generator=torch.Generator().manual_seed(1))
+    batches = list(capture.iter_paired(pm, rows, layers=[0, 2], sites=["resid_post", "mlp_out"], batch_size=2,
+                                       progress=False))
+    assert [b.input_ids.shape[0] for b in batches] == [2, 2, 1]
+    # reference: a plain copy of the base weights, and the merged fine-tuned model
+    base = LlamaForCausalLM(pm.base_model.model.config)
+    base.load_state_dict(base_ref)
+    base.eval()
+    mods = {"blocks.0.hook_resid_post": base.model.layers[0], "blocks.2.hook_mlp_out": base.model.layers[2].mlp}
+    acts, hs = _hooked(base, mods)
+    with torch.no_grad():
+        logits = base(input_ids=rows[:2]).logits
+    for h in hs:
+        h.remove()
+    b0 = batches[0]
+    for k in mods:
+        assert torch.equal(b0.base[k], acts[k]), k
+    assert torch.allclose(b0.logits_base, logits, atol=1e-6)
+    with torch.no_grad():
+        ft_logits = pm(input_ids=rows[:2]).logits
+    assert torch.allclose(b0.logits_ft, ft_logits, atol=1e-6)
+    assert not torch.allclose(b0.logits_ft, b0.logits_base, atol=1e-4)  # the adapter does something
+    pairs = b0.tokens("blocks.2.hook_resid_post")
+    assert pairs.shape == (2 * 9, 2, 32)
+
+
+def test_shards_round_trip(peft_tiny, tmp_path):
+    pm, _ = peft_tiny
+    rows = torch.randint(97, (6, 9), generator=torch.Generator().manual_seed(2))
+    keys = ["blocks.1.hook_resid_post"]
+    w = capture.ShardWriter(tmp_path / "shards", keys, tokens_per_shard=20, dtype=torch.float32, meta={"x": 1})
+    direct = []
+    for b in capture.iter_paired(pm, rows, layers=[1], batch_size=2, with_logits=False, progress=False):
+        w.add(b)
+        direct.append(b.tokens(keys[0]))
+    out = w.close()
+    assert sorted(p.name for p in out.iterdir())[:2] == ["meta.json", "shard_00000.safetensors"]
+    back = torch.cat(list(capture.iter_shards(out, keys[0], batch_tokens=7)))
+    assert torch.equal(back, torch.cat(direct))
+    with pytest.raises(KeyError, match="not captured"):
+        next(capture.iter_shards(out, "blocks.0.hook_mlp_out"))
+    assert not (tmp_path / ".shards.partial").exists()
+
+
+def test_capture_refuses_plain_model_and_bad_layer(tiny_llama, peft_tiny):
+    from adapterscope import models
+
+    with pytest.raises(TypeError, match="peft model"):
+        next(capture.iter_paired(tiny_llama, torch.zeros(1, 4, dtype=torch.long), layers=[0]))
+    pm, _ = peft_tiny
+    with pytest.raises(models.ModelError, match="out of range"):
+        next(capture.iter_paired(pm, torch.zeros(1, 4, dtype=torch.long), layers=[7]))
