@@ -166,6 +166,19 @@ def raw_documents(name: str, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
     raise CorpusError(f"unknown corpus {name!r}: use one of {', '.join(NAMED)}, file:PATH, url:URL or hf:NAME")
 
 
+def check_name(name: str) -> None:
+    """Raise :class:`CorpusError` now if ``name`` is neither a named corpus nor a file:/url:/hf: source."""
+    if name in NAMED:
+        return
+    if name.startswith("file:"):
+        if not Path(name[5:]).expanduser().is_file():
+            raise CorpusError(f"corpus file {name[5:]} not found")
+        return
+    if name.startswith(("url:", "hf:")):
+        return
+    raise CorpusError(f"unknown corpus {name!r}: use one of {', '.join(NAMED)}, file:PATH, url:URL or hf:NAME")
+
+
 # ------------------------------------------------------------------------------------------------- splits
 def heldout_fraction_of(doc: str, salt: str = "") -> float:
     h = hashlib.sha256((salt + doc).encode()).digest()

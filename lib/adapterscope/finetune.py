@@ -40,7 +40,7 @@ class FinetuneConfig:
     batch_size: int = 8
     seq_len: int = 128
     seed: int = 0
-    dtype: str = "bfloat16"   # autocast dtype for the forward/backward matmuls; LoRA weights stay float32
+    dtype: str = "auto"       # autocast dtype of the matmuls (auto: bfloat16 where fast); LoRA weights stay float32
     layer_control: str = "none"
     dropout: float = 0.0
     warmup_steps: int = 0
@@ -50,8 +50,8 @@ class FinetuneConfig:
         self.targets = tuple(self.targets)
         if self.layer_control not in LAYER_CONTROLS:
             raise FinetuneError(f"layer_control {self.layer_control!r} not in {LAYER_CONTROLS}")
-        if self.dtype not in models.DTYPES:
-            raise FinetuneError(f"dtype {self.dtype!r} not in {models.DTYPES}")
+        if self.dtype not in models.COMPUTE_DTYPES:
+            raise FinetuneError(f"dtype {self.dtype!r} not in {models.COMPUTE_DTYPES}")
         for k in ("rank", "steps", "batch_size", "seq_len"):
             if getattr(self, k) <= 0:
                 raise FinetuneError(f"{k} must be positive, got {getattr(self, k)}")
@@ -162,9 +162,11 @@ class TrainResult:
     step_s: list[float] = field(default_factory=list)
     layer_ratios: dict[int, float] = field(default_factory=dict)
     tokens_seen: int = 0
+    dtype: str = ""            # the compute dtype actually used ("auto" resolved)
 
 
 def autocast(device: str, dtype: str):
+    dtype = models.compute_dtype(dtype, device)
     if dtype == "float32":
         return contextlib.nullcontext()
     dev = torch.device(device).type
@@ -181,14 +183,14 @@ def train(peft_model, rows: torch.Tensor, cfg: FinetuneConfig, device: str = "cp
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0)
-    res = TrainResult()
+    res = TrainResult(dtype=models.compute_dtype(cfg.dtype, device))
     torch.manual_seed(cfg.seed)
     bar = tqdm(batch_order(len(rows), cfg.batch_size, cfg.steps, cfg.seed), desc="LoRA steps",
                disable=not progress)
     for idx in bar:
         t0 = time.perf_counter()
         ids = rows[idx].to(device)
-        with autocast(device, cfg.dtype):
+        with autocast(device, res.dtype):
             out = peft_model(input_ids=ids, labels=ids, use_cache=False)
         loss = out.loss.float()
         if not torch.isfinite(loss):

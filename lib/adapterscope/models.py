@@ -10,6 +10,7 @@ Canonical activation sites (TransformerLens-style keys) map to module paths thro
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ from .results import sha256_file, write_sidecar
 
 SITES = ("resid_post", "mlp_out")
 DTYPES = ("float32", "bfloat16", "float16")
+COMPUTE_DTYPES = DTYPES + ("auto",)  # "auto": bfloat16 where it is fast on this device, else float32
 
 
 class ModelError(ValueError):
@@ -115,6 +117,12 @@ def convert_embedded(name: str, force: bool = False) -> Path:
     return out
 
 
+def check_name(name_or_path: str, allow_hub: bool | None = None) -> None:
+    """Raise :class:`ModelError` now (before any loading) if ``name_or_path`` cannot be resolved."""
+    if name_or_path not in EMBEDDED:
+        resolve(name_or_path, allow_hub)
+
+
 def resolve(name_or_path: str, allow_hub: bool | None = None) -> str:
     """What ``from_pretrained`` should read: an embedded cache dir, a local dir, or (if allowed) a hub id."""
     if name_or_path in EMBEDDED:
@@ -140,6 +148,41 @@ def torch_dtype(dtype: str):
     if dtype not in DTYPES:
         raise ModelError(f"dtype {dtype!r} not in {DTYPES}")
     return getattr(torch, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_is_fast(device: str = "cpu") -> bool:
+    """Whether bfloat16 matmuls beat float32 on ``device``: CUDA with bf16 support, or a CPU whose bf16 path
+    (AVX-512-BF16 / AMX) is measured faster in a 384x384 probe. CPUs with only AVX2 emulate bf16 at up to
+    100x the float32 time, so the answer must be measured, not assumed."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type != "cpu":
+        return False
+    a = torch.randn(384, 384)
+    times = {}
+    for dt in (torch.float32, torch.bfloat16):
+        x = a.to(dt)
+        x @ x
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            x @ x
+            best = min(best, time.perf_counter() - t0)
+        times[dt] = best
+    return times[torch.bfloat16] < 0.8 * times[torch.float32]
+
+
+def compute_dtype(dtype: str, device: str = "cpu") -> str:
+    """Resolve a compute (autocast) dtype name; ``auto`` picks bfloat16 only where it is fast."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ModelError(f"dtype {dtype!r} not in {COMPUTE_DTYPES}")
+    if dtype == "auto":
+        return "bfloat16" if bf16_is_fast(device) else "float32"
+    return dtype
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "cpu", allow_hub: bool | None = None):

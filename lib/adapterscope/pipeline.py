@@ -99,6 +99,21 @@ def to_ipynb(nb: str, out: Path) -> Path:
     return out
 
 
+def preflight(merged: dict[str, Any]) -> None:
+    """Fail before a kernel starts on names that cannot resolve (model, corpus, lists of them)."""
+    from . import corpora, models
+
+    try:
+        for key in ("model", "model_names"):
+            for m in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
+                models.check_name(m)
+        for key in ("corpus", "corpus_names"):
+            for c in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
+                corpora.check_name(c)
+    except (models.ModelError, corpora.CorpusError) as e:
+        raise PipelineError(str(e)) from None
+
+
 def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list[tuple[str, str]] = (),
                  force: bool = False, log=print) -> dict[str, Any]:
     """Execute one notebook run unless its content digest is unchanged; returns its results record."""
@@ -106,6 +121,7 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
 
     declared = params.parse_parameters_cell(notebook_path(nb))
     merged = params.validate(declared, overrides, where=nb)
+    preflight(merged)
     ups = []
     for up_nb, up_id in upstream:
         try:

@@ -45,3 +45,11 @@ def test_local_model_dir_loads(tiny_llama, tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="w2", bos_token="w1").save_pretrained(tmp_path)
     m, tok = models.load_model(str(tmp_path))
     assert models.num_layers(m) == 3 and tok.pad_token == "w2" and not m.training
+
+
+def test_compute_dtype():
+    assert models.compute_dtype("float32") == "float32"
+    assert models.compute_dtype("auto") in ("float32", "bfloat16")
+    assert models.compute_dtype("auto", "meta") == "float32"
+    with pytest.raises(models.ModelError, match="dtype"):
+        models.compute_dtype("fp8")

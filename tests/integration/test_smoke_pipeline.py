@@ -1,0 +1,112 @@
+"""End to end: the smoke profile through papermill (01_finetune -> 02_capture -> 06_divergence), then the PDF.
+
+Runs in an isolated copy of the project (the ``project`` fixture); the model cache is shared. Asserts on the
+results JSONs the runs wrote, never on cell outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _pipeline(root, *args, timeout=1800):
+    env = {**os.environ, "ADAPTERSCOPE_HOME": str(root), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "adapterscope.pipeline", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run shared by the tests of this module."""
+    mp = pytest.MonkeyPatch()
+    from tests.conftest import REPO  # noqa: F401  (same copy logic as the fixture, done once per module)
+    root = tmp_path_factory.mktemp("smoke") / "proj"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, root / f)
+    mp.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
+    if shutil.which("latexmk") is None:
+        pytest.fail("latexmk is missing: `make test` installs TeX as root; otherwise apt-get install latexmk ...")
+    proc = _pipeline(root, "paper", "--profile", "smoke")
+    yield root, proc
+    mp.undo()
+
+
+def _load(root, nb, rid):
+    return json.loads((root / "results" / nb / f"{rid}.json").read_text())
+
+
+def test_smoke_profile_runs_and_builds_the_pdf(smoke):
+    root, proc = smoke
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pdf = root / "paper" / "adapterscope.pdf"
+    assert pdf.is_file() and pdf.stat().st_size > 50_000
+    log = (root / "paper" / "build" / "main.log").read_text(errors="replace")
+    assert "undefined" not in log.lower() or "Reference" not in log, "undefined references in the paper"
+    assert "Undefined control sequence" not in log
+
+
+@pytest.mark.parametrize("corpus", ["meditations", "instructions"])
+def test_results_have_values_and_provenance(smoke, corpus):
+    root, proc = smoke
+    assert proc.returncode == 0
+    rid = f"smollm2-135m__{corpus}__none__s0"
+    ft = _load(root, "01_finetune", rid)
+    v = ft["values"]
+    assert len(v["losses"]) == 4 and all(math.isfinite(x) for x in v["losses"])
+    assert v["compute_dtype"] in ("float32", "bfloat16")
+    assert (root / v["adapter_dir"] / "adapter_model.safetensors").is_file()
+    assert (root / v["adapter_dir"] / "meta.json").is_file()
+    prov = ft["provenance"]
+    assert prov["params"]["steps"] == 4 and prov["params"]["corpus"] == corpus
+    assert prov["content_digest"] and prov["libraries"]["torch"] == "2.13.0" and prov["wall_time_s"] > 0
+    assert set(prov["inputs"]) >= {"corpus", "model"}
+    cap = _load(root, "02_capture", rid)["values"]
+    for split in ("neutral", "heldout"):
+        d = cap["divergence"][split]
+        assert d["kl"] > 0 and math.isfinite(d["kl"])
+        assert 0 < d["top1_agreement"] <= 1
+        assert d["ppl_base"] > 1 and d["ppl_ft"] > 1
+    change = cap["layer_change"]["neutral"]
+    assert len(change) == 30 and all(x > 0 for x in change.values())
+    assert set(change) == {f"blocks.{i}.hook_resid_post" for i in range(30)}
+
+
+def test_summary_macros_and_rerun_is_skipped(smoke):
+    root, proc = smoke
+    assert proc.returncode == 0
+    grid = _load(root, "06_divergence", "grid")
+    assert grid["values"]["n_runs"] == 2
+    allm = (root / "paper" / "generated" / "all.tex").read_text()
+    assert "\\ProfileName" in allm
+    tex = (root / "paper" / "generated" / "06_divergence" / "grid.tex").read_text()
+    assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
+    again = _pipeline(root, "grid", "--profile", "smoke")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("[skip]") == 5 and "[run ]" not in again.stdout
+
+
+def test_bad_inputs_fail_clearly_without_artefacts(smoke):
+    root, _ = smoke
+    p = _pipeline(root, "run", "01_finetune", "-p", "stepz=3")
+    assert p.returncode == 2 and "unknown parameter(s) 'stepz' (did you mean 'steps'?)" in p.stderr
+    p = _pipeline(root, "run", "01_finetune", "-p", "steps=three")
+    assert p.returncode == 2 and "parameter 'steps' must be int" in p.stderr
+    p = _pipeline(root, "run", "01_finetune", "-p", "corpus=stoics", "-p", "steps=1")
+    assert p.returncode == 2 and "unknown corpus 'stoics'" in p.stderr
+    assert not (root / "results" / "01_finetune" / "smollm2-135m__stoics__none__s0.json").exists()
+    p = _pipeline(root, "run", "02_capture", "-p", "corpus=meditations", "-p", "layers=[99]")
+    assert p.returncode == 2 and "layer 99 out of range" in p.stderr
+    p = _pipeline(root, "paper", "--profile", "nope")
+    assert p.returncode == 2 and "available: smoke, default, seed" in p.stderr
