@@ -70,7 +70,7 @@ def test_results_have_values_and_provenance(smoke, corpus):
     assert (root / v["adapter_dir"] / "meta.json").is_file()
     prov = ft["provenance"]
     assert prov["params"]["steps"] == 4 and prov["params"]["corpus"] == corpus
-    assert prov["content_digest"] and prov["libraries"]["torch"] == "2.13.0" and prov["wall_time_s"] > 0
+    assert prov["content_digest"] and prov["libraries"]["torch"].startswith("2.13.0") and prov["wall_time_s"] > 0
     assert set(prov["inputs"]) >= {"corpus", "model"}
     cap = _load(root, "02_capture", rid)["values"]
     for split in ("neutral", "heldout"):

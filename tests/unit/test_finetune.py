@@ -9,6 +9,7 @@ import torch
 from adapterscope import finetune
 
 
+@torch.no_grad()
 def _dense_ratios(pm):
     """||dW_l||_F / ||W_l||_F from the merged dense update, over all adapted projections of a layer."""
     out = {}
