@@ -961,3 +961,61 @@ def cka_gram(X: ArrayLike, Y: ArrayLike, debiased: bool = False, device=None) ->
     K = x @ x.T
     L = y @ y.T
     return _ratio(hsic_gram(K, L, debiased), hsic_gram(K, K, debiased), hsic_gram(L, L, debiased))
+
+
+class BlockedCKA:
+    r"""Streaming linear CKA with a delete-one-block jackknife over token blocks.
+
+    Batches go round-robin into ``n_blocks`` :class:`StreamingCKA` accumulators, so updating costs the same as
+    one accumulator (each token is accumulated once) while memory grows ``n_blocks``-fold. ``value`` merges all
+    blocks (exactly the CKA over every token); ``jackknife`` recomputes CKA leaving out each block in turn::
+
+        theta_(b) = CKA(all tokens except block b),   theta_. = mean_b theta_(b)
+        se = sqrt((B - 1) / B * sum_b (theta_(b) - theta_.)^2)
+
+    and returns the full-sample value with a normal-approximation interval ``value +- z * se``. Blocks are
+    batches of whole sequences, so the interval reflects between-sequence variation.
+    """
+
+    def __init__(self, n_blocks: int = 5, device=None, dtype: torch.dtype = torch.float64):
+        if n_blocks < 2:
+            raise ValueError("n_blocks must be at least 2 for a jackknife")
+        self.blocks = [StreamingCKA(device=device, dtype=dtype) for _ in range(n_blocks)]
+        self._next = 0
+
+    @property
+    def n(self) -> int:
+        return sum(b.n for b in self.blocks)
+
+    def update(self, X: ArrayLike, Y: ArrayLike) -> "BlockedCKA":
+        self.blocks[self._next].update(X, Y)
+        self._next = (self._next + 1) % len(self.blocks)
+        return self
+
+    def _merged(self, skip: int | None = None) -> StreamingCKA:
+        import copy
+
+        used = [b for i, b in enumerate(self.blocks) if i != skip and b.n > 0]
+        if not used:
+            raise ValueError("no tokens accumulated")
+        acc = copy.deepcopy(used[0])
+        for b in used[1:]:
+            acc.merge(b)
+        return acc
+
+    def value(self, debiased: bool = False) -> float:
+        return self._merged().value(debiased)
+
+    def jackknife(self, debiased: bool = False, level: float = 0.95) -> dict[str, float]:
+        """``{"value", "se", "ci_low", "ci_high", "n_blocks"}``; needs every block non-empty."""
+        from statistics import NormalDist
+
+        if any(b.n == 0 for b in self.blocks):
+            raise ValueError(f"every block needs tokens: sizes {[b.n for b in self.blocks]}; feed at least "
+                             f"{len(self.blocks)} batches")
+        full = self.value(debiased)
+        loo = np.array([self._merged(skip=i).value(debiased) for i in range(len(self.blocks))])
+        B = len(loo)
+        se = float(np.sqrt((B - 1) / B * ((loo - loo.mean()) ** 2).sum()))
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        return {"value": full, "se": se, "ci_low": full - z * se, "ci_high": full + z * se, "n_blocks": B}

@@ -360,3 +360,28 @@ def test_cuda_matches_cpu():
     cpu = StreamingCKA().update(X[:200], Y[:200])
     cpu.merge(StreamingCKA(device="cuda").update(X[200:], Y[200:]))
     assert cpu.value() == pytest.approx(cka_features(X, Y), abs=1e-12)
+
+
+def test_blocked_cka_value_and_jackknife_match_direct():
+    from adapterscope.cka import BlockedCKA, cka_features
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 12, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(12, 9, generator=g, dtype=torch.float64) + 0.5 * torch.randn(300, 9, generator=g,
+                                                                                    dtype=torch.float64)
+    bl = BlockedCKA(n_blocks=3)
+    batches = [slice(i, i + 50) for i in range(0, 300, 50)]  # 6 batches -> blocks get batches (0,3), (1,4), (2,5)
+    for s in batches:
+        bl.update(X[s], Y[s])
+    for deb in (False, True):
+        assert bl.value(deb) == pytest.approx(cka_features(X, Y, debiased=deb), abs=1e-10)
+        jk = bl.jackknife(deb)
+        loo = []
+        for b in range(3):
+            keep = torch.cat([torch.arange(300)[batches[i]] for i in range(6) if i % 3 != b])
+            loo.append(cka_features(X[keep], Y[keep], debiased=deb))
+        loo = np.array(loo)
+        se = np.sqrt(2 / 3 * ((loo - loo.mean()) ** 2).sum())
+        assert jk["se"] == pytest.approx(se, rel=1e-8) and jk["ci_low"] < jk["value"] < jk["ci_high"]
+    with pytest.raises(ValueError, match="every block needs tokens"):
+        BlockedCKA(n_blocks=4).update(X[:10], Y[:10]).jackknife()
