@@ -34,6 +34,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -86,6 +87,7 @@ class TrainConfig:
     n_scale_batches: int = 8
     scaling_factors: list[float] | None = None
     sddmm: str = "auto"                     # "sparse" | "dense" | "auto"
+    sparse_threads: int | None = 1          # CPU threads for the sparse part of a step (None: all)
     log_every: int = 25
 
     @property
@@ -225,6 +227,47 @@ class CrosscoderTrainer:
         W_sel = (W_enc * n_F[:, None]).to(cdt)
         v_BF = torch.addmm((cc.b_enc_F.detach() * n_F).to(cdt), xs.to(cdt), W_sel.t())
         k_t = self.k_at(self.step)
+        with self._sparse_threads():
+            (idx, vals, b_idx, f_idx, z, xs, G, sse, g_dec, g_enc, g_benc, g_bdec,
+             cnt_F) = self._sparse_part(x, xs, W_dec, n_F, v_BF, k_t)
+        stats = {}
+        dead = torch.nonzero(self.tokens_since_fired >= cfg.dead_after_tokens).squeeze(1)
+        stats["dead"] = int(dead.numel())
+        if cfg.auxk_coeff > 0 and dead.numel() > 0:
+            stats["aux_loss"] = self._auxk(v_BF, dead, n_F, G * (-B * D / 2.0), xs, W_dec, g_dec, g_enc, g_benc)
+        cc.W_enc_FMD.grad = g_enc.view(F, M, D)
+        cc.W_dec_FMD.grad = g_dec.view(F, M, D)
+        cc.b_enc_F.grad = g_benc
+        cc.b_dec_MD.grad = g_bdec.view(M, D)
+        if self.step >= self.threshold_start and idx.numel() > 0:
+            beta = cfg.threshold_ema
+            self.thr_ema = beta * self.thr_ema + (1 - beta) * float(vals.min())
+            self.thr_count += 1
+            cc.threshold.fill_(self.thr_ema / (1 - beta ** self.thr_count))
+        self._dead_update(cnt_F > 0, B)
+        if self.debug:
+            self.last = {"idx": idx, "dead": dead, "xs": xs}
+        with self._sparse_threads():
+            sst = float((xs - xs.mean(0)).pow(2).sum())
+        stats.update(loss=sse / (B * D) + cfg.auxk_coeff * stats.get("aux_loss", 0.0), mse=sse / B,
+                     fve=1 - sse / max(sst, 1e-30), l0=idx.numel() / B, k=k_t)
+        return stats
+
+    def _sparse_threads(self):
+        """Cap torch's intra-op threads for the sparse part of a step (selection, sparse
+        decode, SDDMM, scatter-gradients).  Its ops are small and many: on a CPU shared with
+        other processes each parallel region waits for a descheduled thread, which made the
+        step ~4x slower with 2 threads than with 1; quiet, the cap costs a few ms."""
+        n = self.cfg.sparse_threads
+        if self.device.type != "cpu" or not n or n >= torch.get_num_threads():
+            return contextlib.nullcontext()
+        return _num_threads(n)
+
+    def _sparse_part(self, x, xs, W_dec, n_F, v_BF, k_t):
+        B, F = v_BF.shape
+        MD = xs.shape[1]
+        D = MD // self.cc.M
+        cc = self.cc
         idx = batch_topk_flat(v_BF, k_t * B)
         vals = v_BF.view(-1)[idx].float()
         b_idx = torch.div(idx, F, rounding_mode="floor")
@@ -248,27 +291,7 @@ class CrosscoderTrainer:
         g_enc = Fn.embedding_bag(bT, xs, offs_F, mode="sum", per_sample_weights=dz[perm])
         g_benc = torch.zeros(F, device=x.device).index_add_(0, f_idx, dz)
         g_bdec = G.sum(0)
-        stats = {}
-        dead = torch.nonzero(self.tokens_since_fired >= cfg.dead_after_tokens).squeeze(1)
-        stats["dead"] = int(dead.numel())
-        if cfg.auxk_coeff > 0 and dead.numel() > 0:
-            stats["aux_loss"] = self._auxk(v_BF, dead, n_F, G * (-B * D / 2.0), xs, W_dec, g_dec, g_enc, g_benc)
-        cc.W_enc_FMD.grad = g_enc.view(F, M, D)
-        cc.W_dec_FMD.grad = g_dec.view(F, M, D)
-        cc.b_enc_F.grad = g_benc
-        cc.b_dec_MD.grad = g_bdec.view(M, D)
-        if self.step >= self.threshold_start and idx.numel() > 0:
-            beta = cfg.threshold_ema
-            self.thr_ema = beta * self.thr_ema + (1 - beta) * float(vals.min())
-            self.thr_count += 1
-            cc.threshold.fill_(self.thr_ema / (1 - beta ** self.thr_count))
-        self._dead_update(cnt_F > 0, B)
-        if self.debug:
-            self.last = {"idx": idx, "dead": dead, "xs": xs}
-        sst = float((xs - xs.mean(0)).pow(2).sum())
-        stats.update(loss=sse / (B * D) + cfg.auxk_coeff * stats.get("aux_loss", 0.0), mse=sse / B,
-                     fve=1 - sse / max(sst, 1e-30), l0=idx.numel() / B, k=k_t)
-        return stats
+        return idx, vals, b_idx, f_idx, z, xs, G, sse, g_dec, g_enc, g_benc, g_bdec, cnt_F
 
     def _sddmm(self, G, W_dec, b_idx, f_idx, crow, idx) -> torch.Tensor:
         """dz_p = <G[b_p], W_dec[f_p]> for the selected pairs."""
@@ -421,6 +444,16 @@ class CrosscoderTrainer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return tr
+
+
+@contextlib.contextmanager
+def _num_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _tuplify(x):

@@ -471,3 +471,25 @@ def test_m1_is_an_sae():
     assert len(ev["fve"]) == 1 and ev["fve"][0] > 0.9
     with pytest.raises(ValueError):
         reconstruction_ratio(cc, [])
+
+
+def test_sparse_threads_cap_same_step_and_restores_threads():
+    """The thread cap of the sparse part changes no result and restores the thread count."""
+    base, ft = ATOMS
+    x = next(planted_batches(base, ft, 256, 1, seed=3))
+    grads, stats = {}, {}
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for st in (1, None):
+            cfg = TrainConfig(2, D, 64, k=3, batch_size=256, total_steps=10, k_anneal_frac=0.0, sparse_threads=st)
+            tr = CrosscoderTrainer(cfg)
+            tr.init_from_data(x)
+            stats[st] = tr._grads_batchtopk(x)
+            assert torch.get_num_threads() == 2
+            grads[st] = {name: p.grad.clone() for name, p in tr.cc.named_parameters()}
+    finally:
+        torch.set_num_threads(n)
+    for name in grads[1]:
+        torch.testing.assert_close(grads[1][name], grads[None][name], rtol=1e-5, atol=1e-7, msg=name)
+    assert stats[1]["mse"] == pytest.approx(stats[None]["mse"], rel=1e-6)
