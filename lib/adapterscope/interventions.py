@@ -1,0 +1,271 @@
+"""Causal clamping: move a crosscoder's fine-tune-only latents back to base inside the fine-tuned model.
+
+Setting: one peft model (adapter off = base exactly, adapter on = fine-tuned) and a crosscoder with M=2
+(index 0 base, 1 fine-tuned) trained on paired activations at one (layer, site). For every batch of rows:
+
+  1. base pass (adapter off): base logits and a_base at the site;            } capture.iter_paired,
+  2. fine-tuned pass (adapter on): fine-tuned logits and a_ft at the site;   } one backbone
+  3. fine-tuned passes with an edit added to the site's output, for every condition at once (the rows are
+     repeated once per condition and run in chunks of ``batch_size`` rows).
+
+The edit ("clamp S back to base"): z = encode(a_base, a_ft) (the crosscoder's own input scaling applies),
+and, with each model's decoder row in that model's activation units, d_m,j = W_dec[j, m] / s_m,
+
+    a_ft' = a_ft + sum_{j in S} z_j (d_base,j - d_ft,j)        at positions t >= skip_first (default 1: BOS kept)
+
+i.e. latent j's fine-tuned contribution to the reconstruction is replaced by its base contribution. Because
+only the site's output is edited and the layers below it run unedited, a_ft in pass 3 equals a_ft of pass 2.
+
+Measured per row: mean over positions skip_first..T-2 of next-token KL(base || model) (the positions the edit
+can reach; positions before skip_first are untouched by construction, so they are left out of every number
+here, unlike divergence.py's headline KL which includes position 0). Conditions:
+  ft       no edit;  clamp   the edit above;
+  random   n_random seeded sets of |S| latents drawn uniformly from ``pool`` (latents that fire on the data,
+           S excluded), same edit formula;
+  noise    n_noise draws of Gaussian noise rescaled per token to the clamp edit's norm at that token.
+Fraction of KL removed = 1 - mean_rows(KL_edit) / mean_rows(KL_ft) (a ratio of means; every row has the same
+number of positions). Per-row arrays are kept so :meth:`ClampResult.summary` can attach paired bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import capture, models, stats
+from .crosscoder import Crosscoder
+from .finetune import autocast
+
+
+# ----------------------------------------------------------------------------------------- the edit (pure)
+@torch.no_grad()
+def edit_directions(cc: Crosscoder, base: int = 0, ft: int = 1) -> torch.Tensor:
+    """dir_FD = W_dec[:, base] / s_base - W_dec[:, ft] / s_ft: moving latent f back to base, per unit of z_f,
+    in raw activation units (float32, on the crosscoder's device)."""
+    W = cc.W_dec_FMD.float()
+    return W[:, base] / cc.scale_M[base].float() - W[:, ft] / cc.scale_M[ft].float()
+
+
+@torch.no_grad()
+def latent_codes(cc: Crosscoder, a_base_BTD: torch.Tensor, a_ft_BTD: torch.Tensor, base: int = 0, ft: int = 1,
+                 use_threshold: bool = True) -> torch.Tensor:
+    """z_BTF = encode of the paired activations, token by token (raw activations in; float32, cc's device).
+
+    ``use_threshold=False`` (BatchTopK without a learned threshold) makes z depend on the batch's tokens."""
+    B, T, D = a_base_BTD.shape
+    x = torch.empty(B * T, cc.M, D, device=cc.device, dtype=torch.float32)
+    x[:, base] = a_base_BTD.reshape(B * T, D).to(cc.device, torch.float32)
+    x[:, ft] = a_ft_BTD.reshape(B * T, D).to(cc.device, torch.float32)
+    return cc.encode(x, use_threshold=use_threshold).reshape(B, T, cc.F)
+
+
+@torch.no_grad()
+def latent_edit(z_BTF: torch.Tensor, dir_FD: torch.Tensor, latents, skip_first: int = 1) -> torch.Tensor:
+    """delta_BTD = sum_{j in latents} z_j dir_j, zero at positions < skip_first."""
+    S = torch.as_tensor(np.asarray(latents, dtype=np.int64), device=z_BTF.device).reshape(-1)
+    delta = z_BTF[..., S].float() @ dir_FD[S].to(z_BTF.device).float()
+    delta[:, :skip_first] = 0
+    return delta
+
+
+@torch.no_grad()
+def matched_noise(delta_BTD: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian directions with, at every token, the same L2 norm as ``delta_BTD`` (zero where it is zero).
+    ``generator`` lives on the CPU so draws do not depend on the device."""
+    g = torch.randn(delta_BTD.shape, generator=generator, dtype=torch.float32).to(delta_BTD.device)
+    g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return g * delta_BTD.float().norm(dim=-1, keepdim=True)
+
+
+def random_latent_sets(pool, size: int, n_draws: int, seed: int = 0) -> list[np.ndarray]:
+    """``n_draws`` sorted sets of ``size`` distinct latents drawn uniformly (seeded) from ``pool``."""
+    pool = np.unique(np.asarray(pool, dtype=np.int64))
+    if size > len(pool):
+        raise ValueError(f"cannot draw {size} latents from a pool of {len(pool)}")
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(pool, size=size, replace=False)) for _ in range(n_draws)]
+
+
+# ----------------------------------------------------------------------------------------- model passes
+def _envoy(wrapped, path: str):
+    e = wrapped
+    for part in path.split("."):
+        e = e[int(part)] if part.isdigit() else getattr(e, part)
+    return e
+
+
+def _site_path(peft_model, layer: int, site: str) -> str:
+    target = models.site_module(peft_model, layer, site)
+    for name, mod in peft_model.named_modules():
+        if mod is target:
+            return name
+    raise models.ModelError(f"no module path for layer {layer} site {site}")
+
+
+@torch.no_grad()
+def edited_logits(wrapped, path: str, ids_BT: torch.Tensor, delta_BTD: torch.Tensor, device: str = "cpu",
+                  dtype: str = "float32") -> torch.Tensor:
+    """Logits of the model wrapped in ``wrapped`` (NNsight) with ``delta_BTD`` added to the output of the
+    module at ``path`` (the adapter state is whatever the caller set)."""
+    saved: list = []
+    with autocast(device, dtype):
+        with wrapped.trace(ids_BT.to(device)):
+            env = _envoy(wrapped, path)
+            out = env.output
+            if isinstance(out, tuple):
+                env.output = (out[0] + delta_BTD.to(out[0].device, out[0].dtype),) + tuple(out[1:])
+            else:
+                env.output = out + delta_BTD.to(out.device, out.dtype)
+            saved.append(wrapped.output.logits.save())
+    return saved[0]
+
+
+def row_kl(logits_base_BTV: torch.Tensor, logits_BTV: torch.Tensor, skip_first: int = 1) -> torch.Tensor:
+    """Per-row mean next-token KL(base || model) over positions skip_first..T-2, float64 on the CPU."""
+    lb = torch.log_softmax(logits_base_BTV[:, skip_first:-1].float(), -1)
+    lq = torch.log_softmax(logits_BTV[:, skip_first:-1].float(), -1)
+    return (lb.exp() * (lb - lq)).sum(-1).double().mean(-1).cpu()
+
+
+# ----------------------------------------------------------------------------------------- experiment
+@dataclass
+class ClampResult:
+    """Per-row KLs (float64, one entry per row) of every condition, plus what made them."""
+    latents: np.ndarray                  # S
+    random_sets: list[np.ndarray]        # the control sets, one per draw
+    kl_ft_R: np.ndarray                  # KL(base || ft), no edit
+    kl_clamp_R: np.ndarray               # KL(base || ft with S clamped to base)
+    kl_random_NR: np.ndarray             # (n_random, R)
+    kl_noise_NR: np.ndarray              # (n_noise, R)
+    edit_norm: dict = field(default_factory=dict)   # mean per-token L2 norms over edited positions
+    meta: dict = field(default_factory=dict)
+
+    @staticmethod
+    def fraction_removed(kl_ft_R, kl_edit_R) -> float:
+        return float(1.0 - np.mean(kl_edit_R) / np.mean(kl_ft_R))
+
+    def summary(self, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+        """Means, fractions of KL removed with paired (over rows) percentile bootstrap CIs, and the clamp-vs-
+        control paired effects (per-row KL of the control, averaged over draws, minus the clamp's)."""
+        def frac(ft, ed, axis=-1):
+            return 1.0 - ed.mean(axis) / ft.mean(axis)
+
+        def frac_ci(kl_edit_R):
+            lo, hi, _ = stats.bootstrap_ci((self.kl_ft_R, kl_edit_R), frac, paired=True, n_resamples=n_boot,
+                                           level=level, seed=seed)
+            return {"value": self.fraction_removed(self.kl_ft_R, kl_edit_R), "ci_low": lo, "ci_high": hi}
+
+        out = {"n_rows": int(len(self.kl_ft_R)), "n_latents": int(len(self.latents)),
+               "kl_ft": float(self.kl_ft_R.mean()), "kl_clamp": float(self.kl_clamp_R.mean()),
+               "frac_removed_clamp": frac_ci(self.kl_clamp_R), "edit_norm": dict(self.edit_norm), **self.meta}
+        for name, arr in (("random", self.kl_random_NR), ("noise", self.kl_noise_NR)):
+            if len(arr) == 0:
+                continue
+            out[f"kl_{name}"] = float(arr.mean())
+            out[f"frac_removed_{name}"] = frac_ci(arr.mean(0))
+            out[f"frac_removed_{name}_draws"] = [self.fraction_removed(self.kl_ft_R, a) for a in arr]
+            eff = stats.mean_difference(arr.mean(0), self.kl_clamp_R, paired=True, n_boot=n_boot, level=level,
+                                        seed=seed)
+            out[f"effect_{name}_minus_clamp"] = eff.as_dict()
+        return out
+
+
+@torch.no_grad()
+def fire_counts(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, site: str = "resid_post",
+                batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
+                skip_first: int = 1, progress: bool = True) -> np.ndarray:
+    """(F,) number of tokens (positions >= skip_first) on which each latent is non-zero over ``rows``."""
+    key = models.hook_key(layer, site)
+    counts = torch.zeros(cc.F, dtype=torch.float64)
+    batches = capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
+                                  dtype=dtype, with_logits=False, progress=False)
+    for b in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="latent firing", disable=not progress):
+        z = latent_codes(cc, b.base[key], b.ft[key], use_threshold=use_threshold)[:, skip_first:]
+        counts += (z != 0).sum((0, 1)).double().cpu()
+    return counts.numpy().astype(np.int64)
+
+
+@torch.no_grad()
+def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, latents: Sequence[int], *,
+                     site: str = "resid_post", n_random: int = 5, n_noise: int = 5, pool: Sequence[int] | None = None,
+                     batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
+                     skip_first: int = 1, seed: int = 0, base: int = 0, ft: int = 1,
+                     progress: bool = True) -> ClampResult:
+    """Run the clamping experiment on ``rows`` (n, T) and return per-row KLs of every condition.
+
+    ``latents``: S, e.g. ``np.flatnonzero(classify_latents(cc)["labels"] == "ft_only")``.
+    ``pool``: latents the random controls may draw from (S is removed from it). None: the latents that fire
+    on ``rows`` (one extra paired sweep, :func:`fire_counts`); pass e.g. ``evaluate(cc, ...)["fire_counts"] > 0``
+    from the training activations to skip it. ``batch_size`` bounds the rows in any one forward pass.
+    Random sets use ``seed``; noise draw i uses a CPU generator seeded ``seed + 1000 + i``."""
+    if not hasattr(peft_model, "disable_adapter"):
+        raise TypeError("clamp_experiment needs a peft model (base + adapter); load one with finetune.load_adapter")
+    if cc.M != 2:
+        raise ValueError(f"clamping needs a crosscoder over 2 models, got M={cc.M}")
+    (layer,) = models.check_layers(peft_model, [layer])
+    if rows.ndim != 2 or rows.shape[1] < skip_first + 2:
+        raise ValueError(f"rows must be (n, T) with T >= skip_first + 2, got {tuple(rows.shape)}")
+    S = np.unique(np.asarray(latents, dtype=np.int64).reshape(-1))
+    if len(S) and (S.min() < 0 or S.max() >= cc.F):
+        raise ValueError(f"latent indices must lie in [0, {cc.F})")
+    if n_random > 0:
+        if pool is None:
+            pool = np.flatnonzero(fire_counts(peft_model, cc, rows, layer, site, batch_size, device, dtype,
+                                              use_threshold, skip_first, progress) > 0)
+        pool = np.asarray(pool)
+        pool = np.flatnonzero(pool) if pool.dtype == bool else pool.astype(np.int64)
+        pool = np.setdiff1d(pool, S)
+        random_sets = random_latent_sets(pool, len(S), n_random, seed)
+    else:
+        random_sets = []
+    noise_gens = [torch.Generator().manual_seed(seed + 1000 + i) for i in range(n_noise)]
+    key = models.hook_key(layer, site)
+    path = _site_path(peft_model, layer, site)
+    dir_FD = edit_directions(cc, base, ft)
+    from nnsight import NNsight
+
+    wrapped = NNsight(peft_model)
+    peft_model.eval()
+    K = 1 + len(random_sets) + n_noise                      # edited conditions per row
+    kl_ft, kl_edit = [], []                                  # per batch: (B,), (K, B)
+    norm_sum = torch.zeros(K, dtype=torch.float64)
+    diff_sum, resid_sum, n_tok = 0.0, 0.0, 0
+    batches = capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
+                                  dtype=dtype, with_logits=True, progress=False)
+    for b in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="clamp", disable=not progress):
+        a_base, a_ft = b.base[key], b.ft[key]
+        B, T, D = a_ft.shape
+        z = latent_codes(cc, a_base, a_ft, base, ft, use_threshold)
+        d_clamp = latent_edit(z, dir_FD, S, skip_first).to(device)
+        deltas = [d_clamp] + [latent_edit(z, dir_FD, R, skip_first).to(device) for R in random_sets]
+        deltas += [matched_noise(d_clamp, g) for g in noise_gens]
+        delta_KB = torch.stack(deltas)                      # (K, B, T, D)
+        norm_sum += delta_KB[:, :, skip_first:].float().norm(dim=-1).double().sum((1, 2)).cpu()
+        diff = (a_ft - a_base)[:, skip_first:].float().to(device)
+        diff_sum += float(diff.norm(dim=-1).double().sum())
+        resid_sum += float((diff + d_clamp[:, skip_first:]).norm(dim=-1).double().sum())
+        n_tok += B * (T - skip_first)
+        # all edited conditions in chunks of batch_size rows, adapter on
+        ids = b.input_ids.repeat(K, 1)
+        flat = delta_KB.reshape(K * B, T, D)
+        lb = b.logits_base.repeat(K, 1, 1)
+        kls = [row_kl(lb[i:i + batch_size], edited_logits(wrapped, path, ids[i:i + batch_size],
+                                                           flat[i:i + batch_size], device, dtype), skip_first)
+               for i in range(0, K * B, batch_size)]
+        kl_edit.append(torch.cat(kls).reshape(K, B))
+        kl_ft.append(row_kl(b.logits_base, b.logits_ft, skip_first))
+    kl_edit_KR = torch.cat(kl_edit, dim=1).numpy()
+    norms = (norm_sum / max(n_tok, 1)).tolist()
+    edit_norm = {"clamp": norms[0], "random": norms[1:1 + len(random_sets)], "noise": norms[1 + len(random_sets):],
+                 "ft_minus_base": diff_sum / max(n_tok, 1), "ft_minus_base_after_clamp": resid_sum / max(n_tok, 1)}
+    meta = {"layer": layer, "site": site, "skip_first": skip_first, "use_threshold": use_threshold, "seed": seed,
+            "n_random": len(random_sets), "n_noise": n_noise, "pool_size": int(len(pool)) if n_random > 0 else 0,
+            "n_tokens": n_tok}
+    return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
+                       kl_clamp_R=kl_edit_KR[0], kl_random_NR=kl_edit_KR[1:1 + len(random_sets)],
+                       kl_noise_NR=kl_edit_KR[1 + len(random_sets):], edit_norm=edit_norm, meta=meta)

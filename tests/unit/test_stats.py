@@ -1,0 +1,141 @@
+"""Rank correlations, permutation p-values, bootstrap CIs and effect sizes against scipy and hand enumeration."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from adapterscope import stats
+
+
+def _enumerated_p(x, y, f):
+    """Two-sided exact p by brute force: share of all orderings of y with |r| >= |r_obs|."""
+    obs = abs(f(x, y))
+    hits = [abs(f(x, np.array(p))) >= obs - 1e-12 for p in itertools.permutations(y)]
+    return sum(hits) / len(hits)
+
+
+def test_seed_study_n4_rho_minus_080_has_exact_p_one_third():
+    x, y = [1, 2, 3, 4], [4, 2, 3, 1]
+    r = stats.spearman(x, y, n_boot=0)
+    assert r.value == pytest.approx(-0.8)
+    assert r.p_method == "exact" and r.extra["n_permutations"] == 24
+    assert r.p_value == pytest.approx(1 / 3, abs=1e-12)
+    # by hand: 8 of the 24 orderings have |rho| >= 0.8 (rho = +-1 once each, +-0.8 three times each)
+    rhos = [st.spearmanr(x, p).statistic for p in itertools.permutations(y)]
+    assert sum(abs(v) >= 0.8 - 1e-12 for v in rhos) == 8
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_point_estimates_match_scipy_with_ties(method):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, 25).astype(float)    # many ties
+    y = x + rng.integers(0, 3, 25)
+    ref = st.spearmanr(x, y).statistic if method == "spearman" else st.kendalltau(x, y).statistic
+    r = stats.rank_correlation(x, y, method, n_boot=0, n_permutations=99)
+    assert r.value == pytest.approx(ref, abs=1e-12)
+    # vectorised form agrees row by row
+    X = rng.normal(size=(4, 7))
+    Y = rng.normal(size=(4, 7))
+    f = stats.spearman_rho if method == "spearman" else stats.kendall_tau
+    g = st.spearmanr if method == "spearman" else st.kendalltau
+    assert np.allclose(f(X, Y), [g(a, b).statistic for a, b in zip(X, Y)])
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_exact_p_equals_brute_force_enumeration(method):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=6)
+    y = np.round(x + rng.normal(size=6), 0)   # ties in y
+    f = stats.spearman_rho if method == "spearman" else stats.kendall_tau
+    r = stats.rank_correlation(x, y, method, n_boot=0)
+    assert r.p_method == "exact"
+    assert r.p_value == pytest.approx(_enumerated_p(x, y, lambda a, b: float(f(a, b))), abs=1e-12)
+
+
+def test_kendall_exact_p_matches_scipy_exact_without_ties():
+    x, y = [1, 2, 3, 4, 5, 6, 7], [2, 1, 4, 3, 7, 5, 6]
+    r = stats.kendall(x, y, n_boot=0)
+    assert r.p_value == pytest.approx(st.kendalltau(x, y, method="exact").pvalue, abs=1e-12)
+
+
+def test_n9_is_exact_and_n10_is_seeded_permutation():
+    rng = np.random.default_rng(1)
+    x9, y9 = rng.normal(size=9), rng.normal(size=9)
+    r9 = stats.spearman(x9, y9, n_boot=0)
+    assert r9.p_method == "exact" and r9.extra["n_permutations"] == math.factorial(9)
+    # exact p is a multiple of 1/9!, up to ties in |rho|
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    y = y + 0.6 * x
+    a = stats.spearman(x, y, n_boot=0, seed=5)
+    b = stats.spearman(x, y, n_boot=0, seed=5)
+    c = stats.spearman(x, y, n_boot=0, seed=6, n_permutations=4999)
+    assert a.p_method == "permutation" and a.p_value == b.p_value
+    assert a.p_value >= 1 / 10000                         # the observed ordering counts
+    # Monte Carlo p near the asymptotic t-test p (n = 30) and near another seed's
+    assert a.p_value == pytest.approx(st.spearmanr(x, y).pvalue, abs=0.01)
+    assert a.p_value == pytest.approx(c.p_value, abs=0.01)
+
+
+def test_bootstrap_ci_matches_scipy_and_handles_degenerate_resamples():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=40)
+    y = x + rng.normal(size=40)
+    r = stats.spearman(x, y, n_boot=2000, seed=3, n_permutations=99)
+    ref = st.bootstrap((x, y), lambda a, b, axis=-1: stats.spearman_rho(a, b, axis), paired=True, vectorized=True,
+                       n_resamples=2000, method="percentile", rng=np.random.default_rng(3))
+    assert (r.ci_low, r.ci_high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+    assert r.ci_low < r.value < r.ci_high and r.extra["degenerate_fraction"] == 0
+    # n = 4 with a repeated x: some resamples have constant x (rho undefined); they are dropped, not nan
+    d = stats.spearman([0, 0, 1, 2], [1, 0, 2, 3], n_boot=999)
+    assert 0 < d.extra["degenerate_fraction"] < 1
+    assert np.isfinite([d.ci_low, d.ci_high]).all() and -1 <= d.ci_low <= d.ci_high <= 1
+    # BCa path (no degenerate resamples) is scipy's
+    lo, hi, deg = stats.bootstrap_ci((x,), lambda a, axis=-1: a.mean(axis), method="BCa", n_resamples=999, seed=0)
+    ref = st.bootstrap((x,), np.mean, n_resamples=999, method="BCa", rng=np.random.default_rng(0))
+    assert (lo, hi, deg) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high, 0.0))
+
+
+def test_mean_difference_paired_exact_and_effect_size():
+    a = np.array([1.0, 2.5, 3.0, 4.5, 2.0])
+    b = np.array([0.5, 2.0, 3.2, 3.0, 1.0])
+    r = stats.mean_difference(a, b, paired=True, n_boot=999)
+    d = a - b
+    assert r.value == pytest.approx(d.mean())
+    assert r.extra["effect_size"] == pytest.approx(d.mean() / d.std(ddof=1))
+    # exact sign-flip p by hand: 2^5 = 32 sign patterns
+    flips = [abs((np.array(s) * d).mean()) >= abs(d.mean()) - 1e-12 for s in itertools.product([1, -1], repeat=5)]
+    assert r.p_method == "exact" and r.p_value == pytest.approx(sum(flips) / 32)
+    assert r.ci_low <= r.value <= r.ci_high
+
+
+def test_mean_difference_independent_matches_hand_values():
+    a = np.array([3.0, 4.0, 5.0, 6.0])
+    b = np.array([1.0, 2.0, 2.5])
+    r = stats.mean_difference(a, b, n_boot=999)
+    assert r.value == pytest.approx(4.5 - 5.5 / 3)
+    pooled = math.sqrt((3 * a.var(ddof=1) + 2 * b.var(ddof=1)) / 5)
+    assert r.extra["effect_size"] == pytest.approx(r.value / pooled)
+    # exact label-shuffle p by hand: C(7, 4) = 35 splits
+    pool = np.concatenate([a, b])
+    hits = [abs(pool[list(i)].mean() - np.delete(pool, list(i)).mean()) >= abs(r.value) - 1e-12
+            for i in itertools.combinations(range(7), 4)]
+    assert r.p_method == "exact" and r.p_value == pytest.approx(sum(hits) / 35)
+    ref = st.bootstrap((a, b), lambda u, v, axis=-1: u.mean(axis) - v.mean(axis), n_resamples=999,
+                       method="percentile", rng=np.random.default_rng(0))
+    assert (r.ci_low, r.ci_high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+
+
+def test_result_as_dict_is_json_and_inputs_are_checked():
+    r = stats.spearman([1, 2, 3, 4, 5], [2, 1, 3, 5, 4], n_boot=99)
+    d = json.loads(json.dumps(r.as_dict()))
+    assert d["statistic"] == "spearman_rho" and d["n"] == 5 and set(d) >= {"p_value", "ci_low", "ci_high", "extra"}
+    with pytest.raises(ValueError, match="differ in length"):
+        stats.spearman([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="method"):
+        stats.rank_correlation([1, 2, 3], [1, 2, 3], "pearson")
+    const = stats.spearman([1, 1, 1, 1], [1, 2, 3, 4])
+    assert math.isnan(const.value) and math.isnan(const.p_value)
