@@ -13,7 +13,9 @@
 # * output divergence on a **neutral set** (seeded samples from the base model, so the mean next-token
 #   KL(base||ft) estimates divergence under the base distribution) and on **held-out in-domain text**:
 #   KL, top-1 agreement, perplexity of both models;
-# * the per-layer relative activation change ||a_ft - a_base|| / ||a_base|| at each site.
+# * the per-layer relative activation change ||a_ft - a_base|| / ||a_base|| at each site;
+# * exact linear CKA between base and fine-tuned residual streams at every captured layer, biased and debiased,
+#   streamed over all tokens of both sets (BOS excluded), with a delete-one-block jackknife CI.
 #
 # Optionally writes the paired activations as safetensors shards for later notebooks.
 
@@ -32,6 +34,7 @@ batch_size = 8  # rows per paired forward
 dtype = "float32"  # capture precision (autocast); float32 for exact base activations
 heldout_frac = 0.1  # must match the 01_finetune split
 write_shards = False  # also write paired activations as safetensors shards
+cka_blocks = 5  # token blocks (whole batches) for the jackknife CI of per-layer CKA
 device = "cpu"  # cpu | cuda | cuda:N
 progress = True  # show tqdm bars
 
@@ -49,7 +52,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from adapterscope import capture, corpora, divergence, finetune, models, paths, plotting, results
+from adapterscope import capture, cka, corpora, divergence, finetune, models, paths, plotting, results
 
 plotting.setup()
 NB = "02_capture"
@@ -83,6 +86,8 @@ change = {}
 writer = None
 t0 = time.perf_counter()
 n_tok = 0
+resid_keys = [models.hook_key(l, "resid_post") for l in layer_list] if "resid_post" in sites else []
+ckas = {k: cka.BlockedCKA(n_blocks=cka_blocks) for k in resid_keys}
 for name, rows in sets.items():
     acc, act = divergence.DivergenceAccumulator(), divergence.ActivationChange()
     if write_shards:
@@ -94,6 +99,9 @@ for name, rows in sets.items():
         acc.update(b.logits_base, b.logits_ft, b.input_ids)
         for k in b.base:
             act.update(k, b.base[k], b.ft[k])
+        for k in resid_keys:
+            pair = b.tokens(k)  # (N, 2, D), BOS dropped
+            ckas[k].update(pair[:, 0], pair[:, 1])
         if writer:
             writer.add(b)
         n_tok += b.input_ids.numel()
@@ -104,6 +112,11 @@ for name, rows in sets.items():
     div[name] = r
     change[name] = act.result()
 capture_s = time.perf_counter() - t0
+cka_layers = {}
+for k, acc in ckas.items():
+    jb, jd = acc.jackknife(debiased=False), acc.jackknife(debiased=True)
+    cka_layers[k] = {"cka": jb["value"], "cka_se": jb["se"], "cka_debiased": jd["value"],
+                     "cka_debiased_se": jd["se"], "n_tokens": acc.n}
 pd.DataFrame(div).T
 
 # %% [markdown]
@@ -125,7 +138,7 @@ plt.close(fig)
 # ## Export
 
 # %%
-run.values.update({"divergence": div, "layer_change": change, "layers": layer_list, "num_layers": L,
+run.values.update({"divergence": div, "layer_change": change, "cka": cka_layers, "layers": layer_list, "num_layers": L,
                    "capture_s": capture_s, "paired_tokens_per_s": n_tok / capture_s})
 for s in sets:
     run.macro(f"{s}Kl", div[s]["kl"])

@@ -27,10 +27,12 @@ from . import params, paths, results
 
 LOCK_FILE = "requirements.lock"
 # Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
-CELL_NOTEBOOKS = ("01_finetune", "02_capture")
-UPSTREAM = {"02_capture": ["01_finetune"]}
-# Notebooks run once per profile after the grid, with the grid's lists as parameters.
-SUMMARY_NOTEBOOKS = ("06_divergence",)
+CELL_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
+UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_capture"]}
+# Cell notebooks that run only for the main grid, not for the depth-profile control runs.
+MAIN_ONLY = ("03_crosscoder",)
+# Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
+SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka")
 
 
 class PipelineError(RuntimeError):
@@ -157,31 +159,68 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     return rec
 
 
-def grid_cells(profile: dict[str, Any]) -> list[dict[str, Any]]:
+def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, Any]]:
+    """The (model, corpus, layer_control, seed) cells of a profile.
+
+    ``grid`` is a product of ``models x corpora x layer_controls x seeds``; an optional ``grid.control``
+    (``{layer_control, corpora, seeds}``) adds the depth-profile control runs for every model.
+    ``which``: ``main``, ``control`` or ``all``."""
     g = profile.get("grid", {})
     keys = ("models", "corpora", "layer_controls", "seeds")
     missing = [k for k in keys if k not in g]
     if missing:
         raise PipelineError(f"profile grid lacks {missing}")
-    return [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
+    extra = set(g) - set(keys) - {"control"}
+    if extra:
+        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; allowed: {list(keys) + ['control']}")
+    main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
             for m, c, lc, s in itertools.product(*(g[k] for k in keys))]
+    ctl = []
+    if g.get("control"):
+        c = g["control"]
+        bad = set(c) - {"layer_control", "corpora", "seeds"}
+        if bad or "layer_control" not in c:
+            raise PipelineError("grid.control needs layer_control and may have corpora and seeds; "
+                                f"got {sorted(c)}")
+        ctl = [{"model": m, "corpus": co, "layer_control": c["layer_control"], "seed": s}
+               for m in g["models"] for co in c.get("corpora", g["corpora"]) for s in c.get("seeds", g["seeds"])]
+        ctl = [x for x in ctl if x not in main]
+    return {"main": main, "control": ctl, "all": main + ctl}[which]
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    return params.run_key(cell["model"], cell["corpus"], cell["layer_control"], f"s{cell['seed']}")
+
+
+def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
+    """Everything a summary notebook may declare about the grid (each takes the names it declares)."""
+    g = prof["grid"]
+    c = g.get("control") or {}
+    return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
+            "seeds": g["seeds"], "profile": profile_name,
+            "control": c.get("layer_control", ""), "control_corpora": c.get("corpora", g["corpora"] if c else []),
+            "control_seeds": c.get("seeds", g["seeds"] if c else [])}
 
 
 def run_profile(profile_name: str, force: bool = False, log=print) -> None:
     prof = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{profile_name}.yml")
     per_nb = prof.get("notebooks", {}) or {}
     t0 = time.time()
-    for cell in grid_cells(prof):
-        rid = params.run_key(cell["model"], cell["corpus"], cell["layer_control"], f"s{cell['seed']}")
+    main = grid_cells(prof, "main")
+    for cell in grid_cells(prof, "all"):
+        rid = cell_id(cell)
         for nb in CELL_NOTEBOOKS:
+            if nb in MAIN_ONLY and cell not in main:
+                continue
             ov = {**cell, **(per_nb.get(nb) or {})}
             run_notebook(nb, ov, rid, upstream=[(u, rid) for u in UPSTREAM.get(nb, [])], force=force, log=log)
-    g = prof["grid"]
     for nb in SUMMARY_NOTEBOOKS:
-        ov = {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
-              "seeds": g["seeds"], "profile": profile_name, **(per_nb.get(nb) or {})}
-        ups = [(u, params.run_key(c["model"], c["corpus"], c["layer_control"], f"s{c['seed']}"))
-               for c in grid_cells(prof) for u in CELL_NOTEBOOKS]
+        declared = params.parse_parameters_cell(notebook_path(nb))
+        ov = {k: v for k, v in summary_params(profile_name, prof).items() if k in declared}
+        ov.update(per_nb.get(nb) or {})
+        ups = [(u, cell_id(c)) for c in grid_cells(prof, "all") for u in CELL_NOTEBOOKS
+               if not (u in MAIN_ONLY and c not in main)]
+        ups += [(u, "grid") for u in SUMMARY_NOTEBOOKS[:SUMMARY_NOTEBOOKS.index(nb)]]
         run_notebook(nb, ov, "grid", upstream=ups, force=force, log=log)
     log(f"profile {profile_name}: notebooks done in {time.time() - t0:.0f}s")
 

@@ -88,13 +88,19 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert proc.returncode == 0
     grid = _load(root, "06_divergence", "grid")
     assert grid["values"]["n_runs"] == 2
+    cka = _load(root, "04_cka", "grid")["values"]
+    assert cka["n_runs"] == 3 and len(cka["control"]) == 1  # two standard runs + one equal-step control
+    assert all(math.isfinite(r["slope"]) for r in cka["slopes"])
+    cc = _load(root, "03_crosscoder", "smollm2-135m__meditations__none__s0")["values"]
+    assert len(cc["per_layer"]) == 2 and cc["peak_ratio_ft"] > 0
+    assert not (root / "results" / "03_crosscoder" / "smollm2-135m__meditations__equal_step__s0.json").exists()
     allm = (root / "paper" / "generated" / "all.tex").read_text()
     assert "\\ProfileName" in allm
     tex = (root / "paper" / "generated" / "06_divergence" / "grid.tex").read_text()
     assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("[skip]") == 5 and "[run ]" not in again.stdout
+    assert again.stdout.count("[skip]") == 10 and "[run ]" not in again.stdout
 
 
 def test_bad_inputs_fail_clearly_without_artefacts(smoke):

@@ -1,0 +1,216 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # 03 — Crosscoders: how much did the adapter change inside?
+# For one adapter of `01_finetune`, captures paired residual-stream activations (base = adapter off,
+# fine-tuned = adapter on, one backbone) at several depths, trains a BatchTopK crosscoder on each depth, and
+# measures on held-out tokens:
+# * fraction of variance explained per model, L0, dead fraction;
+# * relative decoder norm r = ||d_ft|| / (||d_base|| + ||d_ft||) per latent, with base-only (r < 0.1),
+#   shared (0.3 <= r <= 0.7) and fine-tune-only (r > 0.9) classes, and the decoder cosine of shared latents;
+# * Latent Scaling (Minder et al. 2025) on the fine-tune-only latents: genuine when nu_eps < 0.2 and nu_r < 0.5;
+# * the cross/self reconstruction ratio: from the same joint latents, the error of reconstructing a_ft with the
+#   base decoder over the error with the fine-tuned decoder (and the symmetric base ratio).
+#
+# Training tokens: in-domain training text plus the neutral set of `02_capture` (seeded base-model samples);
+# evaluation tokens: held-out in-domain text. Position 0 (BOS) is excluded everywhere.
+
+# %% tags=["parameters"]
+model = "smollm2-135m"  # base model of the adapter (selects the 01_finetune run)
+corpus = "meditations"  # corpus of the adapter
+layer_control = "none"  # layer control of the adapter run
+seed = 0  # seed of the adapter run; also seeds the crosscoders and the row sample
+depths = [0.15, 0.4, 0.65, 0.9]  # relative depths; layer index is round(depth * (L - 1))
+site = "resid_post"  # activation site (resid_post or mlp_out)
+train_rows = 160  # in-domain training rows captured for crosscoder training
+eval_rows = 32  # held-out in-domain rows for evaluation
+seq_len = 64  # tokens per row
+expansion = 4  # latents per model dimension (n_latents is expansion times d_model)
+k = 32  # BatchTopK: mean active latents per token
+epochs = 8  # passes over the captured training tokens
+batch_tokens = 1024  # tokens per crosscoder step
+lr = 0.001  # crosscoder Adam learning rate (warm-up, then linear decay)
+capture_batch = 8  # rows per paired forward
+device = "cpu"  # cpu | cuda | cuda:N
+progress = True  # show tqdm bars
+
+# %%
+from adapterscope import params
+
+P = params.check(globals())
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from adapterscope import capture, corpora, crosscoder, crosscoder_train, finetune, models, paths, plotting, results
+
+plotting.setup()
+NB = "03_crosscoder"
+RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
+up_ft = results.load("01_finetune", RUN_ID)
+up_cap = results.load("02_capture", RUN_ID)
+adapter_dir = paths.project_root() / up_ft["values"]["adapter_dir"]
+run.add_input("adapter", adapter_dir)
+run.add_input("model", models.fingerprint(model))
+t_start = time.perf_counter()
+
+# %% [markdown]
+# ## Paired activations at the chosen depths
+
+# %%
+base, tok = models.load_model(model, device=device)
+pm = finetune.load_adapter(base, adapter_dir, model_name=model)
+L = models.num_layers(pm)
+layers = sorted({int(round(d * (L - 1))) for d in depths})
+layers = models.check_layers(pm, layers)
+keys = [models.hook_key(l, site) for l in layers]
+cp = up_cap["provenance"]["params"]
+data = corpora.load_corpus(corpus, heldout_frac=up_ft["provenance"]["params"]["heldout_frac"], seed=seed)
+run.add_input("corpus", data.digest)
+with pm.disable_adapter():
+    neutral = corpora.neutral_samples(pm, tok, n=cp["neutral_n"], length=cp["neutral_len"], seed=seed,
+                                      device=device, cache_key=f"{model}__{models.fingerprint(model)[:12]}")
+all_train = finetune.pack_documents(tok, data.train, seq_len)
+pick = torch.randperm(len(all_train), generator=torch.Generator().manual_seed(seed))[:train_rows]
+train_ids = all_train[pick]
+eval_ids = finetune.pack_documents(tok, data.heldout, seq_len)[:eval_rows]
+
+
+def collect(rows_list):
+    out = {k_: [] for k_ in keys}
+    for rows in rows_list:
+        for b in capture.iter_paired(pm, rows, layers, [site], batch_size=capture_batch, device=device,
+                                     with_logits=False, progress=progress):
+            for k_ in keys:
+                out[k_].append(b.tokens(k_).float().cpu())
+    return {k_: torch.cat(v) for k_, v in out.items()}
+
+
+t0 = time.perf_counter()
+train_acts = collect([train_ids, neutral])
+eval_acts = collect([eval_ids])
+capture_s = time.perf_counter() - t0
+n_train_tok = len(train_acts[keys[0]])
+print(f"layers {layers}; {n_train_tok} training tokens, {len(eval_acts[keys[0]])} eval tokens; "
+      f"capture {capture_s:.0f}s")
+
+# %% [markdown]
+# ## Train one crosscoder per depth and measure
+
+# %%
+def stream(x_NMD, steps, bs, gen_seed):
+    g = torch.Generator().manual_seed(gen_seed)
+    done = 0
+    while done < steps:
+        perm = torch.randperm(len(x_NMD), generator=g)
+        for i in range(0, len(perm) - bs + 1, bs):
+            yield x_NMD[perm[i:i + bs]]
+            done += 1
+            if done >= steps:
+                return
+
+
+def batches_of(x_NMD, bs=4096):
+    for i in range(0, len(x_NMD), bs):
+        yield x_NMD[i:i + bs]
+
+
+D = train_acts[keys[0]].shape[-1]
+bs = min(batch_tokens, n_train_tok)
+steps = max(1, epochs * n_train_tok // bs)
+per_layer, hist_rows, ccs = [], [], {}
+train_dtype = models.compute_dtype("auto", device)
+for layer, key in zip(layers, keys):
+    cfg = crosscoder_train.TrainConfig(
+        n_models=2, d_model=D, n_latents=expansion * D, k=k, batch_size=bs, total_steps=steps, lr=lr,
+        warmup_steps=max(1, steps // 20), dead_after_tokens=max(bs, n_train_tok), seed=seed)
+    t1 = time.perf_counter()
+    cc = crosscoder_train.train_crosscoder(cfg, stream(train_acts[key], steps, bs, seed + layer), device=device,
+                                           dtype=train_dtype, progress=progress)
+    train_s = time.perf_counter() - t1
+    ev = crosscoder.evaluate(cc, batches_of(eval_acts[key]))
+    cls = crosscoder.classify_latents(cc)
+    ft_only = np.flatnonzero(cls["labels"] == "ft_only")
+    ls = crosscoder.latent_scaling(cc, batches_of(train_acts[key]), latents=ft_only) if len(ft_only) else None
+    rr = crosscoder.reconstruction_ratio(cc, batches_of(eval_acts[key]))
+    alive = ev["fire_counts"] > 0
+    per_layer.append({
+        "layer": layer, "depth": layer / (L - 1), "fve_base": ev["fve"][0], "fve_ft": ev["fve"][1], "l0": ev["l0"],
+        "dead_fraction": ev["dead_fraction"], "n_latents": cc.F,
+        "n_ft_only": int(len(ft_only)), "n_ft_only_alive": int(alive[ft_only].sum()) if len(ft_only) else 0,
+        "n_ft_only_genuine": int(ls["genuine_ft_only"].sum()) if ls else 0,
+        "n_base_only": cls["counts"]["base_only"], "n_shared": cls["counts"]["shared"],
+        "shared_cosine": cls["shared_cosine_mean"], "ratio_ft": rr["ratio_ft"], "ratio_base": rr["ratio_base"],
+        "mse_self_ft": rr["mse_self_ft"], "mse_cross_ft": rr["mse_cross_ft"], "fvu_self_ft": rr["fvu_self_ft"],
+        "fvu_cross_ft": rr["fvu_cross_ft"], "train_s": train_s, "train_tokens": steps * bs,
+    })
+    hist_rows += [{"layer": layer, "r": float(r), "alive": bool(a)} for r, a in zip(cls["r"], alive)]
+    out_dir = results.artefact_dir(NB, RUN_ID) / f"crosscoder_L{layer}"
+    cc.save(out_dir, provenance={"notebook": NB, "run_id": RUN_ID, "layer": layer, "site": site,
+                                 "adapter": str(adapter_dir), "train_config": cfg.to_dict(),
+                                 "train_tokens": steps * bs, "dtype": train_dtype,
+                                 "git": results.git_state(), "params": P})
+    ccs[layer] = str(out_dir.relative_to(paths.project_root()))
+    print(f"L{layer}: FVE base {ev['fve'][0]:.3f} ft {ev['fve'][1]:.3f}, L0 {ev['l0']:.1f}, dead "
+          f"{ev['dead_fraction']:.2f}, ft-only {len(ft_only)} (genuine {per_layer[-1]['n_ft_only_genuine']}), "
+          f"cross/self {rr['ratio_ft']:.2f}, {train_s:.0f}s")
+tab = pd.DataFrame(per_layer)
+tab
+
+# %% [markdown]
+# ## Figures
+
+# %%
+hist = pd.DataFrame(hist_rows)
+hist = hist[hist.alive]
+g = sns.displot(hist, x="r", col="layer", bins=40, height=2.2, aspect=1.1, facet_kws={"sharey": False})
+for ax in g.axes.flat:
+    for x in (0.1, 0.3, 0.7, 0.9):
+        ax.axvline(x, color="0.6", lw=0.6, ls=":")
+g.set_axis_labels(r"relative decoder norm $r$", "live latents")
+g.figure.suptitle(f"{model} / {corpus}", y=1.04, fontsize=9)
+run.figures += plotting.save(g.figure, NB, f"{RUN_ID}_rel_norm")
+plt.close(g.figure)
+
+fig, ax = plt.subplots(figsize=(4.2, 2.8))
+ax.plot(tab.depth, tab.ratio_ft, marker="o", label="cross/self (fine-tuned)")
+ax.plot(tab.depth, tab.ratio_base, marker="s", label="cross/self (base)")
+ax.axhline(1, color="0.6", lw=0.6, ls=":")
+ax.set_xlabel("relative depth")
+ax.set_ylabel("reconstruction error ratio")
+ax.set_title(f"{model} / {corpus}")
+ax.legend()
+run.figures += plotting.save(fig, NB, f"{RUN_ID}_ratio")
+plt.close(fig)
+
+# %% [markdown]
+# ## Export
+
+# %%
+peak = tab.loc[tab.ratio_ft.idxmax()]
+run.values.update({
+    "layers": layers, "site": site, "per_layer": tab.to_dict("records"), "crosscoders": ccs,
+    "peak_ratio_ft": float(peak.ratio_ft), "peak_layer": int(peak.layer), "peak_depth": float(peak.depth),
+    "n_ft_only_total": int(tab.n_ft_only.sum()), "n_ft_only_genuine_total": int(tab.n_ft_only_genuine.sum()),
+    "n_train_tokens": n_train_tok, "n_eval_tokens": int(len(eval_acts[keys[0]])), "capture_s": capture_s,
+    "compute_dtype": train_dtype, "wall_s": time.perf_counter() - t_start,
+})
+run.macro("PeakRatio", float(peak.ratio_ft))
+run.macro("PeakLayer", int(peak.layer))
+run.macro("FtOnly", int(tab.n_ft_only.sum()))
+run.macro("FtOnlyGenuine", int(tab.n_ft_only_genuine.sum()))
+run.macro("MeanFve", float(tab[["fve_base", "fve_ft"]].values.mean()))
+print(run.write())
