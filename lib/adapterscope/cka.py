@@ -75,6 +75,7 @@ matrices; the reference for small n).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -963,6 +964,21 @@ def cka_gram(X: ArrayLike, Y: ArrayLike, debiased: bool = False, device=None) ->
     return _ratio(hsic_gram(K, L, debiased), hsic_gram(K, K, debiased), hsic_gram(L, L, debiased))
 
 
+@contextlib.contextmanager
+def _few_threads(n: int = 1):
+    """Run O(d^2) finalisation ops on one CPU thread: they are too small to gain from more, and on a busy
+    machine every parallel region waits for a descheduled thread (measured 15x slower with 2 threads)."""
+    old = torch.get_num_threads()
+    if old <= n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class BlockedCKA:
     r"""Streaming linear CKA with a delete-one-block jackknife over token blocks.
 
@@ -982,6 +998,7 @@ class BlockedCKA:
             raise ValueError("n_blocks must be at least 2 for a jackknife")
         self.blocks = [StreamingCKA(device=device, dtype=dtype) for _ in range(n_blocks)]
         self._next = 0
+        self._cache: tuple | None = None
 
     @property
     def n(self) -> int:
@@ -990,18 +1007,63 @@ class BlockedCKA:
     def update(self, X: ArrayLike, Y: ArrayLike) -> "BlockedCKA":
         self.blocks[self._next].update(X, Y)
         self._next = (self._next + 1) % len(self.blocks)
+        self._cache = None
         return self
 
-    def _merged(self, skip: int | None = None) -> StreamingCKA:
+    def _combined(self) -> tuple[list[int], StreamingCKA, list[StreamingCKA]]:
+        """(block indices used, all tokens, leave-one-block-out accumulators), built once per state.
+
+        Every non-empty block is re-expressed about the first block's shift (one translation each), so the
+        accumulators are plain sums about one origin: the total is their sum and leaving block b out is the
+        total minus block b, exactly (no pairwise merges)."""
+        if self._cache is not None:
+            return self._cache
         import copy
 
-        used = [b for i, b in enumerate(self.blocks) if i != skip and b.n > 0]
+        used = [i for i, b in enumerate(self.blocks) if b.n > 0]
         if not used:
             raise ValueError("no tokens accumulated")
-        acc = copy.deepcopy(used[0])
-        for b in used[1:]:
-            acc.merge(b)
-        return acc
+        ref = self.blocks[used[0]]._e
+        ref._sync()
+        aligned = []
+        for i in used:
+            e = copy.deepcopy(self.blocks[i]._e)
+            e._sync()
+            if i != used[0]:
+                e._to(ref.device, ref.dtype)
+                e._translate(e.shift_x - ref.shift_x, e.shift_y - ref.shift_y)
+                e.shift_x, e.shift_y = ref.shift_x.clone(), ref.shift_y.clone()
+            aligned.append(e)
+        total = copy.deepcopy(aligned[0])
+        for e in aligned[1:]:
+            total.n += e.n
+            for t, u in zip(total._tensors(), e._tensors()):
+                t += u
+        total._zero_unused()
+        loo = []
+        for e in aligned:
+            r = copy.deepcopy(total)
+            r.n -= e.n
+            for t, u in zip(r._tensors(), e._tensors()):
+                t -= u
+            r._zero_unused()
+            loo.append(r)
+
+        def wrap(engine):
+            acc = StreamingCKA.__new__(StreamingCKA)
+            acc._e = engine
+            return acc
+
+        self._cache = (used, wrap(total), [wrap(r) for r in loo])
+        return self._cache
+
+    def _merged(self, skip: int | None = None) -> StreamingCKA:
+        used, total, loo = self._combined()
+        if skip is None:
+            return total
+        if skip not in used:
+            return total
+        return loo[used.index(skip)]
 
     def value(self, debiased: bool = False) -> float:
         return self._merged().value(debiased)
@@ -1010,6 +1072,10 @@ class BlockedCKA:
         """``{"value", "se", "ci_low", "ci_high", "n_blocks"}``; needs every block non-empty."""
         from statistics import NormalDist
 
+        with _few_threads():
+            return self._jackknife(debiased, level, NormalDist)
+
+    def _jackknife(self, debiased, level, NormalDist):
         if any(b.n == 0 for b in self.blocks):
             raise ValueError(f"every block needs tokens: sizes {[b.n for b in self.blocks]}; feed at least "
                              f"{len(self.blocks)} batches")

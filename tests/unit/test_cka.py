@@ -385,3 +385,28 @@ def test_blocked_cka_value_and_jackknife_match_direct():
         assert jk["se"] == pytest.approx(se, rel=1e-8) and jk["ci_low"] < jk["value"] < jk["ci_high"]
     with pytest.raises(ValueError, match="every block needs tokens"):
         BlockedCKA(n_blocks=4).update(X[:10], Y[:10]).jackknife()
+
+
+def test_blocked_leave_one_out_equals_direct_accumulation():
+    """Each leave-one-block-out value (total minus block, about one origin) equals CKA accumulated directly
+    over the other blocks' batches, biased and debiased; the cache is dropped on update."""
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(40, 12, generator=g, dtype=torch.float64) + i for i in range(7)]
+    ys = [x @ torch.randn(12, 9, generator=g, dtype=torch.float64) + 0.5 * torch.randn(40, 9, generator=g,
+                                                                                     dtype=torch.float64) - 3
+          for x in xs]
+    from adapterscope.cka import BlockedCKA
+
+    blk = BlockedCKA(n_blocks=3)
+    for x, y in zip(xs, ys):
+        blk.update(x, y)
+    for skip in range(3):
+        direct = StreamingCKA()
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if i % 3 != skip:
+                direct.update(x, y)
+        for deb in (False, True):
+            assert blk._merged(skip).value(deb) == pytest.approx(direct.value(deb), abs=1e-12)
+    before = blk.value(True)
+    blk.update(xs[0] * 2, ys[0])
+    assert blk.value(True) != pytest.approx(before, abs=1e-9)
