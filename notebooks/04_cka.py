@@ -217,7 +217,12 @@ paths.write_text_atomic(paths.macros_dir() / "tables" / "cka_control.tex", "\n".
 std = slopes[slopes.layer_control == layer_controls[0]]
 run.values.update({"slopes": slopes.to_dict("records"), "control": ctl.to_dict("records"),
                    "agreement": agreement, "per_layer": df.to_dict("records"),
-                   "n_runs": int(len(slopes)), "n_tokens_min": int(df.n_tokens.min())})
+                   "n_runs": int(len(slopes)), "n_tokens_min": int(df.n_tokens.min()),
+                   "findings": {
+                       "slope_min": {"value": float(std.slope.min()), "n": int(len(std))},
+                       "n_positive_slope": {"value": int((std.slope_lo > 0).sum()), "n": int(len(std))},
+                       "n_control_positive": {"value": int(ctl.ctl_positive.sum()) if len(ctl) else 0,
+                                              "n": int(len(ctl))}}})
 run.macro("NRuns", int(len(slopes)))
 run.macro("NTokensMin", int(df.n_tokens.min()))
 run.macro("SlopeMin", float(std.slope.min()))

@@ -27,12 +27,19 @@ from . import params, paths, results
 
 LOCK_FILE = "requirements.lock"
 # Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
-CELL_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
-UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_capture"]}
+CELL_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder", "07_clamp")
+UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_capture"],
+            "07_clamp": ["01_finetune", "02_capture", "03_crosscoder"]}
 # Cell notebooks that run only for the main grid, not for the depth-profile control runs.
-MAIN_ONLY = ("03_crosscoder",)
+MAIN_ONLY = ("03_crosscoder", "07_clamp")
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
-SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka")
+SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka", "08_decorrelation")
+# The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
+# notebooks it reads.
+SUMMARY_READS = {"06_divergence": ["01_finetune", "02_capture"],
+                 "04_cka": ["01_finetune", "02_capture", "03_crosscoder"],
+                 "08_decorrelation": ["02_capture", "03_crosscoder", "07_clamp"]}
+SUMMARY_AFTER: dict[str, list[str]] = {}
 
 
 class PipelineError(RuntimeError):
@@ -202,6 +209,25 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
             "control_seeds": c.get("seeds", g["seeds"] if c else [])}
 
 
+def cell_closure(notebooks) -> list[str]:
+    """The cell notebooks that ``notebooks`` need, with their upstreams, in pipeline order."""
+    need, todo = set(), list(notebooks)
+    while todo:
+        nb = todo.pop()
+        if nb not in need:
+            need.add(nb)
+            todo += UPSTREAM.get(nb, [])
+    return [nb for nb in CELL_NOTEBOOKS if nb in need]
+
+
+def summary_upstream(nb: str, prof: dict[str, Any]) -> list[tuple[str, str]]:
+    """(notebook, run id) of every run a summary notebook reads over the profile's grid."""
+    main = grid_cells(prof, "main")
+    reads = SUMMARY_READS.get(nb, list(CELL_NOTEBOOKS))
+    ups = [(u, cell_id(c)) for c in grid_cells(prof, "all") for u in reads if not (u in MAIN_ONLY and c not in main)]
+    return ups + [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
+
+
 def run_profile(profile_name: str, force: bool = False, log=print) -> None:
     prof = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{profile_name}.yml")
     per_nb = prof.get("notebooks", {}) or {}
@@ -218,10 +244,7 @@ def run_profile(profile_name: str, force: bool = False, log=print) -> None:
         declared = params.parse_parameters_cell(notebook_path(nb))
         ov = {k: v for k, v in summary_params(profile_name, prof).items() if k in declared}
         ov.update(per_nb.get(nb) or {})
-        ups = [(u, cell_id(c)) for c in grid_cells(prof, "all") for u in CELL_NOTEBOOKS
-               if not (u in MAIN_ONLY and c not in main)]
-        ups += [(u, "grid") for u in SUMMARY_NOTEBOOKS[:SUMMARY_NOTEBOOKS.index(nb)]]
-        run_notebook(nb, ov, "grid", upstream=ups, force=force, log=log)
+        run_notebook(nb, ov, "grid", upstream=summary_upstream(nb, prof), force=force, log=log)
     log(f"profile {profile_name}: notebooks done in {time.time() - t0:.0f}s")
 
 
@@ -268,7 +291,15 @@ def _parse_kv(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _findings_table() -> None:
+    from . import findings  # imports this module
+
+    findings.write_table()
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Kernels inherit this: OpenMP threads sleep while waiting instead of spinning (see the Makefile).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(prog="python -m adapterscope.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -288,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             run_profile(a.profile, force=a.force)
             if a.cmd == "paper":
                 write_macro_index(a.profile)
+                _findings_table()
                 build_pdf()
         elif a.cmd == "run":
             ov = _parse_kv(a.param)
@@ -298,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             run_notebook(a.notebook, ov, rid, upstream=ups, force=a.force)
         elif a.cmd == "pdf":
             write_macro_index(os.environ.get("PROFILE", "default"))
+            _findings_table()
             build_pdf()
     except (PipelineError, params.ParameterError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

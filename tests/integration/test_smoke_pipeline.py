@@ -1,4 +1,5 @@
-"""End to end: the smoke profile through papermill (01_finetune -> 02_capture -> 06_divergence), then the PDF.
+"""End to end: the smoke profile through papermill (cells 01 -> 02 -> 03 -> 07; summaries 06, 04, 08), the PDF,
+and one finding reproduced from a scratch copy.
 
 Runs in an isolated copy of the project (the ``project`` fixture); the model cache is shared. Asserts on the
 results JSONs the runs wrote, never on cell outputs."""
@@ -100,7 +101,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("[skip]") == 10 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 3 summary notebooks
+    assert again.stdout.count("[skip]") == 13 and "[run ]" not in again.stdout
 
 
 def test_bad_inputs_fail_clearly_without_artefacts(smoke):
@@ -116,3 +118,43 @@ def test_bad_inputs_fail_clearly_without_artefacts(smoke):
     assert p.returncode == 2 and "layer 99 out of range" in p.stderr
     p = _pipeline(root, "paper", "--profile", "nope")
     assert p.returncode == 2 and "available: smoke, default, seed" in p.stderr
+
+
+def test_summary_decorrelation_and_clamp(smoke):
+    root, proc = smoke
+    assert proc.returncode == 0
+    dec = _load(root, "08_decorrelation", "grid")["values"]
+    assert len(dec["runs"]) == 2 and len(dec["regimes"]) == 2
+    assert "rho_ratio_kl_pooled" in dec["findings"] and dec["findings"]["rho_ratio_kl_pooled"]["n"] == 2
+    for corpus in ("meditations", "instructions"):
+        cl = _load(root, "07_clamp", f"smollm2-135m__{corpus}__none__s0")["values"]
+        assert cl["n_rows"] == 8 and cl["layer"] in _load(root, "03_crosscoder", f"smollm2-135m__{corpus}__none__s0")["values"]["layers"]
+        s = cl["clamp"]  # the smoke profile clamps the 8 live latents of largest r (latent_set top_r:8)
+        assert cl["n_clamped"] == 8 and s["n_latents"] == 8 and s["n_random"] == 2 and s["n_noise"] == 2
+        assert s["kl_ft"] > 0 and math.isfinite(s["frac_removed_clamp"]["value"])
+        assert len(s["frac_removed_random_draws"]) == 2
+    for t in ("decorrelation_stats", "seed_reference", "regimes"):
+        assert (root / "paper" / "generated" / "tables" / f"{t}.tex").is_file()
+
+
+def test_finding_is_reproduced_from_a_scratch_copy(smoke):
+    """A one-cell finding (the fine-tune's final loss) recorded from the smoke run, then rerun from scratch:
+    only 01_finetune of that cell reruns, and the value matches; a tampered record is reported NOT reproduced."""
+    root, proc = smoke
+    assert proc.returncode == 0
+    (root / "paper" / "findings.yml").write_text(
+        "findings:\n  - id: loss-med\n    claim: The smoke fine-tune's final loss.\n    notebook: 01_finetune\n"
+        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.001\n")
+    env = {**os.environ, "ADAPTERSCOPE_HOME": str(root)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "adapterscope.findings", *a], cwd=root, env=env,
+                                    capture_output=True, text=True, timeout=900)  # noqa: E731
+    assert run("record").returncode == 0
+    p = run("reproduce", "loss-med", "--profile", "smoke")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "REPRODUCED" in p.stdout and p.stdout.count("[run ] 01_finetune") == 1 and "02_capture" not in p.stdout
+    rec = json.loads((root / "paper" / "findings_recorded.json").read_text())
+    rec["loss-med"]["value"] += 1.0
+    (root / "paper" / "findings_recorded.json").write_text(json.dumps(rec))
+    assert run("check").returncode == 1
+    p = run("reproduce", "nope", "--profile", "smoke")
+    assert p.returncode == 2 and "unknown finding 'nope'" in p.stderr

@@ -116,3 +116,18 @@ def test_unknown_profile_and_key(tmp_path):
 
 def test_run_key_is_file_safe():
     assert params.run_key("smollm2-135m", "file:/a b/c.txt", "none", "s0") == "smollm2-135m__file-a-b-c.txt__none__s0"
+
+
+def test_papermill_parses_every_declared_parameter_of_every_notebook():
+    """papermill's own parser (which only warns) must see the same names as ours in every parameters cell."""
+    from papermill.translators import PythonTranslator
+
+    from adapterscope import pipeline
+
+    for nb in sorted(pipeline.paths.project_root().joinpath("notebooks").glob("[0-9][0-9]_*.py")):
+        src = nb.read_text()
+        start = src.index('# %% tags=["parameters"]')
+        cell = src[start:src.index("# %%", start + 5)].split("\n", 1)[1]
+        ours = set(params.parse_parameters_cell(nb))
+        theirs = {p.name for p in PythonTranslator.inspect({"source": cell})}
+        assert ours == theirs, f"{nb.name}: papermill cannot parse {sorted(ours - theirs)}"

@@ -1,0 +1,333 @@
+"""The findings ledger: each finding's claim, where its number comes from, and its recorded value.
+
+``paper/findings.yml`` (hand-written, committed) lists the findings::
+
+    findings:
+      - id: decor-pooled
+        claim: One sentence saying what is measured and what it would mean.
+        notebook: 08_decorrelation          # the notebook run that computes it
+        run_id: grid                        # "grid" for summary notebooks, a cell id for cell notebooks
+        key: findings.rho_ratio_kl_pooled   # dotted path into that run's ``values``: a number or a dict with
+                                            # value / ci_low / ci_high / n / p_value
+        scope: {models: [smollm2-135m]}     # optional: the part of the grid it needs (models, corpora, seeds)
+        tolerance: 0.15                     # |reproduced - recorded| allowed on ``value``
+
+``paper/findings_recorded.json`` (committed) holds the values recorded from a full profile run
+(``python -m adapterscope.findings record --profile default``) with the git SHA and profile they came from.
+
+``python -m adapterscope.findings reproduce ID`` (``make finding F=ID``) reruns, in a scratch copy of the project
+(``ADAPTERSCOPE_HOME`` = a temporary folder; model/corpus caches shared), only the notebooks and grid cells the
+finding needs, with ``--force`` so nothing is reused, and prints reproduced vs recorded. Exit code 0 when within
+tolerance, 1 when not, 2 on bad input. ``check`` compares the current results with the recorded values without
+rerunning anything; ``list`` prints the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import params, paths, pipeline, results
+
+LEDGER = Path("paper") / "findings.yml"
+RECORDED = Path("paper") / "findings_recorded.json"
+SCOPE_KEYS = {"models": "models", "corpora": "corpora", "seeds": "seeds"}
+
+
+class FindingError(ValueError):
+    pass
+
+
+@dataclass
+class Finding:
+    id: str
+    claim: str
+    notebook: str
+    key: str
+    tolerance: float
+    run_id: str = "grid"
+    scope: dict[str, list] = field(default_factory=dict)
+
+
+def load_ledger(root: Path | None = None) -> dict[str, Finding]:
+    import yaml
+
+    path = (root or paths.project_root()) / LEDGER
+    if not path.is_file():
+        raise FindingError(f"no findings ledger at {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    out: dict[str, Finding] = {}
+    for i, e in enumerate(raw.get("findings") or []):
+        missing = {"id", "claim", "notebook", "key", "tolerance"} - set(e)
+        if missing:
+            raise FindingError(f"{path}: entry {i} lacks {sorted(missing)}")
+        extra = set(e) - {"id", "claim", "notebook", "key", "tolerance", "run_id", "scope"}
+        if extra:
+            raise FindingError(f"{path}: entry {e['id']!r} has unknown field(s) {sorted(extra)}")
+        bad = set(e.get("scope") or {}) - set(SCOPE_KEYS)
+        if bad:
+            raise FindingError(f"{path}: entry {e['id']!r}: scope keys must be among {sorted(SCOPE_KEYS)}, got {sorted(bad)}")
+        if e["id"] in out:
+            raise FindingError(f"{path}: duplicate id {e['id']!r}")
+        if e["notebook"] not in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS:
+            raise FindingError(f"{path}: entry {e['id']!r}: unknown notebook {e['notebook']!r}")
+        out[e["id"]] = Finding(id=e["id"], claim=" ".join(str(e["claim"]).split()), notebook=e["notebook"],
+                               key=e["key"], tolerance=float(e["tolerance"]), run_id=str(e.get("run_id", "grid")),
+                               scope=dict(e.get("scope") or {}))
+    return out
+
+
+def get(ledger: dict[str, Finding], fid: str) -> Finding:
+    if fid not in ledger:
+        raise FindingError(f"unknown finding {fid!r}; known: {', '.join(sorted(ledger))} (see `make findings`)")
+    return ledger[fid]
+
+
+def _dig(values: dict, key: str) -> Any:
+    cur: Any = values
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise FindingError(f"results have no value at {key!r} (missing {part!r})")
+        cur = cur[part]
+    return cur
+
+
+def measured(f: Finding) -> dict[str, Any]:
+    """The finding's current value from its results file: a dict with at least ``value``."""
+    rec = results.load(f.notebook, f.run_id)
+    v = _dig(rec["values"], f.key)
+    out = dict(v) if isinstance(v, dict) else {"value": v}
+    if "value" not in out:
+        raise FindingError(f"{f.id}: {f.key} is a dict without 'value'")
+    out["git_sha"] = rec["provenance"]["git"].get("sha")
+    out["profile"] = rec["provenance"]["params"].get("profile")
+    return out
+
+
+def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:
+    a, b = float(new["value"]), float(old["value"])
+    if math.isnan(a) and math.isnan(b):
+        return True, 0.0
+    diff = abs(a - b)
+    return bool(diff <= f.tolerance), diff
+
+
+def describe(v: dict) -> str:
+    s = results.format_number(v["value"], 3)
+    if "ci_low" in v and v["ci_low"] is not None:
+        s += f" [{results.format_number(v['ci_low'], 3)}, {results.format_number(v['ci_high'], 3)}]"
+    if "n" in v:
+        s += f" (n={v['n']}"
+        s += f", p={results.format_number(v['p_value'], 3)})" if "p_value" in v else ")"
+    return s
+
+
+def load_recorded(root: Path | None = None) -> dict[str, dict]:
+    p = (root or paths.project_root()) / RECORDED
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def record(ids: list[str] | None = None) -> Path:
+    ledger = load_ledger()
+    rec = load_recorded()
+    for fid in ids or list(ledger):
+        rec[fid] = {**measured(get(ledger, fid)), "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = paths.project_root() / RECORDED
+    return paths.write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+
+
+def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
+    """The profile restricted to what the finding needs: its scope, and no control runs unless its notebook
+    reads them (04_cka)."""
+    g = dict(prof["grid"])
+    for k, gk in SCOPE_KEYS.items():
+        if k in f.scope:
+            unknown = [x for x in f.scope[k] if x not in g[gk]]
+            if unknown:
+                raise FindingError(f"{f.id}: scope {k} {unknown} not in the profile's grid {g[gk]}")
+            g[gk] = list(f.scope[k])
+    if f.notebook != "04_cka":
+        g.pop("control", None)
+    return {**prof, "grid": g}
+
+
+def plan(f: Finding, prof: dict[str, Any]) -> list[tuple[str, str, dict]]:
+    """(notebook, run id, overrides) to run, in order, for one finding."""
+    per_nb = prof.get("notebooks", {}) or {}
+    steps = []
+    if f.notebook in pipeline.CELL_NOTEBOOKS:
+        cells = [c for c in pipeline.grid_cells(prof, "all") if pipeline.cell_id(c) == f.run_id]
+        if not cells:
+            raise FindingError(f"{f.id}: run {f.run_id!r} is not a cell of the profile's grid")
+        for nb in pipeline.cell_closure([f.notebook]):
+            steps.append((nb, f.run_id, {**cells[0], **(per_nb.get(nb) or {})}))
+        return steps
+    main = pipeline.grid_cells(prof, "main")
+    needs = pipeline.cell_closure(pipeline.SUMMARY_READS.get(f.notebook, list(pipeline.CELL_NOTEBOOKS)))
+    for cell in pipeline.grid_cells(prof, "all"):
+        for nb in needs:
+            if nb in pipeline.MAIN_ONLY and cell not in main:
+                continue
+            steps.append((nb, pipeline.cell_id(cell), {**cell, **(per_nb.get(nb) or {})}))
+    for nb in [*pipeline.SUMMARY_AFTER.get(f.notebook, []), f.notebook]:
+        declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
+        ov = {k: v for k, v in pipeline.summary_params(prof.get("_name", "default"), prof).items() if k in declared}
+        ov.update(per_nb.get(nb) or {})
+        steps.append((nb, "grid", ov))
+    return steps
+
+
+def _scratch_copy(dst: Path) -> None:
+    """Tracked and untracked-not-ignored files of the project (no results, caches or venvs)."""
+    src = paths.project_root()
+    proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=src, capture_output=True, text=True)
+    if proc.returncode != 0:  # not a git checkout (e.g. an unpacked archive): sources only, no generated output
+        skip = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.pdf")
+        for name in ("lib", "notebooks", "paper", "data/reference", "pyproject.toml", "requirements.lock"):
+            p = src / name
+            if p.is_dir():
+                shutil.copytree(p, dst / name, ignore=skip, dirs_exist_ok=True)
+            elif p.is_file():
+                (dst / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, dst / name)
+        for gen in ("paper/generated", "paper/build"):
+            shutil.rmtree(dst / gen, ignore_errors=True)
+        return
+    for rel in proc.stdout.split():
+        p = src / rel
+        if p.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dst / rel)
+
+
+def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print) -> int:
+    root = paths.project_root()
+    ledger = load_ledger(root)
+    f = get(ledger, fid)
+    recorded = load_recorded(root)
+    if fid not in recorded:
+        raise FindingError(f"{fid}: nothing recorded in {RECORDED}; run `python -m adapterscope.findings record` "
+                           "after a full profile run")
+    prof = params.load_profile(root / "notebooks" / "profiles" / f"{profile}.yml")
+    prof = scoped_profile(f, {**prof, "_name": profile})
+    steps = plan(f, prof)
+    log(f"{fid}: {f.claim}")
+    log(f"reruns {len(steps)} notebook run(s) in a scratch copy (profile {profile}, scope {f.scope or 'whole grid'})")
+    scratch = Path(tempfile.mkdtemp(prefix=f"finding-{fid}-"))
+    old_env = {k: os.environ.get(k) for k in ("ADAPTERSCOPE_HOME", "ADAPTERSCOPE_CACHE")}
+    try:
+        _scratch_copy(scratch)
+        os.environ["ADAPTERSCOPE_CACHE"] = old_env["ADAPTERSCOPE_CACHE"] or str(root / "data" / "cache")
+        os.environ["ADAPTERSCOPE_HOME"] = str(scratch)
+        for nb, rid, ov in steps:
+            ups = ([(u, rid) for u in pipeline.UPSTREAM.get(nb, [])] if rid != "grid"
+                   else pipeline.summary_upstream(nb, prof))
+            pipeline.run_notebook(nb, ov, rid, upstream=ups, force=True, log=log)
+        new = measured(f)
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            log(f"scratch copy kept at {scratch}")
+    old = recorded[fid]
+    ok, diff = compare(f, new, old)
+    log(f"recorded   : {describe(old)}  (git {str(old.get('git_sha'))[:10]}, profile {old.get('profile')})")
+    log(f"reproduced : {describe(new)}")
+    log(f"|difference| = {diff:.4g}, tolerance {f.tolerance:g}: {'REPRODUCED' if ok else 'NOT REPRODUCED'}")
+    return 0 if ok else 1
+
+
+def check(log=print) -> int:
+    """Compare the current results (no reruns) with the recorded values; 0 when all are within tolerance."""
+    ledger, rec = load_ledger(), load_recorded()
+    bad = 0
+    for fid, f in ledger.items():
+        try:
+            new = measured(f)
+        except (FileNotFoundError, FindingError) as e:
+            log(f"{fid:28s} missing: {e}")
+            bad += 1
+            continue
+        if fid not in rec:
+            log(f"{fid:28s} {describe(new)}  (nothing recorded)")
+            bad += 1
+            continue
+        ok, diff = compare(f, new, rec[fid])
+        bad += not ok
+        log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g})")
+    return 0 if bad == 0 else 1
+
+
+def write_table() -> Path:
+    """paper/generated/tables/findings.tex: every ledger entry with its current value (from the results files),
+    CI, n and p; entries the profile did not compute show a dash."""
+    fmt = results.format_number
+    lines = [r"\begin{tabular}{p{0.14\linewidth}p{0.5\linewidth}rrl}", r"\toprule",
+             r"finding & claim & value & $n$ & 95\% CI ($p$) \\", r"\midrule"]
+    for fid, f in load_ledger().items():
+        try:
+            v = measured(f)
+        except (FileNotFoundError, FindingError):
+            v = None
+        if v is None:
+            val, n, extra = "--", "--", "not computed in this profile"
+        else:
+            val = fmt(v["value"], 3)
+            n = str(v.get("n", ""))
+            extra = (f"[{fmt(v['ci_low'], 2)}, {fmt(v['ci_high'], 2)}]"
+                     if v.get("ci_low") is not None and "ci_high" in v else "")
+            if v.get("p_value") is not None and "p_value" in v:
+                extra += f" ($p$={fmt(v['p_value'], 2)})"
+        lines.append(f"\\texttt{{{results.tex_escape(fid)}}} & {results.tex_escape(f.claim)} & {val} & {n} & {extra} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return paths.write_text_atomic(paths.macros_dir() / "tables" / "findings.tex", "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m adapterscope.findings", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="print the ledger")
+    s = sub.add_parser("record", help="store current values as the recorded ones")
+    s.add_argument("ids", nargs="*")
+    sub.add_parser("check", help="current results vs recorded values, no reruns")
+    s = sub.add_parser("reproduce", help="rerun what one finding needs and compare")
+    s.add_argument("id")
+    s.add_argument("--profile", default="default")
+    s.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "list":
+            rec = load_recorded()
+            for fid, f in load_ledger().items():
+                r = f"recorded {describe(rec[fid])}" if fid in rec else "not recorded"
+                print(f"{fid}\n  {f.claim}\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}")
+            return 0
+        if a.cmd == "record":
+            print(record(a.ids or None))
+            return 0
+        if a.cmd == "check":
+            return check()
+        return reproduce(a.id, a.profile, a.keep)
+    except (FindingError, pipeline.PipelineError, params.ParameterError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The findings ledger: parsing, errors, scoping of reruns, comparison with recorded values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from adapterscope import findings, params, pipeline, results
+
+PROFILE = {"grid": {"models": ["m1", "m2"], "corpora": ["a", "b"], "layer_controls": ["none"], "seeds": [0, 1],
+                    "control": {"layer_control": "equal_step", "corpora": ["a"], "seeds": [0]}},
+           "notebooks": {"07_clamp": {"n_rows": 4}}, "_name": "test"}
+
+
+def _ledger(root, text):
+    (root / "paper").mkdir(parents=True, exist_ok=True)
+    (root / "paper" / "findings.yml").write_text(text)
+
+
+def test_the_committed_ledger_parses_and_points_at_known_notebooks():
+    led = findings.load_ledger()
+    assert len(led) >= 5
+    for f in led.values():
+        assert f.notebook in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS
+        assert f.tolerance > 0 and len(f.claim.split()) >= 8 and f.key
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("findings:\n  - id: x\n    claim: c\n    notebook: 08_decorrelation\n    key: k\n", "lacks ['tolerance']"),
+    ("findings:\n  - {id: x, claim: c, notebook: 99_nope, key: k, tolerance: 1}\n", "unknown notebook '99_nope'"),
+    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1, colour: red}\n",
+     "unknown field(s) ['colour']"),
+    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n"
+     "  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
+    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
+     "scope keys must be among"),
+])
+def test_bad_ledgers_fail_clearly(project, text, msg):
+    _ledger(project, text)
+    with pytest.raises(findings.FindingError, match=msg.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        findings.load_ledger()
+
+
+def test_unknown_id_names_the_known_ones(project):
+    _ledger(project, "findings:\n  - {id: alpha, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n")
+    with pytest.raises(findings.FindingError, match="unknown finding 'beta'; known: alpha"):
+        findings.get(findings.load_ledger(), "beta")
+    assert findings.main(["reproduce", "beta"]) == 2
+
+
+def test_plan_of_a_summary_finding_reruns_only_its_scope_and_reads():
+    f = findings.Finding("x", "c", "08_decorrelation", "findings.k", 0.1, scope={"models": ["m2"], "seeds": [1]})
+    prof = findings.scoped_profile(f, PROFILE)
+    steps = findings.plan(f, prof)
+    cells = {rid for nb, rid, _ in steps if rid != "grid"}
+    assert cells == {"m2__a__none__s1", "m2__b__none__s1"}  # no control runs, no other model or seed
+    nbs = [nb for nb, rid, _ in steps]
+    assert nbs[-1] == "08_decorrelation" and set(nbs[:-1]) == {"01_finetune", "02_capture", "03_crosscoder", "07_clamp"}
+    ov = dict((nb, o) for nb, rid, o in steps)
+    assert ov["07_clamp"]["n_rows"] == 4 and ov["08_decorrelation"]["model_names"] == ["m2"]
+    assert ov["08_decorrelation"]["seeds"] == [1]
+
+
+def test_plan_of_cka_keeps_control_runs_and_skips_clamps():
+    f = findings.Finding("x", "c", "04_cka", "findings.slope_min", 0.1)
+    steps = findings.plan(f, findings.scoped_profile(f, PROFILE))
+    rids = {rid for nb, rid, _ in steps}
+    assert "m1__a__equal-step__s0" in rids
+    assert not any(nb == "07_clamp" for nb, _, _ in steps)
+    assert not any(nb == "03_crosscoder" and "equal-step" in rid for nb, rid, _ in steps)
+
+
+def test_plan_of_a_cell_finding_and_bad_scope():
+    f = findings.Finding("x", "c", "02_capture", "divergence.neutral.kl", 0.1, run_id="m1__b__none__s0")
+    assert [nb for nb, _, _ in findings.plan(f, PROFILE)] == ["01_finetune", "02_capture"]
+    f = findings.Finding("x", "c", "02_capture", "k", 0.1, run_id="m9__b__none__s0")
+    with pytest.raises(findings.FindingError, match="not a cell"):
+        findings.plan(f, PROFILE)
+    f = findings.Finding("x", "c", "08_decorrelation", "k", 0.1, scope={"models": ["m9"]})
+    with pytest.raises(findings.FindingError, match=r"scope models \['m9'\] not in"):
+        findings.scoped_profile(f, PROFILE)
+
+
+def test_measured_record_check_and_compare(project):
+    _ledger(project, "findings:\n"
+            "  - {id: r, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: s, claim: a scalar, notebook: 02_capture, run_id: m1__a__none__s0, key: divergence.kl, "
+            "tolerance: 0.001}\n")
+    run = results.Run("08_decorrelation", "grid", params={"profile": "test"}, seed=0)
+    run.values["findings"] = {"rho": {"value": 0.5, "n": 8, "p_value": 0.2, "ci_low": -0.1, "ci_high": 0.9}}
+    run.write()
+    run = results.Run("02_capture", "m1__a__none__s0", params={}, seed=0)
+    run.values["divergence"] = {"kl": 0.0123}
+    run.write()
+    led = findings.load_ledger()
+    assert findings.measured(led["r"])["value"] == 0.5 and findings.measured(led["s"])["value"] == 0.0123
+    assert findings.describe(findings.measured(led["r"])).startswith("0.500 [-0.100, 0.900] (n=8, p=0.200)")
+    findings.record()
+    rec = json.loads((project / "paper" / "findings_recorded.json").read_text())
+    assert rec["r"]["value"] == 0.5 and rec["s"]["value"] == 0.0123 and "recorded_utc" in rec["r"]
+    assert findings.check(log=lambda *_: None) == 0
+    assert findings.compare(led["r"], {"value": 0.54}, rec["r"]) == (True, pytest.approx(0.04))
+    assert findings.compare(led["r"], {"value": 0.56}, rec["r"])[0] is False
+    assert findings.compare(led["r"], {"value": math.nan}, {"value": math.nan})[0] is True
+    assert findings.compare(led["r"], {"value": math.nan}, {"value": 0.5})[0] is False
+    rec["s"]["value"] = 0.02
+    (project / "paper" / "findings_recorded.json").write_text(json.dumps(rec))
+    assert findings.check(log=lambda *_: None) == 1
+    table = findings.write_table().read_text()
+    assert r"\texttt{r}" in table and "0.500" in table
+    with pytest.raises(findings.FindingError, match="no value at 'findings.nope'"):
+        findings.measured(findings.Finding("t", "c", "08_decorrelation", "findings.nope", 1.0))
+
+
+def test_reproduce_without_a_record_says_how_to_make_one(project):
+    _ledger(project, "findings:\n  - {id: r, claim: c, notebook: 08_decorrelation, key: findings.rho, tolerance: 1}\n")
+    with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
+        findings.reproduce("r", "smoke")
+
+
+def test_profiles_parameters_of_summary_notebooks_exist():
+    """Every summary notebook declares the grid parameters the pipeline passes it (checked by name)."""
+    for nb in pipeline.SUMMARY_NOTEBOOKS:
+        declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
+        assert {"model_names", "corpus_names", "seeds"} <= set(declared), nb
