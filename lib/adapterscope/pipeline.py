@@ -295,6 +295,36 @@ def _findings_table() -> None:
     from . import findings  # imports this module
 
     findings.write_table()
+    write_timing_table()
+
+
+def write_timing_table(profile_name: str | None = None) -> Path:
+    """paper/generated/tables/timing.tex: wall time per notebook (and model) over the results present, from
+    each run's provenance, with the device it ran on: how long this build took, measured, not estimated."""
+    rows: dict[tuple[str, str], list[float]] = {}
+    devices = set()
+    for f in sorted(paths.results_dir().glob("*/*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        prov = rec.get("provenance", {})
+        model = prov.get("params", {}).get("model", "all")
+        rows.setdefault((f.parent.name, str(model)), []).append(float(prov.get("wall_time_s") or 0.0))
+        devices.add(str(prov.get("device", "?")))
+    lines = [r"\begin{tabular}{llrrr}", r"\toprule", r"notebook & model & runs & median [s] & total [min] \\",
+             r"\midrule"]
+    total = 0.0
+    for (nb, model), ts in sorted(rows.items()):
+        total += sum(ts)
+        lines.append(f"{results.tex_escape(nb)} & {results.tex_escape(model)} & {len(ts)} & "
+                     f"{results.format_number(float(sorted(ts)[len(ts) // 2]), 3)} & "
+                     f"{results.format_number(sum(ts) / 60, 3)} \\\\")
+    lines += [r"\midrule", f"all & & {sum(len(t) for t in rows.values())} & & {results.format_number(total / 60, 3)} \\\\",
+              r"\bottomrule", r"\end{tabular}"]
+    dev = "; ".join(sorted(devices)) or "none"
+    lines.append(f"% devices: {dev}")
+    return paths.write_text_atomic(paths.macros_dir() / "tables" / "timing.tex", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,8 @@ def test_measured_record_check_and_compare(project):
     assert findings.check(log=lambda *_: None) == 1
     table = findings.write_table().read_text()
     assert r"\texttt{r}" in table and "0.500" in table
+    timing = pipeline.write_timing_table().read_text()
+    assert "08\\_decorrelation & all & 1" in timing and "02\\_capture & all & 1" in timing
     with pytest.raises(findings.FindingError, match="no value at 'findings.nope'"):
         findings.measured(findings.Finding("t", "c", "08_decorrelation", "findings.nope", 1.0))
 
