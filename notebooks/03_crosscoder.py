@@ -141,6 +141,8 @@ for layer, key in zip(layers, keys):
     cc = crosscoder_train.train_crosscoder(cfg, stream(train_acts[key], steps, bs, seed + layer), device=device,
                                            dtype=train_dtype, progress=progress)
     train_s = time.perf_counter() - t1
+    # inference threshold: mean L0 = k on the training tokens (the training EMA is kept in the record)
+    cal = crosscoder.calibrate_threshold(cc, batches_of(train_acts[key]), max_tokens=n_train_tok)
     ev = crosscoder.evaluate(cc, batches_of(eval_acts[key]))
     cls = crosscoder.classify_latents(cc)
     ft_only = np.flatnonzero(cls["labels"] == "ft_only")
@@ -156,6 +158,7 @@ for layer, key in zip(layers, keys):
         "shared_cosine": cls["shared_cosine_mean"], "ratio_ft": rr["ratio_ft"], "ratio_base": rr["ratio_base"],
         "mse_self_ft": rr["mse_self_ft"], "mse_cross_ft": rr["mse_cross_ft"], "fvu_self_ft": rr["fvu_self_ft"],
         "fvu_cross_ft": rr["fvu_cross_ft"], "train_s": train_s, "train_tokens": steps * bs,
+        "threshold": cal["threshold"], "threshold_ema": cal["threshold_ema"],
     })
     hist_rows += [{"layer": layer, "r": float(r), "alive": bool(a)} for r, a in zip(cls["r"], alive)]
     out_dir = results.artefact_dir(NB, RUN_ID) / f"crosscoder_L{layer}"

@@ -325,6 +325,39 @@ def _iter_dev(batches, cc: Crosscoder, max_batches: int | None):
 
 
 @torch.no_grad()
+def calibrate_threshold(cc: Crosscoder, batches: Iterable[torch.Tensor], k: int | None = None,
+                        max_tokens: int = 16384) -> dict:
+    """Set the inference threshold theta so that the mean L0 over the given tokens is ``k`` (default: the
+    crosscoder's k), i.e. theta sits between the (k*N)-th and (k*N+1)-th largest norm-weighted activation of
+    those N tokens (at most ``max_tokens``).  The EMA of the batch minimum learned during training estimates the
+    same quantity but lags while the code distribution still moves; calibrating afterwards on data makes a
+    token's code batch-independent *and* as sparse as trained.  Returns the old and new threshold and N."""
+    if cc.sparsity == "l1":
+        raise ValueError("calibrate_threshold applies to BatchTopK crosscoders, not L1")
+    k = int(k or cc.k)
+    vals, n = [], 0
+    for x in _iter_dev(batches, cc, None):
+        x = x[: max_tokens - n]
+        v = torch.relu(cc.pre_activations(cc.scale_in(x))) * cc.decoder_norm_F()
+        vals.append(v[v > 0].float().cpu())
+        n += x.shape[0]
+        if n >= max_tokens:
+            break
+    if n == 0:
+        raise ValueError("calibrate_threshold needs at least one token")
+    v = torch.cat(vals)
+    m = k * n
+    old = float(cc.threshold)
+    if v.numel() <= m:  # fewer positive activations than k per token: keep every positive one
+        new = 0.0
+    else:
+        top = torch.topk(v, m + 1).values
+        new = float((top[m - 1] + top[m]) / 2)
+    cc.threshold.fill_(new)
+    return {"threshold_ema": old, "threshold": new, "tokens": n, "k": k}
+
+
+@torch.no_grad()
 def evaluate(cc: Crosscoder, batches: Iterable[torch.Tensor], use_threshold: bool = True,
              max_batches: int | None = None) -> dict:
     """Streaming reconstruction/sparsity metrics (float64 accumulation, raw space).

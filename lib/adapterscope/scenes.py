@@ -43,6 +43,8 @@ FAMILIES = ("colour", "shape", "count", "position", "presence")
 VISUAL_KINDS = ("noise", "blur", "occlusion", "distractors", "background")
 PROMPT_KINDS = ("canonical", "paraphrase", "format", "politeness", "option_order")
 PRESSURE_KINDS = ("suggestion", "assertion", "authority", "prefill", "prefill_agree")
+REGIMES: dict[str, tuple[str, ...]] = {  # the three input-variation regimes of issue 6 and their kinds
+    "prompt": PROMPT_KINDS[1:], "visual": VISUAL_KINDS, "pressure": PRESSURE_KINDS}
 MAX_OBJECTS = 7
 
 
@@ -465,3 +467,18 @@ def visual_variant(ex: Example, kind: str, seed: int, strength: float = 1.0) -> 
 
 def with_prompt(ex: Example, prompt: Prompt) -> Example:
     return replace(ex, prompt=prompt, variation=ex.variation + (prompt.kind,))
+
+
+def regime_variant(ex: Example, regime: str, kind: str, seed: int, strength: float = 1.0) -> Example:
+    """``ex`` varied in one regime: ``prompt`` (a rewording), ``visual`` (a pixel or scene change that keeps the
+    answer; ``strength`` scales noise, blur and occlusion) or ``pressure`` (text pushing towards a seeded wrong
+    answer; image untouched). The true answer is unchanged in every case."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose from {list(REGIMES)}")
+    if kind not in REGIMES[regime]:
+        raise ValueError(f"unknown {regime} kind {kind!r}; choose from {REGIMES[regime]}")
+    if regime == "visual":
+        return visual_variant(ex, kind, seed, strength)
+    if regime == "prompt":
+        return with_prompt(ex, prompt_variant(ex.question, kind, seed))
+    return with_prompt(ex, pressure_variant(ex.question, kind, seed))

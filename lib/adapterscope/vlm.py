@@ -224,8 +224,8 @@ def load_vlm(lm: str = "smollm2-135m", projector: str | Path | None = None, devi
 
 
 def default_projector_dir() -> Path:
-    """The small projector shipped with the package (trained by the bounded run of issue 6)."""
-    return Path(__file__).resolve().parent / "assets" / "projector_smollm2_effnet"
+    """The small committed reference projector (``data/reference/vlm_projector``; provenance in its meta.json)."""
+    return paths.project_root() / "data" / "reference" / "vlm_projector"
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -318,7 +318,7 @@ def make_batch(vlm: VLM, images, prompts: Sequence, answers: Sequence[str] | Non
 def forward_batch(vlm: VLM, images, prompts: Sequence, device: str = "cpu", dtype: str = "float32",
                   hidden_states: bool = True) -> dict[str, Any]:
     """One batched forward: ``logits`` (B, T, V), ``hidden_states`` (tuple of L+1 (B, T, D): embeddings, then
-    each decoder layer's output), ``input_ids``, ``attention_mask`` and ``image_mask`` (B, T)."""
+    each decoder layer's output, the last after the final norm), ``input_ids``, ``attention_mask`` and ``image_mask`` (B, T)."""
     batch = make_batch(vlm, images, prompts, device=device)
     with autocast(device, dtype):
         out = vlm(**batch, output_hidden_states=hidden_states)
@@ -355,6 +355,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"        # autocast dtype of the matmuls (auto: bfloat16 only where measured fast)
     time_limit_s: float = 0.0  # stop early after this many seconds (0: no limit)
+    stop_after: int = 0        # stop after this many steps of the schedule planned for `steps` (0: run all)
 
 
 @dataclass
@@ -424,11 +425,37 @@ def train(vlm, examples: Sequence, cfg: TrainConfig, device: str = "cpu", image_
         res.lrs.append(opt.param_groups[0]["lr"])
         res.step_s.append(time.perf_counter() - t0)
         bar.set_postfix(loss=f"{res.losses[-1]:.3f}")
-        if cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s:
+        if (cfg.time_limit_s and time.perf_counter() - t_start > cfg.time_limit_s) or s + 1 == cfg.stop_after:
             res.stopped_early = s + 1 < cfg.steps
             break
     vlm.eval()
     return res
+
+
+def train_projector(vlm: VLM, cfg: TrainConfig, n_examples: int = 1600, data_seed: int = 0,
+                    families: Sequence[str] | None = None, device: str = "cpu",
+                    progress: bool = True) -> tuple[TrainResult, dict[str, Any]]:
+    """Projector-only training on ``n_examples`` seeded scenes (canonical prompts, families in turn); the
+    frozen encoder runs once over all images first. Returns the training record and a provenance dict for
+    :func:`save_projector`'s ``meta``."""
+    from . import scenes
+
+    fams = tuple(families or scenes.FAMILIES)
+    exs = scenes.make_examples(n_examples, seed=data_seed, families=fams, size=vlm.encoder.image_size)
+    t0 = time.perf_counter()
+    feats = encode_images(vlm, [e.image for e in exs], device=device, progress=progress)
+    encode_s = time.perf_counter() - t0
+    vlm.freeze_for_projector()
+    res = train(vlm, exs, cfg, device=device, image_features=feats, progress=progress)
+    vlm.requires_grad_(False)
+    tail = res.losses[-10:]
+    meta = {"train": {"config": config_dict(cfg), "examples": n_examples, "data_seed": data_seed,
+                      "families": list(fams), "prompt": "canonical", "steps_done": len(res.losses),
+                      "stopped_early": res.stopped_early, "dtype": res.dtype,
+                      "final_loss_mean10": sum(tail) / max(1, len(tail)),
+                      "median_step_s": float(np.median(res.step_s)) if res.step_s else 0.0,
+                      "encode_s": encode_s, "torch_threads": torch.get_num_threads()}}
+    return res, meta
 
 
 def add_lora(vlm: VLM, rank: int = 16, alpha: float = 32.0, targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -452,15 +479,20 @@ def add_lora(vlm: VLM, rank: int = 16, alpha: float = 32.0, targets: Sequence[st
 @torch.no_grad()
 def score(vlm, images, prompts: Sequence, candidates: Sequence[Sequence[str]], answers: Sequence[str] | None = None,
           image_features: torch.Tensor | None = None, batch_size: int = 32, device: str = "cpu",
-          dtype: str = "float32", progress: bool = False) -> dict[str, Any]:
+          dtype: str = "float32", progress: bool = False, hidden_states: bool = False) -> dict[str, Any]:
     """Log-probability of every candidate answer (summed over its tokens) after each prompt.
 
     Returns ``logprobs`` (list of {candidate: logprob}), ``pred`` (argmax candidate), and, with ``answers``,
     ``correct`` (pred == answer) and ``exact`` (greedy decoding reproduces the answer's tokens: the argmax next
     token equals the answer's token at each of its positions). One forward per distinct proper prefix of the
     candidates' token sequences (just one when all candidates are single tokens); the head runs at the last
-    position only."""
+    position only. ``hidden_states=True`` adds ``hidden_states`` (n, L+1, D): the residual stream at the
+    answer position (the prompt's last token) after the embeddings and after every decoder layer (the last
+    one after the final RMSNorm, the HF convention), float32 on the CPU, from the same forward."""
     n = len(prompts)
+    if not n or len(candidates) != n or (answers is not None and len(answers) != n):
+        raise VLMError(f"score needs as many candidate lists (and answers) as prompts, got {len(prompts)} prompts, "
+                       f"{len(candidates)} candidate lists")
     conts = [{c: answer_ids(vlm, prompts[i], c) for c in candidates[i]} for i in range(n)]
     base = [prompt_ids(vlm, p) for p in prompts]
     jobs = []   # (example, prefix tuple)
@@ -468,17 +500,27 @@ def score(vlm, images, prompts: Sequence, candidates: Sequence[Sequence[str]], a
         pre = {tuple(t[:k]) for t in conts[i].values() for k in range(len(t))}
         jobs += [(i, p) for p in sorted(pre, key=lambda p: (len(p), p))]
     lp: dict[tuple[int, tuple], torch.Tensor] = {}
+    states: list[torch.Tensor | None] = [None] * n
     for j in tqdm(range(0, len(jobs), batch_size), desc="score", disable=not progress):
         chunk = jobs[j:j + batch_size]
         ids, mask = pad_left([base[i] + list(p) for i, p in chunk], _pad_id(vlm))
         idx = [i for i, _ in chunk]
         extra = _images_or_feats(vlm, images, image_features, idx, device)
         with autocast(device, dtype):
-            h = vlm.last_hidden(ids.to(device), mask.to(device), extra.get("pixel_values"), extra.get("image_features"))
-            logits = vlm.language_model.lm_head(h[:, -1])
+            emb = vlm.inputs_embeds(ids.to(device), extra.get("pixel_values"), extra.get("image_features"))
+            o = vlm.language_model.model(inputs_embeds=emb, attention_mask=mask.to(device), use_cache=False,
+                                         output_hidden_states=hidden_states)
+            logits = vlm.language_model.lm_head(o.last_hidden_state[:, -1])
+        if hidden_states:  # (L+1, B, D) at the next-token position, kept for the prompt itself (empty prefix)
+            hs = torch.stack([h[:, -1] for h in o.hidden_states]).float().cpu()
+            for b, (i, p) in enumerate(chunk):
+                if not p:
+                    states[i] = hs[:, b]
         for (i, p), row in zip(chunk, torch.log_softmax(logits.float(), -1).cpu()):
             lp[(i, p)] = row
     out: dict[str, Any] = {"logprobs": [], "pred": []}
+    if hidden_states:
+        out["hidden_states"] = torch.stack(states)  # (n, L+1, D)
     if answers is not None:
         out["correct"], out["exact"] = [], []
     for i in range(n):

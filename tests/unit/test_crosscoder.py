@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adapterscope.crosscoder import (Crosscoder, StreamingMoments, batch_topk_flat, classify_latents,
+from adapterscope.crosscoder import (Crosscoder, StreamingMoments, batch_topk_flat, calibrate_threshold,
+                                     classify_latents,
                                      estimate_scaling_factors, evaluate, latent_scaling,
                                      reconstruction_ratio, relative_decoder_norms)
 from adapterscope.crosscoder_train import CrosscoderTrainer, TrainConfig, train_crosscoder
@@ -281,6 +282,30 @@ def test_threshold_encoder_agrees_with_batchtopk(trained):
     # per-token: the threshold code of a token does not depend on its batch
     x = next(eval_batches(1, 64))
     assert torch.equal(trained.encode(x[:10]), trained.encode(x)[:10])
+
+
+def test_calibrate_threshold_hand_set():
+    # v = [[3, 2, 4], [1, 6, 1]]: k=1 over 2 tokens keeps the 2 largest (6, 4): theta between 4 and 3
+    cc = tiny_crosscoder()
+    out = calibrate_threshold(cc, [X_TINY], k=1)
+    assert out["threshold_ema"] == 2.5 and out["threshold"] == pytest.approx(3.5) and out["tokens"] == 2
+    assert torch.equal(cc.encode(X_TINY) != 0, cc.encode(X_TINY, use_threshold=False) != 0)
+    # k=3 needs 6 positives, there are exactly 6: keep all of them
+    assert calibrate_threshold(cc, [X_TINY], k=3)["threshold"] == 0.0
+    with pytest.raises(ValueError, match="at least one token"):
+        calibrate_threshold(cc, [])
+
+
+def test_calibrate_threshold_gives_mean_l0_k(trained):
+    old = float(trained.threshold)
+    try:
+        out = calibrate_threshold(trained, eval_batches(), k=3)
+        ev = evaluate(trained, eval_batches())
+        assert ev["l0"] == pytest.approx(3.0, abs=0.01)
+        # a different k moves the threshold the right way
+        assert calibrate_threshold(trained, eval_batches(), k=5)["threshold"] < out["threshold"]
+    finally:
+        trained.threshold.fill_(old)
 
 
 def test_reconstruction_ratio_planted(trained):

@@ -135,3 +135,23 @@ def test_describe_and_errors(examples):
     if q.family in ("colour", "shape", "position", "count"):
         with pytest.raises(S.AmbiguousQuestion):
             S.answer_of(empty, q.family, q.query, q.axis)
+
+
+def test_regime_variants_keep_answer_and_pressure_is_text_only(examples):
+    for i, ex in enumerate(examples[:30]):
+        for regime, kinds in S.REGIMES.items():
+            for kind in kinds:
+                v = S.regime_variant(ex, regime, kind, seed=i)
+                q = v.question
+                assert v.answer == ex.answer == S.answer_of(v.scene, q.family, q.query, q.axis)
+                if regime == "visual":
+                    assert v.prompt == ex.prompt and v.variation[-1] == kind
+                else:   # text only: the same scene and pixels
+                    assert v.scene == ex.scene and v.pixel_ops == ex.pixel_ops
+                    assert np.array_equal(v.image, ex.image) and v.prompt.kind == kind
+                if regime == "pressure" and kind != "prefill":
+                    assert v.prompt.suggested != ex.answer
+    with pytest.raises(ValueError, match="regime"):
+        S.regime_variant(examples[0], "audio", "noise", 0)
+    with pytest.raises(ValueError, match="kind"):
+        S.regime_variant(examples[0], "visual", "paraphrase", 0)

@@ -115,6 +115,28 @@ def test_score_matches_brute_force(tiny_vlm, exs):
         assert r["pred"][i] == max(r["logprobs"][i], key=r["logprobs"][i].get)
 
 
+def test_score_hidden_states_at_answer_position(tiny_vlm, exs):
+    """A mixed batch (different images; canonical, reworded, pressured and prefilled prompts of different
+    lengths): the states returned with the scores equal each row's own forward at its last prompt token."""
+    base = exs[:4]
+    varied = [scenes.regime_variant(base[0], "prompt", "politeness", 1),
+              scenes.regime_variant(base[1], "pressure", "prefill_agree", 2),
+              scenes.regime_variant(base[2], "visual", "noise", 3), base[3]]
+    prompts = [e.prompt for e in varied]
+    r = V.score(tiny_vlm, [e.image for e in varied], prompts, [e.question.candidates for e in varied],
+                [e.answer for e in varied], batch_size=3, hidden_states=True)
+    hs = r["hidden_states"]
+    assert hs.shape == (4, 4, 32) and hs.dtype == torch.float32
+    for i, e in enumerate(varied):
+        alone = V.forward_batch(tiny_vlm, [e.image], [prompts[i]])
+        want = torch.stack([h[0, -1] for h in alone["hidden_states"]])
+        assert torch.allclose(hs[i], want, atol=1e-5)
+    plain = V.score(tiny_vlm, [e.image for e in varied], prompts, [e.question.candidates for e in varied])
+    assert plain["pred"] == r["pred"] and "hidden_states" not in plain
+    with pytest.raises(V.VLMError, match="as many"):
+        V.score(tiny_vlm, [varied[0].image], prompts[:1], [])
+
+
 def test_projector_training_lowers_loss_and_touches_only_projector(tiny_vlm):
     exs = scenes.make_examples(8, seed=1, size=SIZE, families=["presence"])
     frozen = {k: v.clone() for k, v in tiny_vlm.state_dict().items() if not k.startswith("projector.")}
@@ -125,6 +147,9 @@ def test_projector_training_lowers_loss_and_touches_only_projector(tiny_vlm):
     assert res.dtype == "float32" and len(res.step_s) == 20
     assert all(torch.equal(v, tiny_vlm.state_dict()[k]) for k, v in frozen.items())
     assert not tiny_vlm.encoder.training  # BatchNorm statistics stay frozen
+    short = V.train(tiny_vlm, exs, V.TrainConfig(steps=20, stop_after=3, batch_size=4, lr=1e-2, warmup_steps=2,
+                                                 dtype="float32"), progress=False)
+    assert len(short.losses) == 3 and short.stopped_early and short.lrs[2] == pytest.approx(res.lrs[2])
 
 
 def test_projector_save_load_exact(tiny_vlm, tmp_path):
