@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PROFILE ?= default
+# grid cells at once (auto: 2 on a multi-core CPU, each with half the threads; JOBS=1 on a GPU)
+JOBS ?= auto
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,7 +21,7 @@ help:
 
 ## paper: run the profile's notebooks (PROFILE=default|smoke|seed) and build paper/adapterscope.pdf
 paper: venv tex models
-	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE)
+	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE) --jobs $(JOBS)
 
 ## test: unit and integration tests (the smoke profile end to end, then the PDF)
 test: venv tex

@@ -453,7 +453,21 @@ for mc in dict.fromkeys(MECHANISM.values()):
 lines += [r"\bottomrule", r"\end{tabular}"]
 paths.write_text_atomic(paths.macros_dir() / "tables" / "regime_escapes.tex", "\n".join(lines) + "\n")
 
+# findings ledger entries (paper/findings.yml): value, CI, n
+sb = stab.set_index(["model", "regime"])
+pp = adiff["pressure"]
+findings = {f"stability_{m}_{r}": {"value": float(sb.loc[(m, r), "stability"]), "ci_low": float(sb.loc[(m, r), "lo"]),
+                                   "ci_high": float(sb.loc[(m, r), "hi"]), "n": int(sb.loc[(m, r), "n_items"])}
+            for m in ("base", "adapted") for r in REGIMES}
+gap = (var[var.regime == "prompt"].groupby("item").same_base.mean()
+       - var[var.regime == "pressure"].groupby("item").same_base.mean())
+lo, hi, _ = stats.bootstrap_ci((gap.to_numpy(float),), np.mean, n_resamples=n_boot, seed=seed)
+findings["prompt_minus_pressure_base"] = {"value": float(gap.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(gap))}
+findings["adapter_stability_change_pressure"] = {"value": pp["value"], "ci_low": pp["ci_low"], "ci_high": pp["ci_high"],
+                                                 "n": pp.get("n", n_items), "p_value": pp["p_value"]}
+findings["critical_layer_base"] = {"value": int(crit["base"]), "n": n_items}
 run.values.update({
+    "findings": findings,
     "stability": stab.to_dict("records"), "stability_by_kind": kinds.to_dict("records"),
     "mechanisms": mech.to_dict("records"), "adapter_stability_change": adiff,
     "geometry": geo.to_dict("records"), "pairs": pairs.to_dict("records"), "critical_layer": crit,

@@ -101,8 +101,25 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 3 summary notebooks
-    assert again.stdout.count("[skip]") == 13 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 5 summary notebooks
+    assert again.stdout.count("[skip]") == 15 and "[run ]" not in again.stdout
+
+
+def test_vlm_notebooks_ran(smoke):
+    root, proc = smoke
+    assert proc.returncode == 0
+    v = _load(root, "05_vlm", "grid")["values"]
+    assert v["projector_source"] == "reference"  # the committed projector matches the default projector_* params
+    assert len(v["lora_losses"]) == 4 and all(math.isfinite(x) for x in v["lora_losses"])
+    assert (root / v["adapter_dir"] / "adapter_model.safetensors").is_file()
+    acc = {r["family"]: r for r in v["accuracy"]}
+    assert set(acc) == {"colour", "shape", "count", "position", "presence", "all"} and acc["all"]["n"] == 20
+    r = _load(root, "05_regime_probing", "grid")["values"]
+    assert r["n_items"] == 8 and r["n_inputs"] == 8 * 15 and r["num_layers"] == 30
+    assert all(1 <= c <= 30 for c in r["critical_layer"].values())
+    stab = {(s["model"], s["regime"]): s["stability"] for s in r["stability"]}
+    assert all(0 <= stab[(m, g)] <= 1 for m in ("base", "adapted") for g in ("prompt", "visual", "pressure"))
+    assert (root / "paper" / "generated" / "tables" / "regime_stability.tex").is_file()
 
 
 def test_bad_inputs_fail_clearly_without_artefacts(smoke):

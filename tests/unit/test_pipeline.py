@@ -1,0 +1,58 @@
+"""Scheduling logic of the pipeline (no notebooks run here)."""
+
+import pytest
+
+from adapterscope import params, pipeline
+
+
+def test_resolve_jobs():
+    assert pipeline.resolve_jobs(3) == 3 and pipeline.resolve_jobs("1") == 1
+    assert pipeline.resolve_jobs("auto") in (1, 2)
+    for bad in (0, -1, "two", 1.5j):
+        with pytest.raises(pipeline.PipelineError, match="positive integer or 'auto'"):
+            pipeline.resolve_jobs(bad)
+
+
+def test_independent_summaries_read_no_grid_and_keep_their_order():
+    side = pipeline.independent_summaries()
+    assert side == ["05_vlm", "05_regime_probing"]
+    for nb in side:
+        assert pipeline.SUMMARY_READS[nb] == []
+        assert all(u in side[:side.index(nb)] for u in pipeline.SUMMARY_AFTER.get(nb, []))
+    prof = params.load_profile(pipeline.paths.project_root() / "notebooks" / "profiles" / "smoke.yml")
+    assert pipeline.summary_upstream("05_regime_probing", prof) == [("05_vlm", "grid")]
+    assert pipeline.summary_upstream("05_vlm", prof) == []
+
+
+def test_run_cell_and_summaries_reject_bad_names():
+    with pytest.raises(pipeline.PipelineError, match="no index 99"):
+        pipeline.run_cell("smoke", 99)
+    with pytest.raises(pipeline.PipelineError, match="not a summary notebook"):
+        pipeline.run_summaries("smoke", ["01_finetune"])
+
+
+def test_parallel_runner_reports_failures_and_relays_lines(tmp_path, monkeypatch):
+    """Every task runs even after one fails; the failure names the task and its log."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(pipeline.paths, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(pipeline.paths, "project_root", lambda: tmp_path)
+    calls = []
+
+    def fake_run(cmd, env, stdout, stderr, cwd):
+        calls.append(cmd)
+        ok = "good" in cmd
+        stdout.write(f"[skip] x {cmd[-3]}\n" if ok else "Traceback: boom\n")
+        stdout.flush()
+        assert env["OMP_NUM_THREADS"] == "1"
+        return subprocess.CompletedProcess(cmd, 0 if ok else 1)
+
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_run)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    lines = []
+    with pytest.raises(pipeline.PipelineError, match="1 task\\(s\\) failed: b"):
+        pipeline._run_parallel("smoke", [("a", ["good"]), ("b", ["bad"]), ("c", ["good"])], 2, False, lines.append)
+    assert len(calls) == 3 and all(c[:3] == [sys.executable, "-m", "adapterscope.pipeline"] for c in calls)
+    assert sum(line.startswith("[skip]") for line in lines) == 2
+    assert any(line.startswith("[fail] b") and "boom" in line for line in lines)
