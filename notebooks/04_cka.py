@@ -28,6 +28,7 @@ model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
 corpus_names = ["meditations", "seneca", "dtc-ads", "instructions"]  # corpora of the main grid
 layer_controls = ["none"]  # layer controls of the main grid
 seeds = [0]  # seeds of the main grid
+seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 control = "equal_step"  # layer control of the control runs; empty string for none
 control_corpora = ["meditations", "dtc-ads"]  # corpora that also have control runs
 control_seeds = [0]  # seeds of the control runs
@@ -37,7 +38,7 @@ n_boot = 2000  # parametric bootstrap draws for slope CIs
 boot_seed = 0  # seed of the bootstrap
 
 # %%
-from adapterscope import params
+from adapterscope import latex, params
 
 P = params.check(globals())
 
@@ -53,7 +54,7 @@ from adapterscope import paths, plotting, results
 plotting.setup()
 NB = "04_cka"
 run = results.Run(NB, "grid", params=P, seed=boot_seed)
-cells = [(m, c, lc, s) for m in model_names for c in corpus_names for lc in layer_controls for s in seeds]
+cells = [(m, c, lc, s) for m in model_names for c in corpus_names for lc in layer_controls for s in seeds_by_model.get(m, seeds)]
 if control:
     cells += [(m, c, control, s) for m in model_names for c in control_corpora for s in control_seeds
               if (m, c, control, s) not in cells]
@@ -195,24 +196,20 @@ if control and len(ctl):
 
 # %%
 fmt = results.format_number
-lines = [r"\begin{tabular}{llrrl}", r"\toprule",
-         r"model & corpus & late $1-\mathrm{CKA}$ & late/early & slope (95\% CI) \\", r"\midrule"]
+tab_rows = []
 for r in slopes[slopes.layer_control == layer_controls[0]].groupby(["model", "corpus"], as_index=False).mean(
         numeric_only=True).itertuples():
-    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.late_disp)} & "
-                 f"{fmt(r.late_over_early)} & {fmt(r.slope)} [{fmt(r.slope_lo)}, {fmt(r.slope_hi)}] \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "cka_slopes.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.late_disp)} & "
+                 f"{fmt(r.late_over_early)} & {fmt(r.slope)} [{fmt(r.slope_lo)}, {fmt(r.slope_hi)}]")
+latex.write_table("cka_slopes", "llrrl", r"model & corpus & late $1-\mathrm{CKA}$ & late/early & slope (95\% CI)", tab_rows)
 
-lines = [r"\begin{tabular}{lllll}", r"\toprule",
-         r"model & corpus & slope, standard & slope, equal-step & difference \\", r"\midrule"]
+tab_rows = []
 for r in ctl.itertuples():
-    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
                  f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
                  f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
-                 f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}] \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "cka_control.tex", "\n".join(lines) + "\n")
+                 f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
+latex.write_table("cka_control", "lllll", r"model & corpus & slope, standard & slope, equal-step & difference", tab_rows)
 
 std = slopes[slopes.layer_control == layer_controls[0]]
 run.values.update({"slopes": slopes.to_dict("records"), "control": ctl.to_dict("records"),

@@ -60,7 +60,7 @@ progress = True  # show tqdm bars
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: threaded LAPACK on small matrices is slow here
-from adapterscope import params
+from adapterscope import latex, params
 
 P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
 
@@ -424,34 +424,28 @@ run.macro("PredSignificant", int(len(sig)))
 run.macro("PredTotal", int(len(pred)))
 run.macro("PredMaxAbsRho", float(np.nanmax(np.abs(pred.rho))) if pred.rho.notna().any() else float("nan"), digits=2)
 
-lines = [r"\begin{tabular}{llrrrrr}", r"\toprule",
-         r"regime & model & unchanged, \% (95\% CI) & changed & c$\to$w & w$\to$c & to suggested, \% \\", r"\midrule"]
+tab_rows = []
 for s in stab[stab.regime.isin(REGIMES)].sort_values(["regime", "model"], key=lambda c: c.map(
         {**{r: i for i, r in enumerate(REGIMES)}, "base": 0, "adapted": 1})).itertuples():
     ts = "--" if np.isnan(s.to_suggested) else fmt(100 * s.to_suggested, 2)
-    lines.append(f"{s.regime} & {s.model} & {fmt(100 * s.stability, 2)} [{fmt(100 * s.lo, 2)}, {fmt(100 * s.hi, 2)}] & "
-                 f"{s.n_changed}/{s.n_variants} & {s.correct_to_wrong} & {s.wrong_to_correct} & {ts} \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "regime_stability.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{s.regime} & {s.model} & {fmt(100 * s.stability, 2)} [{fmt(100 * s.lo, 2)}, {fmt(100 * s.hi, 2)}] & "
+                 f"{s.n_changed}/{s.n_variants} & {s.correct_to_wrong} & {s.wrong_to_correct} & {ts}")
+latex.write_table("regime_stability", "llrrrrr", r"regime & model & unchanged, \% (95\% CI) & changed & c$\to$w & w$\to$c & to suggested, \%", tab_rows)
 
-lines = [r"\begin{tabular}{lllrrl}", r"\toprule",
-         r"measure & regimes & model & $n$ & Spearman $\rho$ (95\% CI) & $p$ \\", r"\midrule"]
+tab_rows = []
 for s in pred.itertuples():
     rho = "--" if np.isnan(s.rho) else f"{fmt(s.rho, 2)} [{fmt(s.lo, 2)}, {fmt(s.hi, 2)}]"
-    lines.append(f"{s.measure} & {s.pair.replace('|', ' vs ')} & {s.model} & {s.n} & {rho} & "
-                 f"{'--' if np.isnan(s.p) else fmt(s.p, 2)} \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "regime_prediction.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{s.measure} & {s.pair.replace('|', ' vs ')} & {s.model} & {s.n} & {rho} & "
+                 f"{'--' if np.isnan(s.p) else fmt(s.p, 2)}")
+latex.write_table("regime_prediction", "lllrrl", r"measure & regimes & model & $n$ & Spearman $\rho$ (95\% CI) & $p$", tab_rows)
 
-lines = [r"\begin{tabular}{lllrr}", r"\toprule",
-         r"mechanism class & regime & conditions & base, \% & adapted, \% \\", r"\midrule"]
+tab_rows = []
 mb = mech.set_index(["model", "mechanism"])
 for mc in dict.fromkeys(MECHANISM.values()):
     b, a = mb.loc[("base", mc)], mb.loc[("adapted", mc)]
     flag = lambda row: fmt(100 * row.min_stability, 2) + (r"$^{\ast}$" if row.escapes else "")
-    lines.append(f"{mc} & {b.regime} & {results.tex_escape(b.conditions)} & {flag(b)} & {flag(a)} \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "regime_escapes.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{mc} & {b.regime} & {results.tex_escape(b.conditions)} & {flag(b)} & {flag(a)}")
+latex.write_table("regime_escapes", "lllrr", r"mechanism class & regime & conditions & base, \% & adapted, \%", tab_rows)
 
 # findings ledger entries (paper/findings.yml): value, CI, n
 sb = stab.set_index(["model", "regime"])

@@ -54,7 +54,7 @@ threads = 0  # torch CPU threads (0: torch's default)
 progress = True  # show tqdm bars
 
 # %%
-from adapterscope import params
+from adapterscope import latex, params
 
 P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
 
@@ -247,13 +247,11 @@ for r in acc.itertuples():
     run.macro(f"N{key}", int(r.n))
 
 fmt = results.format_number
-lines = [r"\begin{tabular}{lrrrrl}", r"\toprule",
-         r"family & $n$ & chance & base & adapted & change (95\% CI) \\", r"\midrule"]
+tab_rows = []
 for r in acc.itertuples():
     name = r.family + (" (adapter)" if r.family == adapter_family else "")
-    lines.append(f"{name} & {r.n} & {fmt(100 * r.chance, 2)} & {fmt(100 * r.base, 2)} & {fmt(100 * r.adapted, 2)} & "
-                 f"{fmt(100 * r.diff, 2)} [{fmt(100 * r.diff_lo, 2)}, {fmt(100 * r.diff_hi, 2)}] \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "vlm_accuracy.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{name} & {r.n} & {fmt(100 * r.chance, 2)} & {fmt(100 * r.base, 2)} & {fmt(100 * r.adapted, 2)} & "
+                 f"{fmt(100 * r.diff, 2)} [{fmt(100 * r.diff_lo, 2)}, {fmt(100 * r.diff_hi, 2)}]")
+latex.write_table("vlm_accuracy", "lrrrrl", r"family & $n$ & chance & base & adapted & change (95\% CI)", tab_rows)
 print(f"wall time {wall_s:.0f}s")
 print(run.write())

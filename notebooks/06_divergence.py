@@ -17,11 +17,12 @@ model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
 corpus_names = ["meditations", "seneca", "dtc-ads", "instructions"]  # corpora of the grid
 layer_controls = ["none"]  # layer controls of the grid
 seeds = [0]  # seeds of the grid
+seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 profile = "default"  # name of the profile that produced the runs (printed in the paper)
 eval_set = "neutral"  # neutral | heldout: which set the headline numbers use
 
 # %%
-from adapterscope import params
+from adapterscope import latex, params
 
 P = params.check(globals())
 
@@ -40,7 +41,7 @@ rows, curves, layer_rows = [], [], []
 for m in model_names:
     for c in corpus_names:
         for lc in layer_controls:
-            for s in seeds:
+            for s in seeds_by_model.get(m, seeds):
                 rid = params.run_key(m, c, lc, f"s{s}")
                 ft, cap = results.load("01_finetune", rid), results.load("02_capture", rid)
                 run.add_input(f"01/{rid}", results.sha256_file(results.results_path("01_finetune", rid)))
@@ -104,13 +105,11 @@ def fmt(x, d=3):
 tab = main.groupby(["model", "corpus"], as_index=False).agg(
     kl=("kl", "mean"), kl_lo=("kl_lo", "mean"), kl_hi=("kl_hi", "mean"), top1=("top1", "mean"),
     ppl_base=("ppl_base", "mean"), ppl_ft=("ppl_ft", "mean"))
-lines = [r"\begin{tabular}{llrrrr}", r"\toprule",
-         r"model & corpus & KL (95\% CI) & top-1 (\%) & ppl base & ppl ft \\", r"\midrule"]
+tab_rows = []
 for r in tab.itertuples():
-    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.kl)} "
-                 f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)} \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "divergence.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.kl)} "
+                 f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)}")
+latex.write_table("divergence", "llrrrr", r"model & corpus & KL (95\% CI) & top-1 (\%) & ppl base & ppl ft", tab_rows)
 
 top = tab.sort_values("kl").iloc[-1]
 low = tab.sort_values("kl").iloc[0]

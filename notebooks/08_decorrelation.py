@@ -31,6 +31,7 @@ model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
 corpus_names = ["meditations", "seneca", "dtc-ads", "instructions"]  # corpora of the grid
 layer_controls = ["none"]  # layer controls of the grid (the first one is analysed)
 seeds = [0, 1]  # seeds of the grid
+seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 profile = "default"  # profile name (printed in the paper)
 late_frac = 0.3  # the final share of layers that counts as late for CKA displacement
 n_boot = 2000  # bootstrap resamples for CIs
@@ -38,7 +39,7 @@ n_perm = 9999  # Monte Carlo permutations for p-values with more than 9 pairs (u
 boot_seed = 0  # seed of bootstraps and permutations
 
 # %%
-from adapterscope import params
+from adapterscope import latex, params
 
 P = params.check(globals())
 
@@ -72,7 +73,7 @@ lc0 = layer_controls[0]
 rows = []
 for m in model_names:
     for c in corpus_names:
-        for s in seeds:
+        for s in seeds_by_model.get(m, seeds):
             rid = params.run_key(m, c, lc0, f"s{s}")
             cap, ccr = results.load("02_capture", rid), results.load("03_crosscoder", rid)
             for nb in ("02_capture", "03_crosscoder"):
@@ -235,7 +236,7 @@ plt.close(fig)
 depth_rows = []
 for m in model_names:
     for c in corpus_names:
-        for s_ in seeds:
+        for s_ in seeds_by_model.get(m, seeds):
             rid = params.run_key(m, c, lc0, f"s{s_}")
             for r in results.load("03_crosscoder", rid)["values"]["per_layer"]:
                 depth_rows.append({"model": m, "corpus": c, "seed": s_, "depth": r["depth"], "ratio": r["ratio_ft"],
@@ -313,15 +314,13 @@ def pstr(r):
 LAB = {"ratio_kl": r"peak ratio vs KL", "ratio_disagree": r"peak ratio vs $1-$top-1",
        "genuine_kl": r"genuine FT-only latents vs KL", "late_kl": r"late $1-$CKA vs KL",
        "late_ratio": r"late $1-$CKA vs peak ratio", "ppl_ftonly": r"base ppl vs FT-only latents"}
-lines = [r"\begin{tabular}{llrrrl}", r"\toprule", r"pair & scope & $n$ & $\rho$ & $p$ & 95\% CI \\", r"\midrule"]
+tab_rows = []
 for pair, lab in LAB.items():
+    tab_rows += [r"\addlinespace"] if tab_rows else []
     for scope in [*model_names, "pooled"]:
         r = corrs[("runs", scope, pair)]
-        lines.append(f"{lab} & {results.tex_escape(scope)} & {r['n']} & {fmt(r['value'], 2)} & {pstr(r)} & {ci(r)} \\\\")
-    lines.append(r"\addlinespace")
-lines[-1] = r"\bottomrule"
-lines.append(r"\end{tabular}")
-paths.write_text_atomic(paths.macros_dir() / "tables" / "decorrelation_stats.tex", "\n".join(lines) + "\n")
+        tab_rows.append(f"{lab} & {results.tex_escape(scope)} & {r['n']} & {fmt(r['value'], 2)} & {pstr(r)} & {ci(r)}")
+latex.write_table("decorrelation_stats", "llrrrl", r"pair & scope & $n$ & $\rho$ & $p$ & 95\% CI", tab_rows)
 
 # The seed study's values (Blackwell & Holman; blog posts and podcast, no paper): theirs, quoted, not measured here.
 SEED = {"pooled": ("+0.71", "12", "all runs, Llama 3B/8B/70B"),
@@ -329,39 +328,34 @@ SEED = {"pooled": ("+0.71", "12", "all runs, Llama 3B/8B/70B"),
         "ppl": ("-0.80", "4", "70B, base ppl vs novel features")}
 rp_, rw_ = corrs[("runs", "pooled", "ratio_kl")], corrs[("corpus_means", model_names[-1], "ratio_kl")]
 rpl = corrs[("runs", "pooled", "ppl_ftonly")]
-lines = [r"\begin{tabular}{lllll}", r"\toprule",
-         r"statistic & seed study $\rho$ ($n$) & their scope & ours $\rho$ ($n$, $p$) & our scope \\", r"\midrule",
+latex.write_table("seed_reference", "lllll",
+                  r"statistic & seed study $\rho$ ($n$) & their scope & ours $\rho$ ($n$, $p$) & our scope", [
          rf"internal vs output & {SEED['pooled'][0]} ({SEED['pooled'][1]}) & {SEED['pooled'][2]} & "
-         rf"{fmt(rp_['value'], 2)} ({rp_['n']}, {pstr(rp_)}) & all runs, both models \\",
+         rf"{fmt(rp_['value'], 2)} ({rp_['n']}, {pstr(rp_)}) & all runs, both models",
          rf"internal vs output, largest model & {SEED['within'][0]} ({SEED['within'][1]}) & {SEED['within'][2]} & "
-         rf"{fmt(rw_['value'], 2)} ({rw_['n']}, {pstr(rw_)}) & {results.tex_escape(model_names[-1])}, corpus means \\",
+         rf"{fmt(rw_['value'], 2)} ({rw_['n']}, {pstr(rw_)}) & {results.tex_escape(model_names[-1])}, corpus means",
          rf"perplexity vs novel latents & {SEED['ppl'][0]} ({SEED['ppl'][1]}) & {SEED['ppl'][2]} & "
-         rf"{fmt(rpl['value'], 2)} ({rpl['n']}, {pstr(rpl)}) & all runs \\",
-         r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "seed_reference.tex", "\n".join(lines) + "\n")
+         rf"{fmt(rpl['value'], 2)} ({rpl['n']}, {pstr(rpl)}) & all runs"])
 
-lines = [r"\begin{tabular}{llrrrrll}", r"\toprule",
-         r"model & corpus & peak ratio & genuine & late $1-$CKA & KL & regime (crosscoder) & regime (CKA) \\",
-         r"\midrule"]
+tab_rows = []
 for r in regimes.itertuples():
-    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.peak_ratio, 3)} & "
-                 f"{fmt(r.genuine, 3)} & {fmt(r.late_disp, 2)} & {fmt(r.kl, 2)} & {r.regime} & {r.regime_cka} \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "regimes.tex", "\n".join(lines) + "\n")
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.peak_ratio, 3)} & "
+                 f"{fmt(r.genuine, 3)} & {fmt(r.late_disp, 2)} & {fmt(r.kl, 2)} & {r.regime} & {r.regime_cka}")
+latex.write_table("regimes", "llrrrrll",
+                  r"model & corpus & peak ratio & genuine & late $1-$CKA & KL & regime (crosscoder) & regime (CKA)", tab_rows)
 
 cc_tab = per_depth.groupby(["model", "corpus"], as_index=False).agg(
     fve=("fve", "mean"), l0=("l0", "mean"), dead=("dead", "mean"), n_latents=("n_latents", "first"))
 cc_tab = cc_tab.merge(means[["model", "corpus", "peak_ratio", "ft_only", "genuine"]], on=["model", "corpus"])
 peak_depth = df.groupby(["model", "corpus"]).peak_depth.mean().rename("peak_depth").reset_index()
 cc_tab = cc_tab.merge(peak_depth, on=["model", "corpus"])
-lines = [r"\begin{tabular}{llrrrrrrr}", r"\toprule",
-         r"model & corpus & latents & FVE & $L_0$ & dead & FT-only & genuine & peak ratio (depth) \\", r"\midrule"]
+tab_rows = []
 for r in cc_tab.itertuples():
-    lines.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {int(r.n_latents)} & "
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {int(r.n_latents)} & "
                  f"{fmt(r.fve, 3)} & {fmt(r.l0, 3)} & {fmt(r.dead, 2)} & {fmt(r.ft_only, 3)} & {fmt(r.genuine, 3)} & "
-                 f"{fmt(r.peak_ratio, 3)} ({fmt(r.peak_depth, 2)}) \\\\")
-lines += [r"\bottomrule", r"\end{tabular}"]
-paths.write_text_atomic(paths.macros_dir() / "tables" / "crosscoder.tex", "\n".join(lines) + "\n")
+                 f"{fmt(r.peak_ratio, 3)} ({fmt(r.peak_depth, 2)})")
+latex.write_table("crosscoder", "llrrrrrrr",
+                  r"model & corpus & latents & FVE & $L_0$ & dead & FT-only & genuine & peak ratio (depth)", tab_rows)
 
 # %% [markdown]
 # ## Export: findings, values and macros
@@ -427,6 +421,13 @@ macro("NRuns", int(len(df)))
 macro("NModels", len(model_names))
 macro("NCorpora", len(corpus_names))
 macro("NSeeds", len(seeds))
+n_seeds = {m: len(seeds_by_model.get(m, seeds)) for m in model_names}
+grid_desc = f"{len(model_names)} models $\\times$ {len(corpus_names)} corpora $\\times$ "
+if len(set(n_seeds.values())) == 1:
+    grid_desc += f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+else:
+    grid_desc += "seeds: " + ", ".join(f"{n} for {results.tex_escape(m)}" for m, n in n_seeds.items())
+run.macro("GridDesc", grid_desc, raw=True)
 macro("NClampRuns", int(len(cl)))
 macro("NClampFtOnly", int(cl.clamp_ft_only.sum()) if len(cl) else 0)
 macro("NClampTopR", int((~cl.clamp_ft_only.astype(bool)).sum()) if len(cl) else 0)

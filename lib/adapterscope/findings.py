@@ -150,12 +150,17 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
     """The profile restricted to what the finding needs: its scope, and no control runs unless its notebook
     reads them (04_cka)."""
     g = dict(prof["grid"])
+    by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
+    if by_model is not None:
+        g["seeds"] = sorted({s for v in by_model.values() for s in v})
     for k, gk in SCOPE_KEYS.items():
         if k in f.scope:
             unknown = [x for x in f.scope[k] if x not in g[gk]]
             if unknown:
                 raise FindingError(f"{f.id}: scope {k} {unknown} not in the profile's grid {g[gk]}")
             g[gk] = list(f.scope[k])
+    if by_model is not None:  # the mapping, restricted to the scoped models and seeds
+        g["seeds"] = {m: [s for s in by_model[m] if s in g["seeds"]] for m in g["models"]}
     if f.notebook != "04_cka":
         g.pop("control", None)
     return {**prof, "grid": g}

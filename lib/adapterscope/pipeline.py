@@ -181,8 +181,9 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     extra = set(g) - set(keys) - {"control"}
     if extra:
         raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; allowed: {list(keys) + ['control']}")
+    by_model = seeds_by_model(g)
     main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
-            for m, c, lc, s in itertools.product(*(g[k] for k in keys))]
+            for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
     ctl = []
     if g.get("control"):
         c = g["control"]
@@ -190,10 +191,24 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
         if bad or "layer_control" not in c:
             raise PipelineError("grid.control needs layer_control and may have corpora and seeds; "
                                 f"got {sorted(c)}")
+        if isinstance(g["seeds"], dict) and "seeds" not in c:
+            raise PipelineError("grid.control needs its own seeds when grid.seeds is a per-model mapping")
         ctl = [{"model": m, "corpus": co, "layer_control": c["layer_control"], "seed": s}
-               for m in g["models"] for co in c.get("corpora", g["corpora"]) for s in c.get("seeds", g["seeds"])]
+               for m in g["models"] for co in c.get("corpora", g["corpora"]) for s in c.get("seeds", by_model[m])]
         ctl = [x for x in ctl if x not in main]
     return {"main": main, "control": ctl, "all": main + ctl}[which]
+
+
+def seeds_by_model(g: dict[str, Any]) -> dict[str, list[int]]:
+    """``grid.seeds`` is a list (every model) or a mapping model -> list (e.g. fewer seeds for a slower model)."""
+    seeds = g["seeds"]
+    if isinstance(seeds, dict):
+        missing, extra = set(g["models"]) - set(seeds), set(seeds) - set(g["models"])
+        if missing or extra:
+            raise PipelineError(f"grid.seeds as a mapping needs exactly the grid's models as keys; "
+                                f"missing {sorted(missing)}, unknown {sorted(extra)}")
+        return {m: list(seeds[m]) for m in g["models"]}
+    return {m: list(seeds) for m in g["models"]}
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -204,10 +219,12 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
     """Everything a summary notebook may declare about the grid (each takes the names it declares)."""
     g = prof["grid"]
     c = g.get("control") or {}
+    by_model = seeds_by_model(g)
     return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
-            "seeds": g["seeds"], "profile": profile_name,
+            "seeds": sorted({s for v in by_model.values() for s in v}),
+            "seeds_by_model": by_model if isinstance(g["seeds"], dict) else {}, "profile": profile_name,
             "control": c.get("layer_control", ""), "control_corpora": c.get("corpora", g["corpora"] if c else []),
-            "control_seeds": c.get("seeds", g["seeds"] if c else [])}
+            "control_seeds": c.get("seeds", sorted({s for v in by_model.values() for s in v}) if c else [])}
 
 
 def cell_closure(notebooks) -> list[str]:

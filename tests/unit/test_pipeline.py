@@ -56,3 +56,35 @@ def test_parallel_runner_reports_failures_and_relays_lines(tmp_path, monkeypatch
     assert len(calls) == 3 and all(c[:3] == [sys.executable, "-m", "adapterscope.pipeline"] for c in calls)
     assert sum(line.startswith("[skip]") for line in lines) == 2
     assert any(line.startswith("[fail] b") and "boom" in line for line in lines)
+
+
+def test_per_model_seed_mapping():
+    g = {"models": ["a", "b"], "corpora": ["x"], "layer_controls": ["none"], "seeds": {"a": [0, 1], "b": [0]},
+         "control": {"layer_control": "equal_step", "corpora": ["x"], "seeds": [0]}}
+    main = pipeline.grid_cells({"grid": g}, "main")
+    assert [(c["model"], c["seed"]) for c in main] == [("a", 0), ("a", 1), ("b", 0)]
+    assert len(pipeline.grid_cells({"grid": g}, "control")) == 2
+    sp = pipeline.summary_params("p", {"grid": g})
+    assert sp["seeds"] == [0, 1] and sp["seeds_by_model"] == {"a": [0, 1], "b": [0]}
+    assert pipeline.summary_params("p", {"grid": {**g, "seeds": [3]}})["seeds_by_model"] == {}
+    with pytest.raises(pipeline.PipelineError, match="missing \\['b'\\], unknown \\['c'\\]"):
+        pipeline.grid_cells({"grid": {**g, "seeds": {"a": [0], "c": [1]}}})
+    with pytest.raises(pipeline.PipelineError, match="control needs its own seeds"):
+        pipeline.grid_cells({"grid": {**g, "control": {"layer_control": "equal_step"}}})
+
+
+def test_findings_scope_narrows_a_seed_mapping():
+    from adapterscope import findings
+
+    prof = {"grid": {"models": ["a", "b"], "corpora": ["x"], "layer_controls": ["none"],
+                     "seeds": {"a": [0, 1], "b": [0]}}}
+    f = findings.Finding(id="t", claim="c " * 8, notebook="08_decorrelation", key="k", tolerance=0.1,
+                         scope={"models": ["b"]})
+    g = findings.scoped_profile(f, prof)["grid"]
+    assert g["models"] == ["b"] and g["seeds"] == {"b": [0]}
+    f.scope = {"seeds": [1]}
+    g = findings.scoped_profile(f, prof)["grid"]
+    assert g["seeds"] == {"a": [1], "b": []}
+    with pytest.raises(findings.FindingError, match="not in the profile's grid"):
+        f.scope = {"seeds": [5]}
+        findings.scoped_profile(f, prof)
