@@ -192,6 +192,13 @@ print(f"{len(cl)} runs with a clamp; effects {clamp_eff}")
 # ## Figures
 
 # %%
+def rho_title(r, label="pooled", with_p=True):
+    """Figure title for a correlation; rho is undefined when one side is constant (e.g. no FT-only latent)."""
+    if not math.isfinite(r["value"]):
+        return rf"{label}: $\rho$ undefined, one side constant (n={r['n']})"
+    return rf"{label} $\rho$={r['value']:+.2f}" + (f", p={r['p_value']:.2f}" if with_p else "") + f" (n={r['n']})"
+
+
 fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.0))
 for ax, (x, y, xl, yl) in zip(axes, [("peak_ratio", "kl", "peak cross/self ratio", "neutral KL(base||ft) [nats]"),
                                      ("genuine", "disagree", "fine-tune-only latents (genuine)",
@@ -209,9 +216,9 @@ for ax, (x, y, xl, yl) in zip(axes, [("peak_ratio", "kl", "peak cross/self ratio
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
 r0 = corrs[("runs", "pooled", "ratio_kl")]
-axes[0].set_title(rf"pooled $\rho$={r0['value']:+.2f} (n={r0['n']})", fontsize=8)
+axes[0].set_title(rho_title(r0, with_p=False), fontsize=8)
 r1 = corrs[("runs", "pooled", "ratio_disagree")]
-axes[1].set_title(rf"ratio vs disagreement: $\rho$={r1['value']:+.2f}", fontsize=8)
+axes[1].set_title(rho_title(r1, "peak ratio vs disagreement:", with_p=False), fontsize=8)
 fig.tight_layout()
 run.figures += plotting.save(fig, NB, "scatter")
 plt.close(fig)
@@ -223,7 +230,7 @@ for ax, m in zip(axes[0], model_names):
     ax.set_xscale("log")
     ax.set_yscale("log")
     r = corrs[("runs", m, "ratio_kl")]
-    ax.set_title(rf"{m}: $\rho$={r['value']:+.2f}, p={r['p_value']:.2f} (n={r['n']})", fontsize=8)
+    ax.set_title(rho_title(r, f"{m}:"), fontsize=8)
     ax.set_xlabel("peak cross/self ratio")
     ax.set_ylabel("neutral KL [nats]")
     tidy_log(ax)
@@ -261,7 +268,7 @@ tidy_log(ax)
 ax.set_xlabel("base perplexity on held-out corpus text")
 ax.set_ylabel("fine-tune-only latents")
 rp = corrs[("runs", "pooled", "ppl_ftonly")]
-ax.set_title(rf"pooled $\rho$={rp['value']:+.2f}, p={rp['p_value']:.2f} (n={rp['n']})", fontsize=8)
+ax.set_title(rho_title(rp), fontsize=8)
 ax.legend(fontsize=6, loc="best")
 run.figures += plotting.save(fig, NB, "perplexity")
 plt.close(fig)
