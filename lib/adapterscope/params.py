@@ -132,7 +132,8 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"profile {p} not found; available: smoke, default, seed (notebooks/profiles/)")
+        avail = sorted(q.stem for q in p.parent.glob("*.yml")) or ["none"]
+        raise FileNotFoundError(f"profile {p.stem!r} not found; available: {', '.join(avail)} ({p.parent})")
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"profile {p} must be a mapping")

@@ -134,7 +134,7 @@ def test_bad_inputs_fail_clearly_without_artefacts(smoke):
     p = _pipeline(root, "run", "02_capture", "-p", "corpus=meditations", "-p", "layers=[99]")
     assert p.returncode == 2 and "layer 99 out of range" in p.stderr
     p = _pipeline(root, "paper", "--profile", "nope")
-    assert p.returncode == 2 and "available: smoke, default, seed" in p.stderr
+    assert p.returncode == 2 and "available: default, full, seed, smoke" in p.stderr
 
 
 def test_summary_decorrelation_and_clamp(smoke):

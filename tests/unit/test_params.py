@@ -106,8 +106,10 @@ def test_seed_profile_is_the_seed_study_grid():
 
 
 def test_unknown_profile_and_key(tmp_path):
-    with pytest.raises(FileNotFoundError, match="available"):
+    with pytest.raises(FileNotFoundError, match="available: none"):
         params.load_profile(tmp_path / "nope.yml")
+    with pytest.raises(FileNotFoundError, match="available: default, full, seed, smoke"):
+        params.load_profile(Path(PROFILES[0]).parent / "nope.yml")
     p = tmp_path / "x.yml"
     p.write_text("grid: {}\nnotebok: {}\n")
     with pytest.raises(params.ParameterError, match="unknown top-level"):
