@@ -200,15 +200,15 @@ tab_rows = []
 for r in slopes[slopes.layer_control == layer_controls[0]].groupby(["model", "corpus"], as_index=False).mean(
         numeric_only=True).itertuples():
     tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.late_disp)} & "
-                 f"{fmt(r.late_over_early)} & {fmt(r.slope)} [{fmt(r.slope_lo)}, {fmt(r.slope_hi)}]")
+                     f"{fmt(r.late_over_early)} & {fmt(r.slope)} [{fmt(r.slope_lo)}, {fmt(r.slope_hi)}]")
 latex.write_table("cka_slopes", "llrrl", r"model & corpus & late $1-\mathrm{CKA}$ & late/early & slope (95\% CI)", tab_rows)
 
 tab_rows = []
 for r in ctl.itertuples():
     tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
-                 f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
-                 f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
-                 f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
+                     f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
+                     f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
+                     f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
 latex.write_table("cka_control", "lllll", r"model & corpus & slope, standard & slope, equal-step & difference", tab_rows)
 
 std = slopes[slopes.layer_control == layer_controls[0]]

@@ -429,14 +429,14 @@ for s in stab[stab.regime.isin(REGIMES)].sort_values(["regime", "model"], key=la
         {**{r: i for i, r in enumerate(REGIMES)}, "base": 0, "adapted": 1})).itertuples():
     ts = "--" if np.isnan(s.to_suggested) else fmt(100 * s.to_suggested, 2)
     tab_rows.append(f"{s.regime} & {s.model} & {fmt(100 * s.stability, 2)} [{fmt(100 * s.lo, 2)}, {fmt(100 * s.hi, 2)}] & "
-                 f"{s.n_changed}/{s.n_variants} & {s.correct_to_wrong} & {s.wrong_to_correct} & {ts}")
+                     f"{s.n_changed}/{s.n_variants} & {s.correct_to_wrong} & {s.wrong_to_correct} & {ts}")
 latex.write_table("regime_stability", "llrrrrr", r"regime & model & unchanged, \% (95\% CI) & changed & c$\to$w & w$\to$c & to suggested, \%", tab_rows)
 
 tab_rows = []
 for s in pred.itertuples():
     rho = "--" if np.isnan(s.rho) else f"{fmt(s.rho, 2)} [{fmt(s.lo, 2)}, {fmt(s.hi, 2)}]"
     tab_rows.append(f"{s.measure} & {s.pair.replace('|', ' vs ')} & {s.model} & {s.n} & {rho} & "
-                 f"{'--' if np.isnan(s.p) else fmt(s.p, 2)}")
+                     f"{'--' if np.isnan(s.p) else fmt(s.p, 2)}")
 latex.write_table("regime_prediction", "lllrrl", r"measure & regimes & model & $n$ & Spearman $\rho$ (95\% CI) & $p$", tab_rows)
 
 tab_rows = []
@@ -455,8 +455,8 @@ findings = {f"stability_{m}_{r}": {"value": float(sb.loc[(m, r), "stability"]), 
             for m in ("base", "adapted") for r in REGIMES}
 gap = (var[var.regime == "prompt"].groupby("item").same_base.mean()
        - var[var.regime == "pressure"].groupby("item").same_base.mean())
-lo, hi, _ = stats.bootstrap_ci((gap.to_numpy(float),), np.mean, n_resamples=n_boot, seed=seed)
-findings["prompt_minus_pressure_base"] = {"value": float(gap.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(gap))}
+est, lo, hi = item_ci(gap)
+findings["prompt_minus_pressure_base"] = {"value": est, "ci_low": lo, "ci_high": hi, "n": int(len(gap))}
 findings["adapter_stability_change_pressure"] = {"value": pp["value"], "ci_low": pp["ci_low"], "ci_high": pp["ci_high"],
                                                  "n": pp.get("n", n_items), "p_value": pp["p_value"]}
 findings["critical_layer_base"] = {"value": int(crit["base"]), "n": n_items}

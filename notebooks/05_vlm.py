@@ -251,7 +251,7 @@ tab_rows = []
 for r in acc.itertuples():
     name = r.family + (" (adapter)" if r.family == adapter_family else "")
     tab_rows.append(f"{name} & {r.n} & {fmt(100 * r.chance, 2)} & {fmt(100 * r.base, 2)} & {fmt(100 * r.adapted, 2)} & "
-                 f"{fmt(100 * r.diff, 2)} [{fmt(100 * r.diff_lo, 2)}, {fmt(100 * r.diff_hi, 2)}]")
+                     f"{fmt(100 * r.diff, 2)} [{fmt(100 * r.diff_lo, 2)}, {fmt(100 * r.diff_hi, 2)}]")
 latex.write_table("vlm_accuracy", "lrrrrl", r"family & $n$ & chance & base & adapted & change (95\% CI)", tab_rows)
 print(f"wall time {wall_s:.0f}s")
 print(run.write())

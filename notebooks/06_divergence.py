@@ -108,7 +108,7 @@ tab = main.groupby(["model", "corpus"], as_index=False).agg(
 tab_rows = []
 for r in tab.itertuples():
     tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.kl)} "
-                 f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)}")
+                     f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)}")
 latex.write_table("divergence", "llrrrr", r"model & corpus & KL (95\% CI) & top-1 (\%) & ppl base & ppl ft", tab_rows)
 
 top = tab.sort_values("kl").iloc[-1]

@@ -347,7 +347,7 @@ latex.write_table("seed_reference", "lllll",
 tab_rows = []
 for r in regimes.itertuples():
     tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {fmt(r.peak_ratio, 3)} & "
-                 f"{fmt(r.genuine, 3)} & {fmt(r.late_disp, 2)} & {fmt(r.kl, 2)} & {r.regime} & {r.regime_cka}")
+                     f"{fmt(r.genuine, 3)} & {fmt(r.late_disp, 2)} & {fmt(r.kl, 2)} & {r.regime} & {r.regime_cka}")
 latex.write_table("regimes", "llrrrrll",
                   r"model & corpus & peak ratio & genuine & late $1-$CKA & KL & regime (crosscoder) & regime (CKA)", tab_rows)
 
@@ -359,8 +359,8 @@ cc_tab = cc_tab.merge(peak_depth, on=["model", "corpus"])
 tab_rows = []
 for r in cc_tab.itertuples():
     tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & {int(r.n_latents)} & "
-                 f"{fmt(r.fve, 3)} & {fmt(r.l0, 3)} & {fmt(r.dead, 2)} & {fmt(r.ft_only, 3)} & {fmt(r.genuine, 3)} & "
-                 f"{fmt(r.peak_ratio, 3)} ({fmt(r.peak_depth, 2)})")
+                     f"{fmt(r.fve, 3)} & {fmt(r.l0, 3)} & {fmt(r.dead, 2)} & {fmt(r.ft_only, 3)} & {fmt(r.genuine, 3)} & "
+                     f"{fmt(r.peak_ratio, 3)} ({fmt(r.peak_depth, 2)})")
 latex.write_table("crosscoder", "llrrrrrrr",
                   r"model & corpus & latents & FVE & $L_0$ & dead & FT-only & genuine & peak ratio (depth)", tab_rows)
 

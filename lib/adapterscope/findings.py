@@ -152,7 +152,7 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
     g = dict(prof["grid"])
     by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
     if by_model is not None:
-        g["seeds"] = sorted({s for v in by_model.values() for s in v})
+        g["seeds"] = pipeline.all_seeds(g)
     for k, gk in SCOPE_KEYS.items():
         if k in f.scope:
             unknown = [x for x in f.scope[k] if x not in g[gk]]

@@ -211,6 +211,11 @@ def seeds_by_model(g: dict[str, Any]) -> dict[str, list[int]]:
     return {m: list(seeds) for m in g["models"]}
 
 
+def all_seeds(g: dict[str, Any]) -> list[int]:
+    """Every seed of the grid, over all models (the union when ``grid.seeds`` is a per-model mapping)."""
+    return sorted({s for v in seeds_by_model(g).values() for s in v})
+
+
 def cell_id(cell: dict[str, Any]) -> str:
     return params.run_key(cell["model"], cell["corpus"], cell["layer_control"], f"s{cell['seed']}")
 
@@ -219,12 +224,11 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
     """Everything a summary notebook may declare about the grid (each takes the names it declares)."""
     g = prof["grid"]
     c = g.get("control") or {}
-    by_model = seeds_by_model(g)
     return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
-            "seeds": sorted({s for v in by_model.values() for s in v}),
-            "seeds_by_model": by_model if isinstance(g["seeds"], dict) else {}, "profile": profile_name,
+            "seeds": all_seeds(g), "seeds_by_model": seeds_by_model(g) if isinstance(g["seeds"], dict) else {},
+            "profile": profile_name,
             "control": c.get("layer_control", ""), "control_corpora": c.get("corpora", g["corpora"] if c else []),
-            "control_seeds": c.get("seeds", sorted({s for v in by_model.values() for s in v}) if c else [])}
+            "control_seeds": c.get("seeds", all_seeds(g) if c else [])}
 
 
 def cell_closure(notebooks) -> list[str]:
@@ -268,7 +272,7 @@ def run_cell(profile_name: str, index: int, force: bool = False, log=print) -> N
 
 def resolve_jobs(jobs: int | str | None) -> int:
     """``auto``: two cells at a time on a CPU with at least two cores (measured on 2 cores: two one-thread
-    processes fine-tune 1.3-1.5x faster than one two-thread process), else one."""
+    processes fine-tune 1.3-1.6x faster than one two-thread process), else one."""
     if jobs in (None, "", "auto"):
         return 2 if (os.cpu_count() or 1) >= 2 else 1
     try:
@@ -324,12 +328,13 @@ def _run_parallel(profile_name: str, tasks: list[tuple[str, list[str]]], jobs: i
         with open(lf, "w") as fh:
             rc = subprocess.run(cmd + (["--force"] if force else []), env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 cwd=paths.project_root()).returncode
-        for line in lf.read_text(errors="replace").splitlines():
+        out = lf.read_text(errors="replace").splitlines()
+        for line in out:
             if line.startswith(("[skip]", "[run ]", "[done]")):
                 log(line)
         if rc != 0:
             failed.append(name)
-            tail = "\n".join(lf.read_text(errors="replace").splitlines()[-15:])
+            tail = "\n".join(out[-15:])
             log(f"[fail] {name} (exit {rc}); last lines of {lf}:\n{tail}")
         else:
             log(f"[task] {name} done in {time.time() - t0:.0f}s")
