@@ -72,11 +72,13 @@ def iter_paired(peft_model, rows: torch.Tensor, layers: Sequence[int], sites: Se
             logits: list = []
             ctx = peft_model.disable_adapter() if which == "base" else _null()
             with torch.no_grad(), autocast(device, dtype), ctx:
-                with wrapped.trace(ids):
+                with wrapped.trace(ids) as tracer:
                     for _, path in targets:  # modules in execution order
                         saved.append(_output_tensor(_envoy(wrapped, path).output).save())
                     if with_logits:
                         logits.append(wrapped.output.logits.save())
+                    else:  # nothing after the deepest target is needed: skip the later layers and the vocab head
+                        tracer.stop()
             runs[which] = ({k: t for (k, _), t in zip(targets, saved)}, logits[0] if logits else None)
         yield PairedBatch(ids, runs["base"][0], runs["ft"][0], runs["base"][1], runs["ft"][1])
 

@@ -53,6 +53,33 @@ def test_paired_capture_matches_separate_models(peft_tiny):
     assert pairs.shape == (2 * 9, 2, 32)
 
 
+def test_capture_without_logits_stops_after_deepest_target(peft_tiny):
+    """with_logits=False gives the same activations and never runs the layers after the deepest target nor the
+    vocabulary head (for Gemma-3's 262k-token head that is most of a forward pass)."""
+    pm, _ = peft_tiny
+    rows = torch.randint(97, (4, 8), generator=torch.Generator().manual_seed(3))
+    full = list(capture.iter_paired(pm, rows, layers=[0, 1], sites=["resid_post"], batch_size=2, progress=False))
+    inner = pm.base_model.model
+    calls = {"last_layer": 0, "lm_head": 0}
+
+    def count(name):
+        return lambda *a: calls.__setitem__(name, calls[name] + 1)
+
+    hs = [inner.model.layers[-1].register_forward_hook(count("last_layer")),
+          inner.lm_head.register_forward_hook(count("lm_head"))]
+    try:
+        short = list(capture.iter_paired(pm, rows, layers=[0, 1], sites=["resid_post"], batch_size=2,
+                                         with_logits=False, progress=False))
+    finally:
+        for h in hs:
+            h.remove()
+    assert len(inner.model.layers) > 2 and calls == {"last_layer": 0, "lm_head": 0}
+    for a, b in zip(full, short):
+        assert b.logits_base is None and b.logits_ft is None
+        for k in a.base:
+            assert torch.equal(a.base[k], b.base[k]) and torch.equal(a.ft[k], b.ft[k]), k
+
+
 def test_shards_round_trip(peft_tiny, tmp_path):
     pm, _ = peft_tiny
     rows = torch.randint(97, (6, 9), generator=torch.Generator().manual_seed(2))
