@@ -453,10 +453,14 @@ pp = adiff["pressure"]
 findings = {f"stability_{m}_{r}": {"value": float(sb.loc[(m, r), "stability"]), "ci_low": float(sb.loc[(m, r), "lo"]),
                                    "ci_high": float(sb.loc[(m, r), "hi"]), "n": int(sb.loc[(m, r), "n_items"])}
             for m in ("base", "adapted") for r in REGIMES}
-gap = (var[var.regime == "prompt"].groupby("item").same_base.mean()
-       - var[var.regime == "pressure"].groupby("item").same_base.mean())
-est, lo, hi = item_ci(gap)
-findings["prompt_minus_pressure_base"] = {"value": est, "ci_low": lo, "ci_high": hi, "n": int(len(gap))}
+per_item = var[var.regime.isin(["prompt", "pressure"])].groupby(["regime", "item"]).same_base.mean().unstack(0)
+gd = stats.mean_difference(per_item["prompt"], per_item["pressure"], paired=True, n_boot=n_boot,
+                           n_permutations=n_boot, seed=seed).as_dict()
+findings["prompt_minus_pressure_base"] = {"value": gd["value"], "ci_low": gd["ci_low"], "ci_high": gd["ci_high"],
+                                          "n": int(len(per_item)), "p_value": gd["p_value"]}
+for key, v in (("", gd["value"]), ("Lo", gd["ci_low"]), ("Hi", gd["ci_high"])):
+    run.macro(f"PromptPressureGap{key}", 100 * v, digits=2)
+run.macro("PromptPressureGapP", gd["p_value"], digits=2)
 findings["adapter_stability_change_pressure"] = {"value": pp["value"], "ci_low": pp["ci_low"], "ci_high": pp["ci_high"],
                                                  "n": pp.get("n", n_items), "p_value": pp["p_value"]}
 findings["critical_layer_base"] = {"value": int(crit["base"]), "n": n_items}
