@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import capture, models, stats
+from .divergence import BaseKL
 from .crosscoder import Crosscoder
 from .finetune import autocast
 
@@ -128,47 +129,11 @@ def edited_logits(wrapped, path: str, ids_BT: torch.Tensor, delta_BTD: torch.Ten
 def row_kl(logits_base_BTV: torch.Tensor, logits_BTV: torch.Tensor, skip_first: int = 1) -> torch.Tensor:
     """Per-row mean next-token KL(base || model) over positions skip_first..T-2, float64 on the CPU.
 
-    The direct definition; :class:`BaseKL` computes the same numbers faster when one base is compared with
-    many models."""
+    The direct definition; :class:`~adapterscope.divergence.BaseKL` computes the same numbers faster when one
+    base is compared with many models."""
     lb = torch.log_softmax(logits_base_BTV[:, skip_first:-1].float(), -1)
     lq = torch.log_softmax(logits_BTV[:, skip_first:-1].float(), -1)
     return (lb.exp() * (lb - lq)).sum(-1).double().mean(-1).cpu()
-
-
-class BaseKL:
-    """KL(base || q) for one batch of base logits against many q, with the base terms computed once.
-
-    With p = softmax(x_b), log p = x_b - lse(x_b) and log q = x - lse(x):
-        KL = sum_v p (x_b - x) + (lse(x) - lse(x_b)) sum_v p,
-    so each q costs one subtraction, one p-weighted sum, one max and one exp-sum over the vocabulary instead of
-    two log-softmaxes (for Gemma-3's 262k-token vocabulary, clamping's KL became about 4x cheaper). The lse
-    terms and the sums are float64 (a float32 lse is off by ~1e-6 at logits ~20, a bias shared by every position);
-    agrees with the float64 definition to ~1e-7."""
-
-    def __init__(self, logits_base_BTV: torch.Tensor, skip_first: int = 1):
-        self.x_BTV = logits_base_BTV[:, skip_first:-1].float()
-        self.lse_BT = self._lse(self.x_BTV)
-        self.p_BTV = torch.exp(self.x_BTV - self.lse_BT[..., None].float())
-        self.p_sum_BT = self.p_BTV.sum(-1, dtype=torch.float64)   # 1 up to float32 rounding
-        self.skip_first = skip_first
-
-    @staticmethod
-    def _lse(x: torch.Tensor) -> torch.Tensor:
-        m = x.amax(-1, keepdim=True)
-        return m.squeeze(-1).double() + torch.exp(x - m).sum(-1, dtype=torch.float64).log()
-
-    def row_kl(self, logits_BTV: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-row mean KL(base[rows] || softmax(logits)) over positions skip_first..T-2 (float64, CPU);
-        ``rows`` indexes the base batch (default: all, in order)."""
-        x = logits_BTV[:, self.skip_first:-1].float()
-        if rows is not None and torch.equal(rows.cpu(), torch.arange(len(self.p_BTV))):
-            rows = None                                      # no copies when the rows are the base batch
-        xb, p, lse_b, ps = ((self.x_BTV, self.p_BTV, self.lse_BT, self.p_sum_BT) if rows is None else
-                            (self.x_BTV[rows], self.p_BTV[rows], self.lse_BT[rows], self.p_sum_BT[rows]))
-        if p.shape != x.shape:
-            raise ValueError(f"logits {tuple(x.shape)} (after slicing) do not match the base {tuple(p.shape)}")
-        cross = (p * (xb - x)).sum(-1, dtype=torch.float64)
-        return (cross + ps * (self._lse(x) - lse_b)).mean(-1).cpu()
 
 
 # ----------------------------------------------------------------------------------------- experiment
@@ -292,7 +257,7 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
         # all edited conditions in chunks of batch_size rows, adapter on
         ids = b.input_ids.repeat(K, 1)
         flat = delta_KB.reshape(K * B, T, D)
-        kl_base = BaseKL(b.logits_base, skip_first)         # flat row r compares with base row r % B
+        kl_base = BaseKL(b.logits_base, skip_first)   # base terms once; flat row r compares with base row r % B
         kls = [kl_base.row_kl(edited_logits(wrapped, path, ids[i:i + batch_size], flat[i:i + batch_size], device,
                                             dtype), torch.arange(i, min(i + batch_size, K * B)) % B)
                for i in range(0, K * B, batch_size)]

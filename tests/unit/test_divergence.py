@@ -82,3 +82,36 @@ def test_bootstrap_ci_brackets_mean():
     lo, hi = divergence.bootstrap_mean_ci(v)
     assert lo < v.mean() < hi and hi - lo < 0.1
     assert divergence.bootstrap_mean_ci([2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_base_kl_matches_the_definition_in_float64():
+    """BaseKL (base terms once, one logsumexp and one p-weighted sum per model) == KL from two log-softmaxes in
+    float64, for every row of a repeated / permuted batch, on logits with a large offset and spread."""
+    g = torch.Generator().manual_seed(0)
+    xb = 3.0 * torch.randn(3, 7, 60000, generator=g) + 20.0   # a big vocabulary: float32 p sums to 1 +- 1e-5
+    xq = torch.cat([xb + 0.3 * torch.randn(3, 7, 60000, generator=g), xb[:1]])   # the last row: q == base
+    rows = torch.tensor([0, 1, 2, 0])
+
+    def oracle(p_logits, q_logits):
+        lp, lq = torch.log_softmax(p_logits.double(), -1), torch.log_softmax(q_logits.double(), -1)
+        return (lp.exp() * (lp - lq)).sum(-1)[:, 1:-1].mean(-1)
+
+    kl = divergence.BaseKL(xb, skip_first=1).row_kl(xq, rows)
+    want = oracle(xb[rows], xq)
+    assert kl.dtype == torch.float64 and torch.allclose(kl, want, atol=3e-7, rtol=0)
+    assert want[:3].min() > 1e-2 and abs(float(kl[3])) < 3e-7
+    assert torch.allclose(divergence.BaseKL(xb).row_kl(xq[:3], torch.arange(3)), want[:3], atol=3e-7, rtol=0)
+    with pytest.raises(ValueError, match="do not match"):
+        divergence.BaseKL(xb).row_kl(xq[:, :-1])
+    # the accumulator (whole rows: positions 0..T-2) on the same logits, against float64
+    ids = torch.randint(60000, (3, 7), generator=g)
+    acc = divergence.DivergenceAccumulator()
+    acc.update(xb, xq[:3], ids)
+    lp, lq = torch.log_softmax(xb.double(), -1), torch.log_softmax(xq[:3].double(), -1)
+    kl_pos = (lp.exp() * (lp - lq)).sum(-1)[:, :-1]
+    nll = lambda l: float(-l[:, :-1].gather(-1, ids[:, 1:, None]).mean())   # noqa: E731
+    r = acc.result()
+    assert r["kl"] == pytest.approx(float(kl_pos.mean()), abs=3e-7)
+    assert acc.row_kl == pytest.approx(kl_pos.mean(-1).tolist(), abs=3e-7)
+    assert math.log(r["ppl_base"]) == pytest.approx(nll(lp), abs=1e-6)
+    assert math.log(r["ppl_ft"]) == pytest.approx(nll(lq), abs=1e-6)
