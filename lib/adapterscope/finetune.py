@@ -214,15 +214,18 @@ def train(peft_model, rows: torch.Tensor, cfg: FinetuneConfig, device: str = "cp
 
 
 @torch.no_grad()
+@torch.no_grad()
 def mean_loss(model, rows: torch.Tensor, batch_size: int = 8, device: str = "cpu", dtype: str = "float32") -> float:
-    """Mean next-token cross-entropy of ``model`` on packed rows (token-weighted)."""
+    """Mean next-token cross-entropy of ``model`` on packed rows (token-weighted): lse(logits) - logit of the
+    next token, lse in float64 (:func:`divergence.lse`), on whole rows (no copy of the vocabulary-wide logits)."""
+    from .divergence import lse
+
     tot, n = 0.0, 0
     for i in range(0, len(rows), batch_size):
         ids = rows[i:i + batch_size].to(device)
         with autocast(device, dtype):
-            logits = model(input_ids=ids, use_cache=False).logits
-        lp = torch.log_softmax(logits[:, :-1].float(), -1)
-        nll = -lp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            logits = model(input_ids=ids, use_cache=False).logits.float()
+        nll = lse(logits)[:, :-1] - logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1).double()
         tot += float(nll.sum())
         n += nll.numel()
     return tot / n

@@ -121,3 +121,15 @@ def test_save_and_load_adapter_round_trip_and_guard(tiny_llama, tmp_path):
         finetune.load_adapter(LlamaForCausalLM(tiny_llama.config), out, model_name="smollm2-135m")
     with pytest.raises(finetune.FinetuneError, match="not a peft adapter"):
         finetune.load_adapter(fresh, tmp_path)
+
+
+def test_mean_loss_is_the_token_weighted_cross_entropy(tiny_llama):
+    """mean_loss == the model's own next-token loss (all rows equal length, so token-weighted == batch mean),
+    across batches of unequal size, and through a peft model with trainable (zero-initialised) LoRA weights."""
+    rows = torch.randint(97, (5, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = float(tiny_llama(input_ids=rows, labels=rows).loss)
+    assert finetune.mean_loss(tiny_llama, rows, batch_size=2) == pytest.approx(want, rel=1e-6)
+    pm = finetune.add_lora(tiny_llama, finetune.FinetuneConfig(rank=2, alpha=4, steps=1, dtype="float32"))
+    assert any(p.requires_grad for p in pm.parameters())
+    assert finetune.mean_loss(pm, rows, batch_size=3) == pytest.approx(want, rel=1e-6)   # zero-init LoRA B
