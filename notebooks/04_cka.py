@@ -30,6 +30,7 @@ layer_controls = ["none"]  # layer controls of the main grid
 seeds = [0]  # seeds of the main grid
 seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 control = "equal_step"  # layer control of the control runs; empty string for none
+control_models = ["smollm2-135m", "gemma3-270m"]  # models that also have control runs
 control_corpora = ["meditations", "dtc-ads"]  # corpora that also have control runs
 control_seeds = [0]  # seeds of the control runs
 profile = "default"  # profile name (printed in the paper)
@@ -56,7 +57,7 @@ NB = "04_cka"
 run = results.Run(NB, "grid", params=P, seed=boot_seed)
 cells = [(m, c, lc, s) for m in model_names for c in corpus_names for lc in layer_controls for s in seeds_by_model.get(m, seeds)]
 if control:
-    cells += [(m, c, control, s) for m in model_names for c in control_corpora for s in control_seeds
+    cells += [(m, c, control, s) for m in control_models for c in control_corpora for s in control_seeds
               if (m, c, control, s) not in cells]
 rows, wrows = [], []
 for m, c, lc, s in cells:
@@ -118,7 +119,7 @@ slopes
 # %%
 crow = []
 if control:
-    for m in model_names:
+    for m in control_models:
         for c in control_corpora:
             for s in control_seeds:
                 a, b = boots.get((m, c, "none", s)), boots.get((m, c, control, s))

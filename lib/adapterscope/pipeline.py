@@ -171,7 +171,8 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     """The (model, corpus, layer_control, seed) cells of a profile.
 
     ``grid`` is a product of ``models x corpora x layer_controls x seeds``; an optional ``grid.control``
-    (``{layer_control, corpora, seeds}``) adds the depth-profile control runs for every model.
+    (``{layer_control, models, corpora, seeds}``) adds the depth-profile control runs (default: for every model
+    and corpus of the grid).
     ``which``: ``main``, ``control`` or ``all``."""
     g = profile.get("grid", {})
     keys = ("models", "corpora", "layer_controls", "seeds")
@@ -187,14 +188,18 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     ctl = []
     if g.get("control"):
         c = g["control"]
-        bad = set(c) - {"layer_control", "corpora", "seeds"}
+        bad = set(c) - {"layer_control", "models", "corpora", "seeds"}
         if bad or "layer_control" not in c:
-            raise PipelineError("grid.control needs layer_control and may have corpora and seeds; "
+            raise PipelineError("grid.control needs layer_control and may have models, corpora and seeds; "
                                 f"got {sorted(c)}")
         if isinstance(g["seeds"], dict) and "seeds" not in c:
             raise PipelineError("grid.control needs its own seeds when grid.seeds is a per-model mapping")
+        alien = [m for m in c.get("models", []) if m not in g["models"]]
+        if alien:
+            raise PipelineError(f"grid.control.models {alien} are not in grid.models {g['models']}")
         ctl = [{"model": m, "corpus": co, "layer_control": c["layer_control"], "seed": s}
-               for m in g["models"] for co in c.get("corpora", g["corpora"]) for s in c.get("seeds", by_model[m])]
+               for m in c.get("models", g["models"]) for co in c.get("corpora", g["corpora"])
+               for s in c.get("seeds", by_model[m])]
         ctl = [x for x in ctl if x not in main]
     return {"main": main, "control": ctl, "all": main + ctl}[which]
 
@@ -227,7 +232,8 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
     return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
             "seeds": all_seeds(g), "seeds_by_model": seeds_by_model(g) if isinstance(g["seeds"], dict) else {},
             "profile": profile_name,
-            "control": c.get("layer_control", ""), "control_corpora": c.get("corpora", g["corpora"] if c else []),
+            "control": c.get("layer_control", ""), "control_models": c.get("models", g["models"] if c else []),
+            "control_corpora": c.get("corpora", g["corpora"] if c else []),
             "control_seeds": c.get("seeds", all_seeds(g) if c else [])}
 
 

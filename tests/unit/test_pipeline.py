@@ -73,6 +73,19 @@ def test_per_model_seed_mapping():
         pipeline.grid_cells({"grid": {**g, "control": {"layer_control": "equal_step"}}})
 
 
+def test_control_runs_for_a_subset_of_models():
+    g = {"models": ["a", "b"], "corpora": ["x", "y"], "layer_controls": ["none"], "seeds": [0],
+         "control": {"layer_control": "equal_step", "models": ["a"], "corpora": ["y"]}}
+    ctl = pipeline.grid_cells({"grid": g}, "control")
+    assert [(c["model"], c["corpus"], c["layer_control"], c["seed"]) for c in ctl] == [("a", "y", "equal_step", 0)]
+    assert pipeline.summary_params("p", {"grid": g})["control_models"] == ["a"]
+    g2 = {**g, "control": {"layer_control": "equal_step"}}
+    assert pipeline.summary_params("p", {"grid": g2})["control_models"] == ["a", "b"]
+    assert len(pipeline.grid_cells({"grid": g2}, "control")) == 4
+    with pytest.raises(pipeline.PipelineError, match="not in grid.models"):
+        pipeline.grid_cells({"grid": {**g, "control": {"layer_control": "equal_step", "models": ["c"]}}})
+
+
 def test_findings_scope_narrows_a_seed_mapping():
     from adapterscope import findings
 
