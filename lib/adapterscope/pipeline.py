@@ -237,6 +237,16 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
             "control_seeds": c.get("seeds", all_seeds(g) if c else [])}
 
 
+def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    """(run id, upstream runs) of one notebook run outside a profile: a cell notebook's id comes from its
+    model / corpus / layer_control / seed parameters, a summary notebook writes the run ``grid``."""
+    if nb in SUMMARY_NOTEBOOKS:
+        return run_id or "grid", [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
+    rid = run_id or params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
+                                   declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
+    return rid, [(u, rid) for u in UPSTREAM.get(nb, [])]
+
+
 def cell_closure(notebooks) -> list[str]:
     """The cell notebooks that ``notebooks`` need, with their upstreams, in pipeline order."""
     need, todo = set(), list(notebooks)
@@ -490,9 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "run":
             ov = _parse_kv(a.param)
             declared = params.validate(params.parse_parameters_cell(notebook_path(a.notebook)), ov, a.notebook)
-            rid = a.run_id or params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
-                                             declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
-            ups = [(u, rid) for u in UPSTREAM.get(a.notebook, [])]
+            rid, ups = single_run(a.notebook, declared, a.run_id)
             run_notebook(a.notebook, ov, rid, upstream=ups, force=a.force)
         elif a.cmd == "pdf":
             write_macro_index(os.environ.get("PROFILE", "default"))

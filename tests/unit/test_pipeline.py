@@ -101,3 +101,13 @@ def test_findings_scope_narrows_a_seed_mapping():
     with pytest.raises(findings.FindingError, match="not in the profile's grid"):
         f.scope = {"seeds": [5]}
         findings.scoped_profile(f, prof)
+
+
+def test_single_run_ids():
+    """`pipeline run` outside a profile: cell notebooks are named by their parameters, summary notebooks write
+    the run `grid` (the id their code uses), with their upstream runs."""
+    rid, ups = pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 1})
+    assert rid == "m__c__none__s1" and ups == [("01_finetune", rid)]
+    assert pipeline.single_run("05_vlm", {"lm": "smollm2-135m"}) == ("grid", [])
+    assert pipeline.single_run("05_regime_probing", {}) == ("grid", [("05_vlm", "grid")])
+    assert pipeline.single_run("05_vlm", {}, "mine")[0] == "mine"
