@@ -48,6 +48,22 @@ def test_determinism_and_independence_of_n():
         assert S.prompt_variant(a[0].question, kind, 9) == S.prompt_variant(a[0].question, kind, 9)
 
 
+def test_ambiguous_draws_are_redrawn_deterministically():
+    """Seed 0, index 2643 of the position family draws an object that rounds into the middle band (the first
+    draw raises AmbiguousQuestion); make_example redraws it, the same way every time, with a correct answer."""
+    with pytest.raises(S.AmbiguousQuestion, match="too near the middle"):
+        S._generate(np.random.default_rng([0, 2643, S.FAMILIES.index("position")]), "position", 128, True)
+    a, b = S.make_example(0, 2643, "position"), S.make_example(0, 2643, "position")
+    assert a.question == b.question and np.array_equal(a.image, b.image)
+    q = a.question
+    assert S.answer_of(a.scene, q.family, q.query, q.axis) == q.answer
+    seen = S.Scene(tuple(objects_from_pixels(a.image)), a.scene.background, (), a.scene.size)
+    assert S.answer_of(seen, q.family, q.query, q.axis) == q.answer
+    # an unambiguous first draw is what it always was
+    first = S._generate(np.random.default_rng([0, 2642, S.FAMILIES.index("position")]), "position", 128, True)
+    assert S.make_example(0, 2642, "position").question == first[1]
+
+
 def test_families_balanced_and_chance(examples):
     for fam in S.FAMILIES:
         exs = [e for e in S.make_examples(400, seed=1, families=[fam])]
