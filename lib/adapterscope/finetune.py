@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import models, paths
+from .divergence import lse
 from .results import write_sidecar
 
 LAYER_CONTROLS = ("none", "equal_step")
@@ -214,12 +215,9 @@ def train(peft_model, rows: torch.Tensor, cfg: FinetuneConfig, device: str = "cp
 
 
 @torch.no_grad()
-@torch.no_grad()
 def mean_loss(model, rows: torch.Tensor, batch_size: int = 8, device: str = "cpu", dtype: str = "float32") -> float:
     """Mean next-token cross-entropy of ``model`` on packed rows (token-weighted): lse(logits) - logit of the
     next token, lse in float64 (:func:`divergence.lse`), on whole rows (no copy of the vocabulary-wide logits)."""
-    from .divergence import lse
-
     tot, n = 0.0, 0
     for i in range(0, len(rows), batch_size):
         ids = rows[i:i + batch_size].to(device)

@@ -38,8 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import capture, models, stats
-from .divergence import BaseKL
 from .crosscoder import Crosscoder
+from .divergence import BaseKL
 from .finetune import autocast
 
 
