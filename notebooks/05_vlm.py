@@ -9,7 +9,9 @@
 # %% [markdown]
 # # 05 — An embedded VLM and a VQA adapter
 # The embedded vision-language model of `adapterscope.vlm`: the ImageNet EfficientNet-Lite0 (frozen, from
-# its wheel) gives 16 visual tokens per 128 x 128 image, a trained projector maps them into the embedding space
+# its wheel) gives 16 visual tokens per 128 x 128 image (with `encoder_features="multiscale"` each token is the
+# last 4 x 4 map plus the 8 x 8 map of the last 112-channel block folded into it: the last ImageNet map alone
+# keeps little colour, see `benchmarks/encoder_probe.py`), a trained projector maps them into the embedding space
 # of SmolLM2-135M-Instruct (frozen). The synthetic world of `adapterscope.scenes` supplies questions whose
 # answers are correct by construction (colour, shape, count, position, presence; closed candidate sets).
 #
@@ -28,13 +30,14 @@
 # %% tags=["parameters"]
 lm = "smollm2-135m"  # language model (embedded name)
 image_size = 128  # image side in pixels, a multiple of 32 (128 gives 4 x 4 visual tokens)
+encoder_features = "multiscale"  # visual tokens: final (last ImageNet map) or multiscale (+ the finer map, folded)
 projector = "reference"  # reference: the committed projector if its config matches the projector_* below, else train; train: always train
-projector_steps = 800  # projector optimizer steps
+projector_steps = 600  # projector optimizer steps
 projector_batch = 8  # examples per projector step
 projector_lr = 0.002  # projector peak learning rate (warm-up, cosine decay to 10%)
-projector_examples = 1600  # training scenes for the projector (all families, canonical prompts)
+projector_examples = 4800  # training scenes for the projector (all families, canonical prompts)
 projector_seed = 0  # seed of the projector's scenes, init and batch order
-projector_stop_after = 500  # stop projector training after this many steps of the planned schedule (0: all steps)
+projector_stop_after = 0  # stop projector training after this many steps of the planned schedule (0: all steps)
 projector_time_limit_s = 0.0  # stop projector training after this many seconds (0: no limit)
 adapter_family = "count"  # question family the VQA adapter is trained on
 rank = 16  # LoRA rank
@@ -88,7 +91,7 @@ if len({projector_seed, lora_seed, eval_seed}) < 3:
 # ## Model and projector
 
 # %%
-vlm = V.load_vlm(lm, device=device, image_size=image_size, seed=projector_seed)
+vlm = V.load_vlm(lm, device=device, image_size=image_size, seed=projector_seed, features=encoder_features)
 run.add_input("lm", models.fingerprint(lm))
 run.add_input("encoder", V.encoder_fingerprint())
 proj_cfg = V.TrainConfig(steps=projector_steps, batch_size=projector_batch, lr=projector_lr, warmup_steps=20,
@@ -103,9 +106,10 @@ def reference_matches(d) -> tuple[bool, str]:
     meta = json.loads((d / "meta.json").read_text())
     tr = meta.get("train", {})
     want = {**{k: getattr(proj_cfg, k) for k in KEYS}, "examples": projector_examples, "data_seed": projector_seed,
-            "image_size": image_size, "lm": lm}
+            "image_size": image_size, "lm": lm, "encoder_features": encoder_features}
     have = {**{k: tr.get("config", {}).get(k) for k in KEYS}, "examples": tr.get("examples"),
-            "data_seed": tr.get("data_seed"), "image_size": meta.get("image_size"), "lm": meta.get("lm")}
+            "data_seed": tr.get("data_seed"), "image_size": meta.get("image_size"), "lm": meta.get("lm"),
+            "encoder_features": meta.get("encoder_features", "final")}
     diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
     return not diff, f"config differs (reference, wanted): {diff}" if diff else "config matches"
 

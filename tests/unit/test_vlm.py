@@ -216,8 +216,76 @@ def test_real_encoder_and_smollm2():
     exs = scenes.make_examples(5, seed=0)
     feats = V.encode_images(m, [e.image for e in exs[:2]])
     assert feats.shape == (2, 16, 1280) and float(feats.min()) >= 0 and float(feats.max()) <= 6  # ReLU6 head
-    if (V.default_projector_dir() / V.PROJECTOR_FILE).is_file():
-        m.projector = V.load_projector(V.default_projector_dir(), m)
+    ref = V.default_projector_dir()
+    if (ref / V.PROJECTOR_FILE).is_file():  # the committed projector brings its encoder features with it
+        feats_kind = V.projector_meta(ref).get("encoder_features", "final")
+        if feats_kind != "final":
+            with pytest.raises(V.VLMError, match=f"features={feats_kind!r}"):
+                V.load_projector(ref, m)
+        m = V.load_vlm("smollm2-135m", projector=ref)
+        assert m.encoder.features == feats_kind
     r = V.evaluate(m, exs)
     assert r["families"]["all"]["n"] == 5 and 0 <= r["families"]["all"]["accuracy"] <= 1
     assert models.decoder_layers(m) is m.language_model.model.layers and len(models.decoder_layers(m)) == 30
+
+
+def test_space_to_depth_layout():
+    m = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    out = V.space_to_depth(m, 2)
+    assert out.shape == (2, 12, 2, 3)
+    for c in range(3):
+        for dy in range(2):
+            for dx in range(2):
+                assert torch.equal(out[:, c * 4 + dy * 2 + dx], m[:, c, dy::2, dx::2])
+
+
+@pytest.mark.slow
+def test_multiscale_encoder_folds_the_finer_map():
+    """Multiscale tokens = the final map's tokens, then the 2x finer block output folded per token: checked
+    against an independent hook on every block (planted layout: token (i, j) holds finer cells (2i+dy, 2j+dx))."""
+    final, ms = V.load_encoder(128), V.load_encoder(128, "multiscale")
+    assert (final.channels, ms.channels, ms.n_tokens, ms.tap) == (1280, 1728, 16, 10)
+    seen = {}
+    hook = ms.net._blocks[ms.tap].register_forward_hook(lambda m, i, o: seen.__setitem__("mid", o))
+    px = V.to_pixels([e.image for e in scenes.make_examples(3, seed=0)])
+    with torch.no_grad():
+        a, b = final(px), ms(px)
+    hook.remove()
+    mid = seen["mid"]  # (3, 112, 8, 8)
+    assert mid.shape == (3, 112, 8, 8) and b.shape == (3, 16, 1728)
+    assert torch.equal(b[..., :1280], a)
+    for i, j, c, dy, dx in [(0, 0, 0, 0, 0), (1, 2, 5, 1, 0), (3, 3, 111, 1, 1), (2, 1, 40, 0, 1)]:
+        assert b[:, i * 4 + j, 1280 + c * 4 + dy * 2 + dx].tolist() == mid[:, c, 2 * i + dy, 2 * j + dx].tolist()
+    with pytest.raises(V.VLMError, match="unknown encoder features"):
+        V.load_encoder(128, "middle")
+
+
+def test_projector_refuses_other_encoder_features(tiny_vlm, tmp_path):
+    out = V.save_projector(tiny_vlm, tmp_path / "proj")
+    assert json.loads((out / "meta.json").read_text())["encoder_features"] == "final"
+    meta = json.loads((out / "meta.json").read_text())
+    meta["encoder_features"] = "multiscale"
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(V.VLMError, match="features='multiscale'"):
+        V.load_projector(out, tiny_vlm)
+
+
+def test_committed_projector_matches_05_vlm_defaults():
+    """Every profile that keeps 05_vlm's projector_* defaults must load the committed projector, not retrain it
+    (600 steps: about 16 min on 2 cores, far beyond the smoke budget)."""
+    from adapterscope import params, paths
+
+    p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05_vlm.py")
+    meta = V.projector_meta(V.default_projector_dir())
+    tr = meta["train"]
+    cfg = tr["config"]
+    assert p["projector"] == "reference"
+    assert (cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["seed"], cfg["stop_after"], cfg["warmup_steps"],
+            cfg["min_lr_frac"]) == (p["projector_steps"], p["projector_batch"], p["projector_lr"],
+                                    p["projector_seed"], p["projector_stop_after"], 20, V.TrainConfig().min_lr_frac)
+    assert (tr["examples"], tr["data_seed"], meta["image_size"], meta["lm"], meta["encoder_features"]) == \
+        (p["projector_examples"], p["projector_seed"], p["image_size"], p["lm"], p["encoder_features"])
+    for prof in ("smoke", "default", "full"):
+        over = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{prof}.yml")
+        assert not any(k.startswith(("projector", "encoder_features", "image_size", "lm"))
+                       for k in (over.get("notebooks") or {}).get("05_vlm", {})), prof
