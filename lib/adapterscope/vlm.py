@@ -78,9 +78,8 @@ class ImageEncoder(nn.Module):
     last map concatenated with the last block output at twice the grid resolution (S/16: 112 channels in
     Lite0), folded space-to-depth so that token t also carries the 2 x 2 finer cells it covers (channel order
     (c, dy, dx)): C = 1280 + 4 * 112 = 1728, still N = (S/32)^2 tokens. The final ImageNet map keeps little
-    colour: a linear probe reads an object's colour from its cell's token at 49% (6 colours; shape 79%), the
-    folded S/16 map at 86% (shape 98%) on 1500 held-out scenes. ImageNet normalisation happens inside; always
-    in eval mode (frozen BatchNorm statistics)."""
+    colour, the folded S/16 map much more (linear probes: ``benchmarks/encoder_probe.py``). ImageNet
+    normalisation happens inside; always in eval mode (frozen BatchNorm statistics)."""
 
     def __init__(self, net: nn.Module, image_size: int, channels: int, grid: int, features: str = "final",
                  tap: int | None = None):
@@ -149,8 +148,6 @@ def load_encoder(image_size: int = 128, features: str = "final") -> ImageEncoder
 
     if image_size % 32:
         raise VLMError(f"image_size must be a multiple of 32, got {image_size}")
-    if features not in ENCODER_FEATURES:
-        raise VLMError(f"unknown encoder features {features!r}; choose from {ENCODER_FEATURES}")
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
     net.load_state_dict(torch.load(encoder_weights_path(), map_location="cpu", weights_only=True), strict=True)
     net.eval()
@@ -659,7 +656,7 @@ def load_projector(path: str | Path, vlm: VLM | None = None) -> Projector:
     f = d / PROJECTOR_FILE
     if not f.is_file():
         raise VLMError(f"{d} has no {PROJECTOR_FILE}; train one with vlm.train (or use default_projector_dir())")
-    meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").is_file() else {}
+    meta = projector_meta(d)
     state = load_file(str(f))
     dims = meta.get("dims") or {"feature_dim": state["fc1.weight"].shape[1], "hidden": state["fc1.weight"].shape[0],
                                 "d_model": state["fc2.weight"].shape[0], "n_tokens": state["pos_ND"].shape[0]}
