@@ -35,7 +35,8 @@ projector = "reference"  # reference: the committed projector if its config matc
 projector_steps = 600  # projector optimizer steps
 projector_batch = 8  # examples per projector step
 projector_lr = 0.002  # projector peak learning rate (warm-up, cosine decay to 10%)
-projector_examples = 4800  # training scenes for the projector (all families, canonical prompts)
+projector_examples = 4800  # training scenes for the projector (canonical prompts)
+projector_families = ["colour", "shape", "count", "position", "presence"]  # projector scenes' families in turn (repeat one to upweight it)
 projector_seed = 0  # seed of the projector's scenes, init and batch order
 projector_stop_after = 0  # stop projector training after this many steps of the planned schedule (0: all steps)
 projector_time_limit_s = 0.0  # stop projector training after this many seconds (0: no limit)
@@ -62,7 +63,6 @@ from adapterscope import latex, params
 P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
 
 # %%
-import json
 import time
 
 import matplotlib.pyplot as plt
@@ -80,6 +80,8 @@ run = results.Run(NB, RUN_ID, params=P, seed=lora_seed, device=device)
 t_start = time.perf_counter()
 if threads:
     torch.set_num_threads(threads)
+if not projector_families or set(projector_families) - set(scenes.FAMILIES):
+    raise ValueError(f"projector_families must be a non-empty list from {scenes.FAMILIES}, got {projector_families!r}")
 if adapter_family not in scenes.FAMILIES:
     raise ValueError(f"adapter_family must be one of {scenes.FAMILIES}, got {adapter_family!r}")
 if projector not in ("reference", "train"):
@@ -97,42 +99,28 @@ run.add_input("encoder", V.encoder_fingerprint())
 proj_cfg = V.TrainConfig(steps=projector_steps, batch_size=projector_batch, lr=projector_lr, warmup_steps=20,
                          seed=projector_seed, dtype=dtype, time_limit_s=projector_time_limit_s,
                          stop_after=projector_stop_after)
-KEYS = ("steps", "batch_size", "lr", "warmup_steps", "min_lr_frac", "seed", "stop_after")
-
-
-def reference_matches(d) -> tuple[bool, str]:
-    if not (d / V.PROJECTOR_FILE).is_file():
-        return False, f"no {V.PROJECTOR_FILE} in {d}"
-    meta = json.loads((d / "meta.json").read_text())
-    tr = meta.get("train", {})
-    want = {**{k: getattr(proj_cfg, k) for k in KEYS}, "examples": projector_examples, "data_seed": projector_seed,
-            "image_size": image_size, "lm": lm, "encoder_features": encoder_features}
-    have = {**{k: tr.get("config", {}).get(k) for k in KEYS}, "examples": tr.get("examples"),
-            "data_seed": tr.get("data_seed"), "image_size": meta.get("image_size"), "lm": meta.get("lm"),
-            "encoder_features": meta.get("encoder_features", "final")}
-    diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
-    return not diff, f"config differs (reference, wanted): {diff}" if diff else "config matches"
-
+recipe = V.projector_recipe(proj_cfg, projector_examples, projector_seed, image_size, lm, encoder_features,
+                            projector_families)
 
 ref_dir = V.default_projector_dir()
-use_ref, why = reference_matches(ref_dir) if projector == "reference" else (False, "projector='train'")
+use_ref, why = V.reference_matches(ref_dir, recipe) if projector == "reference" else (False, "projector='train'")
 print(f"reference projector: {why}")
 proj_meta: dict = {}
 if use_ref:
     vlm.projector = V.load_projector(ref_dir, vlm)
     proj_dir = ref_dir
-    proj_meta = json.loads((ref_dir / "meta.json").read_text())
+    proj_meta = V.projector_meta(ref_dir)
     proj_train_s = 0.0
     proj_losses = []
 else:
     t0 = time.perf_counter()
     res_p, proj_meta = V.train_projector(vlm, proj_cfg, n_examples=projector_examples, data_seed=projector_seed,
-                                         device=device, progress=progress)
+                                         families=projector_families, device=device, progress=progress)
     proj_train_s = time.perf_counter() - t0
     proj_losses = res_p.losses
     proj_dir = results.artefact_dir(NB, RUN_ID) / "projector"
     V.save_projector(vlm, proj_dir, {**proj_meta, "notebook": NB, "run_id": RUN_ID, "train_s": proj_train_s})
-    proj_meta = json.loads((proj_dir / "meta.json").read_text())
+    proj_meta = V.projector_meta(proj_dir)
     print(f"projector: {len(res_p.losses)} steps in {proj_train_s:.0f}s, final loss {res_p.losses[-1]:.3f}")
 run.add_input("projector", proj_dir)
 

@@ -274,7 +274,7 @@ def load_vlm(lm: str = "smollm2-135m", projector: str | Path | None = None, devi
     model, tok = models.load_model(lm, dtype="float32", device="cpu", allow_hub=allow_hub)
     enc = load_encoder(image_size, features)
     torch.manual_seed(seed)
-    emb = model.get_input_embeddings().weight
+    emb = model.get_input_embeddings().weight.detach()
     proj = Projector(enc.channels, emb.shape[1], enc.n_tokens, hidden, out_rms=float(emb.pow(2).mean().sqrt()))
     vlm = VLM(enc, proj, model, tok, lm_name=lm)
     if projector is not None:
@@ -495,9 +495,9 @@ def train(vlm, examples: Sequence, cfg: TrainConfig, device: str = "cpu", image_
 def train_projector(vlm: VLM, cfg: TrainConfig, n_examples: int = 1600, data_seed: int = 0,
                     families: Sequence[str] | None = None, device: str = "cpu",
                     progress: bool = True) -> tuple[TrainResult, dict[str, Any]]:
-    """Projector-only training on ``n_examples`` seeded scenes (canonical prompts, families in turn); the
-    frozen encoder runs once over all images first. Returns the training record and a provenance dict for
-    :func:`save_projector`'s ``meta``."""
+    """Projector-only training on ``n_examples`` seeded scenes (canonical prompts, ``families`` in turn: list a
+    family twice to give it twice the questions); the frozen encoder runs once over all images first. Returns
+    the training record and a provenance dict for :func:`save_projector`'s ``meta``."""
     from . import scenes
 
     fams = tuple(families or scenes.FAMILIES)
@@ -646,6 +646,34 @@ def projector_meta(path: str | Path) -> dict[str, Any]:
     """The meta.json of a saved projector ({} when it has none)."""
     f = Path(path) / "meta.json"
     return json.loads(f.read_text()) if f.is_file() else {}
+
+
+RECIPE_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "min_lr_frac", "seed", "stop_after")
+
+
+def projector_recipe(cfg: TrainConfig, examples: int, data_seed: int, image_size: int, lm: str,
+                     encoder_features: str, families: Sequence[str] | None = None) -> dict[str, Any]:
+    """What identifies how a projector was trained (the fields :func:`reference_matches` compares)."""
+    from . import scenes
+
+    return {**{k: getattr(cfg, k) for k in RECIPE_KEYS}, "examples": examples, "data_seed": data_seed,
+            "image_size": image_size, "lm": lm, "encoder_features": encoder_features,
+            "families": list(families or scenes.FAMILIES)}
+
+
+def reference_matches(path: str | Path, recipe: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the projector saved at ``path`` was trained by ``recipe`` (see :func:`projector_recipe`), and why
+    not: a notebook loads a committed projector only when this holds, and retrains otherwise."""
+    d = Path(path)
+    if not (d / PROJECTOR_FILE).is_file():
+        return False, f"no {PROJECTOR_FILE} in {d}"
+    meta = projector_meta(d)
+    tr = meta.get("train", {})
+    have = {**{k: tr.get("config", {}).get(k) for k in RECIPE_KEYS}, "examples": tr.get("examples"),
+            "data_seed": tr.get("data_seed"), "image_size": meta.get("image_size"), "lm": meta.get("lm"),
+            "encoder_features": meta.get("encoder_features", "final"), "families": tr.get("families")}
+    diff = {k: (have.get(k), v) for k, v in recipe.items() if have.get(k) != v}
+    return not diff, f"config differs (reference, wanted): {diff}" if diff else "config matches"
 
 
 def load_projector(path: str | Path, vlm: VLM | None = None) -> Projector:

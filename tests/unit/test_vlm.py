@@ -276,15 +276,15 @@ def test_committed_projector_matches_05_vlm_defaults():
     from adapterscope import params, paths
 
     p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05_vlm.py")
-    meta = V.projector_meta(V.default_projector_dir())
-    tr = meta["train"]
-    cfg = tr["config"]
     assert p["projector"] == "reference"
-    assert (cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["seed"], cfg["stop_after"], cfg["warmup_steps"],
-            cfg["min_lr_frac"]) == (p["projector_steps"], p["projector_batch"], p["projector_lr"],
-                                    p["projector_seed"], p["projector_stop_after"], 20, V.TrainConfig().min_lr_frac)
-    assert (tr["examples"], tr["data_seed"], meta["image_size"], meta["lm"], meta["encoder_features"]) == \
-        (p["projector_examples"], p["projector_seed"], p["image_size"], p["lm"], p["encoder_features"])
+    cfg = V.TrainConfig(steps=p["projector_steps"], batch_size=p["projector_batch"], lr=p["projector_lr"],
+                        warmup_steps=20, seed=p["projector_seed"], stop_after=p["projector_stop_after"])
+    recipe = V.projector_recipe(cfg, p["projector_examples"], p["projector_seed"], p["image_size"], p["lm"],
+                                p["encoder_features"], p["projector_families"])
+    ok, why = V.reference_matches(V.default_projector_dir(), recipe)
+    assert ok, why
+    assert not V.reference_matches(V.default_projector_dir(), {**recipe, "steps": recipe["steps"] + 1})[0]
+    assert not V.reference_matches(V.default_projector_dir(), {**recipe, "families": ["colour"] * 2 + list(scenes.FAMILIES)})[0]
     for prof in ("smoke", "default", "full"):
         over = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{prof}.yml")
         assert not any(k.startswith(("projector", "encoder_features", "image_size", "lm"))
