@@ -239,12 +239,18 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
 
 def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
     """(run id, upstream runs) of one notebook run outside a profile: a cell notebook's id comes from its
-    model / corpus / layer_control / seed parameters, a summary notebook writes the run ``grid``."""
+    model / corpus / layer_control / seed parameters, a summary notebook writes the run ``grid``. The notebook
+    itself names the results it writes, so a ``run_id`` other than that one is refused before anything runs."""
     if nb in SUMMARY_NOTEBOOKS:
-        return run_id or "grid", [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
-    rid = run_id or params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
-                                   declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
-    return rid, [(u, rid) for u in UPSTREAM.get(nb, [])]
+        rid, ups = "grid", [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
+    else:
+        rid = params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
+                             declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
+        ups = [(u, rid) for u in UPSTREAM.get(nb, [])]
+    if run_id is not None and run_id != rid:
+        raise PipelineError(f"{nb} writes the run {rid!r} (its parameters name it), not {run_id!r}: drop --run-id, "
+                            f"or copy results/{nb}/{rid}.json aside before a variant run overwrites it")
+    return rid, ups
 
 
 def cell_closure(notebooks) -> list[str]:
@@ -482,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("run", help="one notebook with parameters")
     s.add_argument("notebook")
     s.add_argument("-p", "--param", action="append", default=[], help="name=value (YAML literal)")
-    s.add_argument("--run-id", default=None)
+    s.add_argument("--run-id", default=None, help="must equal the id the notebook writes (checked before running)")
     s.add_argument("--force", action="store_true")
     sub.add_parser("pdf", help="only rebuild the PDF from existing results")
     a = ap.parse_args(argv)

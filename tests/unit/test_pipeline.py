@@ -110,4 +110,9 @@ def test_single_run_ids():
     assert rid == "m__c__none__s1" and ups == [("01_finetune", rid)]
     assert pipeline.single_run("05_vlm", {"lm": "smollm2-135m"}) == ("grid", [])
     assert pipeline.single_run("05_regime_probing", {}) == ("grid", [("05_vlm", "grid")])
-    assert pipeline.single_run("05_vlm", {}, "mine")[0] == "mine"
+    assert pipeline.single_run("05_vlm", {}, "grid")[0] == "grid"
+    # the notebook names its results: another id would run it and then find no results under that name
+    with pytest.raises(pipeline.PipelineError, match="writes the run 'grid'"):
+        pipeline.single_run("05_vlm", {}, "mine")
+    with pytest.raises(pipeline.PipelineError, match="m__c__none__s1"):
+        pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 1}, "x")
