@@ -272,7 +272,7 @@ def test_projector_refuses_other_encoder_features(tiny_vlm, tmp_path):
 
 def test_committed_projector_matches_05_vlm_defaults():
     """Every profile that keeps 05_vlm's projector_* defaults must load the committed projector, not retrain it
-    (600 steps: about 16 min on 2 cores, far beyond the smoke budget)."""
+    (1500 steps: about 50 min on 2 cores, far beyond the smoke budget)."""
     from adapterscope import params, paths
 
     p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05_vlm.py")
