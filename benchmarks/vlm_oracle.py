@@ -36,7 +36,8 @@ RUNGS = ("text", "oracle", "pixels", "final", "multiscale")
 
 
 def oracle_tokens(exs, grid: int = 4) -> torch.Tensor:
-    """(B, grid^2, 16): per cell, the summed one-hot colour (6) and shape (3) of the objects centred in it."""
+    """(B, grid^2, 16): per cell, the summed one-hot colour (channels 0-5) and shape (8-10) of the objects centred
+    in it; the other channels stay zero."""
     cols, shapes = list(scenes.COLOURS), list(scenes.SHAPES)
     F = torch.zeros(len(exs), grid * grid, 16)
     for n, e in enumerate(exs):
@@ -63,10 +64,13 @@ def text_rung(exs) -> tuple[float, Counter]:
         ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
         with torch.no_grad():
             lp = torch.log_softmax(lm(ids).logits[0, -1].float(), -1)
-        # whole-word log-probability of each candidate, as vlm.score sums it over the candidate's tokens
+        # log-probability of each candidate summed over its tokens, tokenized as it continues the prompt (as
+        # vlm.answer_ids does for vlm.score)
         sc = {}
         for c in e.question.candidates:
-            cid = tok(c, add_special_tokens=False).input_ids
+            joint = tok(text + c, add_special_tokens=False).input_ids
+            cid = joint[ids.shape[1]:] if joint[:ids.shape[1]] == ids[0].tolist() and len(joint) > ids.shape[1] \
+                else tok(c, add_special_tokens=False).input_ids
             full = torch.cat([ids, torch.tensor([cid[:-1]], dtype=torch.long)], 1) if len(cid) > 1 else ids
             if len(cid) > 1:
                 with torch.no_grad():
@@ -88,9 +92,7 @@ def trained_rung(rung: str, train, held, steps: int, lr: float) -> tuple[float, 
     else:
         make = oracle_tokens if rung == "oracle" else pixel_tokens
         tf, hf = make(train), make(held)
-        emb = vlm.language_model.get_input_embeddings().weight.detach()
-        vlm.projector = V.Projector(tf.shape[-1], emb.shape[1], tf.shape[1], vlm.projector.hidden,
-                                    out_rms=float(emb.pow(2).mean().sqrt()))
+        vlm.projector = V.fresh_projector(vlm.language_model, tf.shape[-1], tf.shape[1], vlm.projector.hidden)
     vlm.freeze_for_projector()
     res = V.train(vlm, train, V.TrainConfig(steps=steps, batch_size=8, lr=lr, warmup_steps=10, dtype="float32"),
                   image_features=tf, progress=True)
@@ -111,8 +113,8 @@ def main() -> None:
     a = ap.parse_args()
     rungs = [r.strip() for r in a.rungs.split(",") if r.strip()]
     bad = [r for r in rungs if r not in RUNGS]
-    if bad or a.steps < 1:
-        raise SystemExit(f"unknown rungs {bad}; choose from {RUNGS}" if bad else "--steps must be at least 1")
+    if bad or a.steps < 1 or a.held < 1:
+        raise SystemExit(f"unknown rungs {bad}; choose from {RUNGS}" if bad else "--steps and --held must be at least 1")
     held = scenes.make_examples(a.held, seed=1, families=(a.family,))
     train = scenes.make_examples(a.steps * 8, seed=7, families=(a.family,))
     chance = 1 / len(held[0].question.candidates)

@@ -96,7 +96,8 @@ if len({projector_seed, lora_seed, eval_seed}) < 3:
 vlm = V.load_vlm(lm, device=device, image_size=image_size, seed=projector_seed, features=encoder_features)
 run.add_input("lm", models.fingerprint(lm))
 run.add_input("encoder", V.encoder_fingerprint())
-proj_cfg = V.TrainConfig(steps=projector_steps, batch_size=projector_batch, lr=projector_lr, warmup_steps=20,
+proj_cfg = V.TrainConfig(steps=projector_steps, batch_size=projector_batch, lr=projector_lr,
+                         warmup_steps=V.PROJECTOR_WARMUP,
                          seed=projector_seed, dtype=dtype, time_limit_s=projector_time_limit_s,
                          stop_after=projector_stop_after)
 recipe = V.projector_recipe(proj_cfg, projector_examples, projector_seed, image_size, lm, encoder_features,

@@ -466,12 +466,13 @@ for key in ("rho_ratio_kl_pooled",):
     run.macro(tex_key(key) + "Sign", "positive" if f["value"] > 0 else "negative" if f["value"] < 0 else "zero",
               raw=True)
 # the perplexity correlation is undefined (a dash) when one side does not vary: say so instead of leaving a dash
-ft_counts = sorted({int(v) for v in df.ft_only})
+ppl_rows = df[np.isfinite(df.ppl_base) & np.isfinite(df.ft_only)]
+ft_counts = sorted({int(v) for v in ppl_rows.ft_only})
 ppl_note = ""
 if not math.isfinite(findings["rho_ppl_ftonly_pooled"]["value"]):
-    ppl_note = (f" The correlation is undefined here: every one of the {len(df)} runs flags "
-                f"{ft_counts[0]} fine-tune-only latents, so there is no ranking to correlate with perplexity."
-                if len(ft_counts) == 1 else " The correlation is undefined here (fewer than three runs)." if len(df) < 3
+    ppl_note = (" The correlation is undefined here (fewer than two runs)." if len(ppl_rows) < 2
+                else f" The correlation is undefined here: all {len(ppl_rows)} runs flag {ft_counts[0]} fine-tune-only "
+                     "latents, so there is no ranking to correlate with perplexity." if len(ft_counts) == 1
                 else " The correlation is undefined here: base perplexity does not vary across runs.")
 run.macro("PplFtonlyNote", ppl_note, raw=True)
 print(run.write())

@@ -262,6 +262,12 @@ class VLM(nn.Module):
                                          use_cache=False).last_hidden_state
 
 
+def fresh_projector(lm: nn.Module, feature_dim: int, n_tokens: int, hidden: int = 384) -> Projector:
+    """An untrained projector for ``lm`` (seed torch first): its output RMS set to that of ``lm``'s embeddings."""
+    emb = lm.get_input_embeddings().weight.detach()
+    return Projector(feature_dim, emb.shape[1], n_tokens, hidden, out_rms=float(emb.pow(2).mean().sqrt()))
+
+
 def load_vlm(lm: str = "smollm2-135m", projector: str | Path | None = None, device: str = "cpu",
              image_size: int = 128, hidden: int = 384, seed: int = 0, allow_hub: bool | None = None,
              features: str | None = None) -> VLM:
@@ -274,9 +280,7 @@ def load_vlm(lm: str = "smollm2-135m", projector: str | Path | None = None, devi
     model, tok = models.load_model(lm, dtype="float32", device="cpu", allow_hub=allow_hub)
     enc = load_encoder(image_size, features)
     torch.manual_seed(seed)
-    emb = model.get_input_embeddings().weight.detach()
-    proj = Projector(enc.channels, emb.shape[1], enc.n_tokens, hidden, out_rms=float(emb.pow(2).mean().sqrt()))
-    vlm = VLM(enc, proj, model, tok, lm_name=lm)
+    vlm = VLM(enc, fresh_projector(model, enc.channels, enc.n_tokens, hidden), model, tok, lm_name=lm)
     if projector is not None:
         vlm.projector = load_projector(projector, vlm)
     vlm.requires_grad_(False)
@@ -403,6 +407,9 @@ def _images_or_feats(vlm, images, image_features, idx, device) -> dict[str, torc
 
 
 # ---------------------------------------------------------------------------------------------- training
+PROJECTOR_WARMUP = 20  # warm-up steps of a projector's schedule (05_vlm and the check of its committed projector)
+
+
 @dataclass
 class TrainConfig:
     steps: int = 300

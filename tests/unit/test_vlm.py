@@ -278,7 +278,7 @@ def test_committed_projector_matches_05_vlm_defaults():
     p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05_vlm.py")
     assert p["projector"] == "reference"
     cfg = V.TrainConfig(steps=p["projector_steps"], batch_size=p["projector_batch"], lr=p["projector_lr"],
-                        warmup_steps=20, seed=p["projector_seed"], stop_after=p["projector_stop_after"])
+                        warmup_steps=V.PROJECTOR_WARMUP, seed=p["projector_seed"], stop_after=p["projector_stop_after"])
     recipe = V.projector_recipe(cfg, p["projector_examples"], p["projector_seed"], p["image_size"], p["lm"],
                                 p["encoder_features"], p["projector_families"])
     ok, why = V.reference_matches(V.default_projector_dir(), recipe)
