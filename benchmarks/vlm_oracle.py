@@ -65,14 +65,12 @@ def text_rung(exs) -> tuple[float, Counter]:
         with torch.no_grad():
             lp = torch.log_softmax(lm(ids).logits[0, -1].float(), -1)
         # log-probability of each candidate summed over its tokens, tokenized as it continues the prompt (as
-        # vlm.answer_ids does for vlm.score)
+        # vlm.score does through answer_ids)
         sc = {}
         for c in e.question.candidates:
-            joint = tok(text + c, add_special_tokens=False).input_ids
-            cid = joint[ids.shape[1]:] if joint[:ids.shape[1]] == ids[0].tolist() and len(joint) > ids.shape[1] \
-                else tok(c, add_special_tokens=False).input_ids
-            full = torch.cat([ids, torch.tensor([cid[:-1]], dtype=torch.long)], 1) if len(cid) > 1 else ids
+            cid = V.continuation_ids(tok, text, c)
             if len(cid) > 1:
+                full = torch.cat([ids, torch.tensor([cid[:-1]], dtype=torch.long)], 1)
                 with torch.no_grad():
                     lps = torch.log_softmax(lm(full).logits[0, -len(cid):].float(), -1)
                 sc[c] = float(sum(lps[k, cid[k]] for k in range(len(cid))))
@@ -114,7 +112,8 @@ def main() -> None:
     rungs = [r.strip() for r in a.rungs.split(",") if r.strip()]
     bad = [r for r in rungs if r not in RUNGS]
     if bad or a.steps < 1 or a.held < 1:
-        raise SystemExit(f"unknown rungs {bad}; choose from {RUNGS}" if bad else "--steps and --held must be at least 1")
+        raise SystemExit(f"unknown rungs {bad}; choose from {RUNGS}" if bad
+                         else "--steps and --held must be at least 1")
     held = scenes.make_examples(a.held, seed=1, families=(a.family,))
     train = scenes.make_examples(a.steps * 8, seed=7, families=(a.family,))
     chance = 1 / len(held[0].question.candidates)

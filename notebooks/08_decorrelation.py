@@ -470,9 +470,12 @@ ppl_rows = df[np.isfinite(df.ppl_base) & np.isfinite(df.ft_only)]
 ft_counts = sorted({int(v) for v in ppl_rows.ft_only})
 ppl_note = ""
 if not math.isfinite(findings["rho_ppl_ftonly_pooled"]["value"]):
-    ppl_note = (" The correlation is undefined here (fewer than two runs)." if len(ppl_rows) < 2
-                else f" The correlation is undefined here: all {len(ppl_rows)} runs flag {ft_counts[0]} fine-tune-only "
-                     "latents, so there is no ranking to correlate with perplexity." if len(ft_counts) == 1
-                else " The correlation is undefined here: base perplexity does not vary across runs.")
+    if len(ppl_rows) < 2:
+        ppl_note = " The correlation is undefined here (fewer than two runs)."
+    elif len(ft_counts) == 1:
+        ppl_note = (f" The correlation is undefined here: all {len(ppl_rows)} runs flag {ft_counts[0]} "
+                    "fine-tune-only latents, so there is no ranking to correlate with perplexity.")
+    else:
+        ppl_note = " The correlation is undefined here: base perplexity does not vary across runs."
 run.macro("PplFtonlyNote", ppl_note, raw=True)
 print(run.write())

@@ -324,16 +324,21 @@ def prompt_ids(vlm: VLM, prompt) -> list[int]:
     return _ids(vlm.tokenizer, USER_HEAD) + [vlm.image_token_id] * vlm.n_image_tokens + tail
 
 
+def continuation_ids(tok, context: str, text: str) -> list[int]:
+    """The tokens of ``text`` as they continue ``context`` (tokenized jointly, so a merge across the boundary is
+    seen); ``text`` alone when the joint tokens do not start with the context's."""
+    head = _ids(tok, context)
+    joint = _ids(tok, context + text)
+    if joint[:len(head)] == head and len(joint) > len(head):
+        return joint[len(head):]
+    return _ids(tok, text)
+
+
 def answer_ids(vlm: VLM, prompt, answer: str) -> list[int]:
     """The tokens of ``answer`` as they continue the prompt (a space after a non-empty prefix)."""
     user, prefix = _user_prefix(prompt)
     sep = " " if prefix and not prefix[-1].isspace() else ""
-    tail_text = "\n" + user + ASSISTANT_HEAD + prefix
-    tail = _ids(vlm.tokenizer, tail_text)
-    joint = _ids(vlm.tokenizer, tail_text + sep + answer)
-    if joint[:len(tail)] == tail and len(joint) > len(tail):
-        return joint[len(tail):]
-    return _ids(vlm.tokenizer, sep + answer)
+    return continuation_ids(vlm.tokenizer, "\n" + user + ASSISTANT_HEAD + prefix, sep + answer)
 
 
 def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -284,7 +284,8 @@ def test_committed_projector_matches_05_vlm_defaults():
     ok, why = V.reference_matches(V.default_projector_dir(), recipe)
     assert ok, why
     assert not V.reference_matches(V.default_projector_dir(), {**recipe, "steps": recipe["steps"] + 1})[0]
-    assert not V.reference_matches(V.default_projector_dir(), {**recipe, "families": ["colour"] * 2 + list(scenes.FAMILIES)})[0]
+    other = ["colour"] * 2 + list(scenes.FAMILIES)
+    assert not V.reference_matches(V.default_projector_dir(), {**recipe, "families": other})[0]
     for prof in ("smoke", "default", "full"):
         over = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{prof}.yml")
         assert not any(k.startswith(("projector", "encoder_features", "image_size", "lm"))
