@@ -199,26 +199,30 @@ def rho_title(r, label="pooled", with_p=True):
     return rf"{label} $\rho$={r['value']:+.2f}" + (f", p={r['p_value']:.2f}" if with_p else "") + f" (n={r['n']})"
 
 
-fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.0))
-for ax, (x, y, xl, yl) in zip(axes, [("peak_ratio", "kl", "peak cross/self ratio", "neutral KL(base||ft) [nats]"),
-                                     ("genuine", "disagree", "fine-tune-only latents (genuine)",
-                                      "1 - top-1 agreement")]):
+PANELS = [("ratio_kl", "peak cross/self ratio", "neutral KL(base||ft) [nats]"),
+          ("ratio_disagree", "peak cross/self ratio", "1 - top-1 agreement"),
+          ("genuine_kl", "fine-tune-only latents (genuine)", "neutral KL(base||ft) [nats]")]
+fig, axes = plt.subplots(1, len(PANELS), figsize=(3.3 * len(PANELS), 3.0))
+for ax, (pair, xl, yl) in zip(axes, PANELS):
+    x, y = PAIRS[pair]
     sns.scatterplot(df, x=x, y=y, hue="corpus", style="model", ax=ax, s=36)
     ax.set_xlabel(xl)
     ax.set_ylabel(yl)
     ax.set_yscale("log")
-    if x == "peak_ratio":
-        ax.set_xscale("log")
+    if x == "genuine":  # a count: linear with integer ticks while small (all zero: one column at 0), else symlog
+        top = float(np.nanmax(df[x])) if np.isfinite(df[x]).any() else 0.0
+        if top < 10:
+            ax.set_xlim(-0.5, top + 0.5)
+            ax.set_xticks(range(int(top) + 1))
+        else:
+            ax.set_xscale("symlog", linthresh=1)
     else:
-        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xscale("log")
     tidy_log(ax)
+    ax.set_title(rho_title(corrs[("runs", "pooled", pair)], "pooled", with_p=False), fontsize=8)
     ax.legend_.remove()
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-r0 = corrs[("runs", "pooled", "ratio_kl")]
-axes[0].set_title(rho_title(r0, with_p=False), fontsize=8)
-r1 = corrs[("runs", "pooled", "ratio_disagree")]
-axes[1].set_title(rho_title(r1, "peak ratio vs disagreement:", with_p=False), fontsize=8)
 fig.tight_layout()
 run.figures += plotting.save(fig, NB, "scatter")
 plt.close(fig)

@@ -137,11 +137,36 @@ def load_recorded(root: Path | None = None) -> dict[str, dict]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
+def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
+    """The compute dtypes (``01_finetune``'s ``compute_dtype``) of the fine-tunes behind a finding, from the
+    current results. ``dtype=auto`` picks bfloat16 or float32 by the machine, and a rank correlation over a few
+    runs can move by more than its tolerance between the two, so the record keeps them beside the value."""
+    seen = set()
+    for nb, rid, _ in plan(f, scoped_profile(f, prof)):
+        if nb == "01_finetune":
+            try:
+                seen.add(results.load(nb, rid)["values"].get("compute_dtype"))
+            except FileNotFoundError:
+                continue
+    return sorted(x for x in seen if x)
+
+
+def _profile_of(v: dict) -> dict[str, Any] | None:
+    name = v.get("profile")
+    path = paths.project_root() / "notebooks" / "profiles" / f"{name}.yml"
+    return {**params.load_profile(path), "_name": name} if name and path.is_file() else None
+
+
 def record(ids: list[str] | None = None) -> Path:
     ledger = load_ledger()
     rec = load_recorded()
     for fid in ids or list(ledger):
-        rec[fid] = {**measured(get(ledger, fid)), "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        f = get(ledger, fid)
+        v = measured(f)
+        prof = _profile_of(v)
+        dts = compute_dtypes(f, prof) if prof else []
+        rec[fid] = {**v, **({"compute_dtypes": dts} if dts else {}),
+                    "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = paths.project_root() / RECORDED
     return paths.write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
 
@@ -239,6 +264,7 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
                    else pipeline.summary_upstream(nb, prof))
             pipeline.run_notebook(nb, ov, rid, upstream=ups, force=True, log=log)
         new = measured(f)
+        new_dts = compute_dtypes(f, prof)
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -254,6 +280,10 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
     log(f"recorded   : {describe(old)}  (git {str(old.get('git_sha'))[:10]}, profile {old.get('profile')})")
     log(f"reproduced : {describe(new)}")
     log(f"|difference| = {diff:.4g}, tolerance {f.tolerance:g}: {'REPRODUCED' if ok else 'NOT REPRODUCED'}")
+    old_dts = old.get("compute_dtypes")
+    if old_dts and new_dts and old_dts != new_dts:
+        log(f"note: recorded with fine-tunes in {'/'.join(old_dts)}, rerun in {'/'.join(new_dts)} (dtype=auto "
+            "follows the machine); pass the recorded dtype to 01_finetune to compare like with like")
     return 0 if ok else 1
 
 

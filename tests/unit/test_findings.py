@@ -116,6 +116,35 @@ def test_measured_record_check_and_compare(project):
         findings.measured(findings.Finding("t", "c", "08_decorrelation", "findings.nope", 1.0))
 
 
+def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(project):
+    """A grid finding records the dtypes its fine-tunes ran in (the scoped grid's 01_finetune runs only); a
+    finding with no fine-tune behind it, or a profile not on disk, records none."""
+    import yaml
+    prof = {k: v for k, v in PROFILE.items() if k != "_name"}
+    (project / "notebooks" / "profiles" / "test.yml").write_text(yaml.safe_dump({"description": "t", **prof}))
+    _ledger(project, "findings:\n"
+            "  - {id: r, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: r1, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05, "
+            "scope: {models: [m1]}}\n"
+            "  - {id: v, claim: a vlm value, notebook: 05_regime_probing, key: findings.g, tolerance: 0.05}\n")
+    for nb, prm in (("08_decorrelation", {"profile": "test"}), ("05_regime_probing", {})):
+        run = results.Run(nb, "grid", params=prm, seed=0)
+        run.values["findings"] = {"rho": {"value": 0.5}, "g": {"value": 0.1}}
+        run.write()
+    for m, dt in (("m1", "float32"), ("m2", "bfloat16")):
+        for c in ("a", "b"):
+            run = results.Run("01_finetune", f"{m}__{c}__none__s0", params={}, seed=0)
+            run.values["compute_dtype"] = dt
+            run.write()
+    led = findings.load_ledger()
+    assert findings.compute_dtypes(led["r"], {**PROFILE}) == ["bfloat16", "float32"]
+    assert findings.compute_dtypes(led["r1"], {**PROFILE}) == ["float32"]
+    findings.record()
+    rec = json.loads((project / "paper" / "findings_recorded.json").read_text())
+    assert rec["r"]["compute_dtypes"] == ["bfloat16", "float32"] and rec["r1"]["compute_dtypes"] == ["float32"]
+    assert "compute_dtypes" not in rec["v"]
+
+
 def test_reproduce_without_a_record_says_how_to_make_one(project):
     _ledger(project, "findings:\n  - {id: r, claim: c, notebook: 08_decorrelation, key: findings.rho, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
