@@ -67,6 +67,18 @@ def tidy_log(ax):
             axis.set_minor_formatter(mt.NullFormatter())
 
 
+def count_axis(ax, values, which):
+    """A latent-count axis: linear with integer ticks while the counts are small (all zero: one line at 0, not a
+    symlog axis spanning +-0.05), symlog beyond."""
+    v = np.asarray(values, dtype=float)
+    top = float(np.nanmax(v)) if np.isfinite(v).any() else 0.0
+    if top < 10:
+        getattr(ax, f"set_{which}lim")(-0.5, top + 0.5)
+        getattr(ax, f"set_{which}ticks")(range(int(top) + 1))
+    else:
+        getattr(ax, f"set_{which}scale")("symlog", linthresh=1)
+
+
 NB = "08_decorrelation"
 run = results.Run(NB, "grid", params=P, seed=boot_seed)
 lc0 = layer_controls[0]
@@ -209,13 +221,8 @@ for ax, (pair, xl, yl) in zip(axes, PANELS):
     ax.set_xlabel(xl)
     ax.set_ylabel(yl)
     ax.set_yscale("log")
-    if x == "genuine":  # a count: linear with integer ticks while small (all zero: one column at 0), else symlog
-        top = float(np.nanmax(df[x])) if np.isfinite(df[x]).any() else 0.0
-        if top < 10:
-            ax.set_xlim(-0.5, top + 0.5)
-            ax.set_xticks(range(int(top) + 1))
-        else:
-            ax.set_xscale("symlog", linthresh=1)
+    if x == "genuine":
+        count_axis(ax, df[x], "x")
     else:
         ax.set_xscale("log")
     tidy_log(ax)
@@ -267,7 +274,7 @@ plt.close(g.figure)
 fig, ax = plt.subplots(figsize=(3.8, 2.8))
 sns.scatterplot(df, x="ppl_base", y="ft_only", hue="corpus", style="model", ax=ax, s=36)
 ax.set_xscale("log")
-ax.set_yscale("symlog", linthresh=1)
+count_axis(ax, df["ft_only"], "y")
 tidy_log(ax)
 ax.set_xlabel("base perplexity on held-out corpus text")
 ax.set_ylabel("fine-tune-only latents")
