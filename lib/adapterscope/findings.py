@@ -152,9 +152,12 @@ def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
 
 
 def _profile_of(v: dict) -> dict[str, Any] | None:
+    """The profile a measured value's run names, or None (no profile, or none of that name on disk)."""
     name = v.get("profile")
-    path = paths.project_root() / "notebooks" / "profiles" / f"{name}.yml"
-    return {**params.load_profile(path), "_name": name} if name and path.is_file() else None
+    try:
+        return {**pipeline.load_profile(name), "_name": name} if name else None
+    except FileNotFoundError:
+        return None
 
 
 def record(ids: list[str] | None = None) -> Path:
@@ -248,8 +251,7 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
     if fid not in recorded:
         raise FindingError(f"{fid}: nothing recorded in {RECORDED}; run `python -m adapterscope.findings record` "
                            "after a full profile run")
-    prof = params.load_profile(root / "notebooks" / "profiles" / f"{profile}.yml")
-    prof = scoped_profile(f, {**prof, "_name": profile})
+    prof = scoped_profile(f, {**pipeline.load_profile(profile), "_name": profile})
     steps = plan(f, prof)
     log(f"{fid}: {f.claim}")
     log(f"reruns {len(steps)} notebook run(s) in a scratch copy (profile {profile}, scope {f.scope or 'whole grid'})")
