@@ -35,10 +35,10 @@ test-unit: venv
 notebook: venv models
 	$(PY) -m adapterscope.pipeline run $(NB) $(ARGS)
 
-## findings: list the findings ledger (paper/findings.yml) with recorded and current values
+## findings: list the findings ledger (paper/findings.yml) with verdicts; exit 1 when a current value is off its record
 findings: venv
 	$(PY) -m adapterscope.findings list
-	-$(PY) -m adapterscope.findings check
+	$(PY) -m adapterscope.findings check
 
 ## finding: rerun only what one finding needs, in a scratch copy, and compare, e.g. make finding F=decor-pooled
 finding: venv models

@@ -1,16 +1,25 @@
-"""The findings ledger: each finding's claim, where its number comes from, and its recorded value.
+"""The findings ledger: each finding's hypothesis and test, where its number comes from, and its recorded value.
 
 ``paper/findings.yml`` (hand-written, committed) lists the findings::
 
     findings:
       - id: decor-pooled
-        claim: One sentence saying what is measured and what it would mean.
+        hypothesis: One sentence: what is expected, in which direction, stated before the run.
+        direction: greater                  # greater | less | two-sided: the sign the hypothesis predicts
+        null: 0                             # the value of no effect (default 0)
+        test: two-sided p and 95% CI ...    # how value, CI and p are computed (one line)
+        alpha: 0.05                         # significance level, fixed in advance (default 0.05)
         notebook: 08_decorrelation          # the notebook run that computes it
         run_id: grid                        # "grid" for summary notebooks, a cell id for cell notebooks
         key: findings.rho_ratio_kl_pooled   # dotted path into that run's ``values``: a number or a dict with
                                             # value / ci_low / ci_high / n / p_value
         scope: {models: [smollm2-135m]}     # optional: the part of the grid it needs (models, corpora, seeds)
         tolerance: 0.15                     # |reproduced - recorded| allowed on ``value``
+
+Each finding gets a verdict computed from its value, CI and p (:func:`verdict`): *supported* (significant in the
+predicted direction: p < alpha where there is a p, and the 95% CI excludes the null where there is a CI),
+*contradicted* (significant the other way), *inconclusive* (not significant: the CI spans the null), or
+*undefined* (the value is not a number, with the reason the notebook gives, or there is no test statistic).
 
 ``paper/findings_recorded.json`` (committed) holds the values recorded from a full profile run
 (``python -m adapterscope.findings record --profile default``) with the git SHA and profile they came from.
@@ -37,11 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import params, paths, pipeline, results
+from . import latex, params, paths, pipeline, results
 
 LEDGER = Path("paper") / "findings.yml"
 RECORDED = Path("paper") / "findings_recorded.json"
 SCOPE_KEYS = {"models": "models", "corpora": "corpora", "seeds": "seeds"}
+DIRECTIONS = ("greater", "less", "two-sided")
+VERDICTS = ("supported", "contradicted", "inconclusive", "undefined")
+REQUIRED = {"id", "hypothesis", "direction", "test", "notebook", "key", "tolerance"}
+OPTIONAL = {"run_id", "scope", "null", "alpha"}
 
 
 class FindingError(ValueError):
@@ -51,12 +64,16 @@ class FindingError(ValueError):
 @dataclass
 class Finding:
     id: str
-    claim: str
+    hypothesis: str
     notebook: str
     key: str
     tolerance: float
     run_id: str = "grid"
     scope: dict[str, list] = field(default_factory=dict)
+    direction: str = "two-sided"
+    test: str = ""
+    null: float = 0.0
+    alpha: float = 0.05
 
 
 def load_ledger(root: Path | None = None) -> dict[str, Finding]:
@@ -68,10 +85,10 @@ def load_ledger(root: Path | None = None) -> dict[str, Finding]:
     raw = yaml.safe_load(path.read_text()) or {}
     out: dict[str, Finding] = {}
     for i, e in enumerate(raw.get("findings") or []):
-        missing = {"id", "claim", "notebook", "key", "tolerance"} - set(e)
+        missing = REQUIRED - set(e)
         if missing:
             raise FindingError(f"{path}: entry {i} lacks {sorted(missing)}")
-        extra = set(e) - {"id", "claim", "notebook", "key", "tolerance", "run_id", "scope"}
+        extra = set(e) - REQUIRED - OPTIONAL
         if extra:
             raise FindingError(f"{path}: entry {e['id']!r} has unknown field(s) {sorted(extra)}")
         bad = set(e.get("scope") or {}) - set(SCOPE_KEYS)
@@ -81,9 +98,16 @@ def load_ledger(root: Path | None = None) -> dict[str, Finding]:
             raise FindingError(f"{path}: duplicate id {e['id']!r}")
         if e["notebook"] not in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS:
             raise FindingError(f"{path}: entry {e['id']!r}: unknown notebook {e['notebook']!r}")
-        out[e["id"]] = Finding(id=e["id"], claim=" ".join(str(e["claim"]).split()), notebook=e["notebook"],
+        if e["direction"] not in DIRECTIONS:
+            raise FindingError(f"{path}: entry {e['id']!r}: direction must be one of {list(DIRECTIONS)}, "
+                               f"got {e['direction']!r}")
+        alpha = float(e.get("alpha", 0.05))
+        if not 0 < alpha < 1:
+            raise FindingError(f"{path}: entry {e['id']!r}: alpha must be in (0, 1), got {alpha}")
+        out[e["id"]] = Finding(id=e["id"], hypothesis=" ".join(str(e["hypothesis"]).split()), notebook=e["notebook"],
                                key=e["key"], tolerance=float(e["tolerance"]), run_id=str(e.get("run_id", "grid")),
-                               scope=dict(e.get("scope") or {}))
+                               scope=dict(e.get("scope") or {}), direction=e["direction"],
+                               test=" ".join(str(e["test"]).split()), null=float(e.get("null", 0.0)), alpha=alpha)
     return out
 
 
@@ -114,15 +138,57 @@ def measured(f: Finding) -> dict[str, Any]:
     return out
 
 
+def _num(v: dict, k: str) -> float:
+    x = v.get(k)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def verdict(f: Finding, v: dict | None) -> tuple[str, str]:
+    """(verdict, reason) of one finding from its measured dict (``value``, optional ``ci_low``/``ci_high``,
+    ``p_value``, ``reason``). Significant means p < alpha where a p is given and the 95% CI excludes the null
+    where a CI is given (at least one of the two is required); the side is the CI's where there is one, else the
+    value's. See the module docstring for the four verdicts."""
+    if v is None:
+        return "undefined", "not computed in this profile"
+    value = _num(v, "value")
+    if not math.isfinite(value):
+        return "undefined", str(v.get("reason") or "the value is not a number")
+    p, lo, hi = _num(v, "p_value"), _num(v, "ci_low"), _num(v, "ci_high")
+    has_p, has_ci = math.isfinite(p), math.isfinite(lo) and math.isfinite(hi)
+    if not (has_p or has_ci):
+        return "undefined", str(v.get("reason") or "no test statistic (neither a p-value nor a CI)")
+    sig = (not has_p or p < f.alpha) and (not has_ci or lo > f.null or hi < f.null)
+    if not sig:
+        why = []
+        if has_p:
+            why.append(f"p={p:.3g} >= {f.alpha:g}" if p >= f.alpha else f"p={p:.3g}")
+        if has_ci and lo <= f.null <= hi:
+            why.append(f"95% CI [{lo:.3g}, {hi:.3g}] spans {f.null:g}")
+        return "inconclusive", "; ".join(why)
+    side = (1 if lo > f.null else -1) if has_ci else (1 if value > f.null else -1 if value < f.null else 0)
+    if f.direction == "two-sided" or (f.direction == "greater") == (side > 0):
+        return "supported", f"significant, {'above' if side > 0 else 'below'} {f.null:g}"
+    return "contradicted", f"significant in the other direction ({'above' if side > 0 else 'below'} {f.null:g})"
+
+
 def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:
-    a, b = float(new["value"]), float(old["value"])
-    if math.isnan(a) and math.isnan(b):
-        return True, 0.0
+    """(reproduced, |difference|). Two numbers reproduce within the tolerance; an undefined value reproduces
+    only as undefined for the same stated reason (difference 0 then, NaN otherwise)."""
+    a, b = _num(new, "value"), _num(old, "value")
+    if math.isnan(a) or math.isnan(b):
+        same = (math.isnan(a) and math.isnan(b) and bool(new.get("reason"))
+                and new.get("reason") == old.get("reason"))
+        return same, 0.0 if same else math.nan
     diff = abs(a - b)
     return bool(diff <= f.tolerance), diff
 
 
 def describe(v: dict) -> str:
+    if not math.isfinite(_num(v, "value")):
+        return f"undefined ({v.get('reason') or 'no reason given'})"
     s = results.format_number(v["value"], 3)
     if "ci_low" in v and v["ci_low"] is not None:
         s += f" [{results.format_number(v['ci_low'], 3)}, {results.format_number(v['ci_high'], 3)}]"
@@ -253,7 +319,8 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
                            "after a full profile run")
     prof = scoped_profile(f, {**pipeline.load_profile(profile), "_name": profile})
     steps = plan(f, prof)
-    log(f"{fid}: {f.claim}")
+    log(f"{fid}: {f.hypothesis}")
+    log(f"test: {f.test} (direction {f.direction}, alpha {f.alpha:g})")
     log(f"reruns {len(steps)} notebook run(s) in a scratch copy (profile {profile}, scope {f.scope or 'whole grid'})")
     scratch = Path(tempfile.mkdtemp(prefix=f"finding-{fid}-"))
     old_env = {k: os.environ.get(k) for k in ("ADAPTERSCOPE_HOME", "ADAPTERSCOPE_CACHE")}
@@ -282,6 +349,10 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
     log(f"recorded   : {describe(old)}  (git {str(old.get('git_sha'))[:10]}, profile {old.get('profile')})")
     log(f"reproduced : {describe(new)}")
     log(f"|difference| = {diff:.4g}, tolerance {f.tolerance:g}: {'REPRODUCED' if ok else 'NOT REPRODUCED'}")
+    (v_old, _), (v_new, why_new) = verdict(f, old), verdict(f, new)
+    log(f"verdict    : recorded {v_old}, reproduced {v_new} ({why_new})")
+    if v_old != v_new:
+        log("note: the verdict differs between the recorded and the reproduced value")
     old_dts = old.get("compute_dtypes")
     if old_dts and new_dts and old_dts != new_dts:
         log(f"note: recorded with fine-tunes in {'/'.join(old_dts)}, rerun in {'/'.join(new_dts)} (dtype=auto "
@@ -306,33 +377,61 @@ def check(log=print) -> int:
             continue
         ok, diff = compare(f, new, rec[fid])
         bad += not ok
-        log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g})")
+        log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g}); "
+            f"verdict {verdict(f, new)[0]}")
     return 0 if bad == 0 else 1
 
 
-def write_table() -> Path:
-    """paper/generated/tables/findings.tex: every ledger entry with its current value (from the results files),
-    CI, n and p; entries the profile did not compute show a dash."""
+def verdict_macro(fid: str) -> str:
+    """The LaTeX command that prints a finding's verdict, e.g. ``\\VerdictDecorPooled``."""
+    return "\\" + results.tex_name("verdict", fid)
+
+
+def write_outputs() -> tuple[Path, Path]:
+    """The paper's view of the ledger, from the current results files:
+
+    * ``paper/generated/tables/findings.tex``: per finding its id, hypothesis and test, value, n, 95% CI, p and
+      verdict; an entry the profile did not compute shows a dash and the verdict *undefined*;
+    * ``paper/generated/findings/ledger.tex``: ``\\Verdict<Id>`` (the verdict word) and ``\\Verdict<Id>Why``
+      (its reason) for every finding, and ``\\NFindings``, ``\\NFindingsSupported``, ..., so that a sentence
+      of the paper can print a verdict instead of asserting an effect.
+    """
     fmt = results.format_number
-    lines = [r"\begin{tabular}{p{0.14\linewidth}p{0.5\linewidth}rrl}", r"\toprule",
-             r"finding & claim & value & $n$ & 95\% CI ($p$) \\", r"\midrule"]
+    rows, macros, counts = [], [], {k: 0 for k in VERDICTS}
     for fid, f in load_ledger().items():
         try:
             v = measured(f)
         except (FileNotFoundError, FindingError):
             v = None
-        if v is None:
-            val, n, extra = "--", "--", "not computed in this profile"
+        word, why = verdict(f, v)
+        counts[word] += 1
+        name = verdict_macro(fid)
+        macros += [f"\\newcommand{{{name}}}{{\\emph{{{word}}}}}",
+                   f"\\newcommand{{{name}Why}}{{{results.tex_escape(why)}}}"]
+        if v is None or not math.isfinite(_num(v, "value")):
+            val = n = ci = p = "--"
         else:
             val = fmt(v["value"], 3)
-            n = str(v.get("n", ""))
-            extra = (f"[{fmt(v['ci_low'], 2)}, {fmt(v['ci_high'], 2)}]"
-                     if v.get("ci_low") is not None and "ci_high" in v else "")
-            if v.get("p_value") is not None and "p_value" in v:
-                extra += f" ($p$={fmt(v['p_value'], 2)})"
-        lines.append(f"\\texttt{{{results.tex_escape(fid)}}} & {results.tex_escape(f.claim)} & {val} & {n} & {extra} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return paths.write_text_atomic(paths.macros_dir() / "tables" / "findings.tex", "\n".join(lines) + "\n")
+            n = str(v.get("n", "--"))
+            ci = (f"[{fmt(v['ci_low'], 2)}, {fmt(v['ci_high'], 2)}]"
+                  if math.isfinite(_num(v, "ci_low")) and math.isfinite(_num(v, "ci_high")) else "--")
+            p = fmt(v["p_value"], 2) if math.isfinite(_num(v, "p_value")) else "--"
+        hyp = (f"{results.tex_escape(f.hypothesis)} \\newline {{\\footnotesize\\itshape test: "
+               f"{results.tex_escape(f.test)}}}")
+        tid = results.tex_escape(fid).replace("-", "-{}\\allowbreak ")  # ids break at hyphens in the narrow column
+        rows.append(f"\\texttt{{{tid}}} & {hyp} & {val} & {n} & {ci} & {p} & \\emph{{{word}}}")
+    head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & verdict \\")
+    table = "\n".join([r"\begin{longtable}{>{\raggedright\arraybackslash}p{0.12\linewidth}"
+                       r">{\raggedright\arraybackslash}p{0.44\linewidth}rrlrl}",
+                       r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
+                       r"\bottomrule", r"\endlastfoot", *[r + r" \\" for r in rows], r"\end{longtable}"]) + "\n"
+    macros.append(f"\\newcommand{{\\NFindings}}{{{sum(counts.values())}}}")
+    macros += [f"\\newcommand{{\\NFindings{k.capitalize()}}}{{{c}}}" for k, c in counts.items()]
+    gen = paths.macros_dir()
+    t = paths.write_text_atomic(gen / "tables" / "findings.tex", table)
+    m = paths.write_text_atomic(gen / "findings" / "ledger.tex",
+                                "% generated by adapterscope.findings; do not edit\n" + "\n".join(macros) + "\n")
+    return t, m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             rec = load_recorded()
             for fid, f in load_ledger().items():
                 r = f"recorded {describe(rec[fid])}" if fid in rec else "not recorded"
-                print(f"{fid}\n  {f.claim}\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}")
+                word = verdict(f, rec[fid])[0] if fid in rec else "-"
+                print(f"{fid}\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, alpha "
+                      f"{f.alpha:g})\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}; "
+                      f"verdict (recorded) {word}")
             return 0
         if a.cmd == "record":
             print(record(a.ids or None))

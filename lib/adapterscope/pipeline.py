@@ -431,7 +431,7 @@ def _parse_kv(items: list[str]) -> dict[str, Any]:
 def _findings_table() -> None:
     from . import findings  # imports this module
 
-    findings.write_table()
+    findings.write_outputs()
     write_timing_table()
 
 
@@ -496,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd in ("paper", "grid"):
             run_profile(a.profile, force=a.force, jobs=a.jobs)
             if a.cmd == "paper":
+                _findings_table()  # before the index: it writes generated/findings/ledger.tex
                 write_macro_index(a.profile)
-                _findings_table()
                 build_pdf()
         elif a.cmd == "summary":
             run_summaries(a.profile, a.notebooks, force=a.force)
@@ -509,8 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             rid, ups = single_run(a.notebook, declared, a.run_id)
             run_notebook(a.notebook, ov, rid, upstream=ups, force=a.force)
         elif a.cmd == "pdf":
-            write_macro_index(os.environ.get("PROFILE", "default"))
             _findings_table()
+            write_macro_index(os.environ.get("PROFILE", "default"))
             build_pdf()
     except (PipelineError, params.ParameterError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

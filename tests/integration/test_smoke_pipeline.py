@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def test_smoke_profile_runs_and_builds_the_pdf(smoke):
     pdf = root / "paper" / "adapterscope.pdf"
     assert pdf.is_file() and pdf.stat().st_size > 50_000
     log = (root / "paper" / "build" / "main.log").read_text(errors="replace")
-    assert "undefined" not in log.lower() or "Reference" not in log, "undefined references in the paper"
+    undefined = re.findall(r"(?:Citation|Reference) `[^']*' on page \S+ undefined", log)
+    assert not undefined, f"undefined citations or references in the paper: {undefined[:5]}"
+    assert "There were undefined" not in log, "undefined citations or references in the paper"
     assert "Undefined control sequence" not in log
 
 
@@ -160,7 +163,8 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     root, proc = smoke
     assert proc.returncode == 0
     (root / "paper" / "findings.yml").write_text(
-        "findings:\n  - id: loss-med\n    claim: The smoke fine-tune's final loss.\n    notebook: 01_finetune\n"
+        "findings:\n  - id: loss-med\n    hypothesis: The smoke fine-tune's final loss.\n    direction: less\n"
+        "    test: none (a descriptive value: its verdict is undefined)\n    notebook: 01_finetune\n"
         "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.001\n")
     env = {**os.environ, "ADAPTERSCOPE_HOME": str(root)}
     run = lambda *a: subprocess.run([sys.executable, "-m", "adapterscope.findings", *a], cwd=root, env=env,

@@ -24,17 +24,18 @@ def test_the_committed_ledger_parses_and_points_at_known_notebooks():
     assert len(led) >= 5
     for f in led.values():
         assert f.notebook in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS
-        assert f.tolerance > 0 and len(f.claim.split()) >= 8 and f.key
+        assert f.tolerance > 0 and len(f.hypothesis.split()) >= 8 and f.key
+        assert f.direction in findings.DIRECTIONS and len(f.test.split()) >= 5
 
 
 @pytest.mark.parametrize("text, msg", [
-    ("findings:\n  - id: x\n    claim: c\n    notebook: 08_decorrelation\n    key: k\n", "lacks ['tolerance']"),
-    ("findings:\n  - {id: x, claim: c, notebook: 99_nope, key: k, tolerance: 1}\n", "unknown notebook '99_nope'"),
-    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1, colour: red}\n",
+    ("findings:\n  - id: x\n    hypothesis: c\n    direction: greater\n    test: t\n    notebook: 08_decorrelation\n    key: k\n", "lacks ['tolerance']"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 99_nope, key: k, tolerance: 1}\n", "unknown notebook '99_nope'"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1, colour: red}\n",
      "unknown field(s) ['colour']"),
-    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n"
-     "  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
-    ("findings:\n  - {id: x, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n"
+     "  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
      "scope keys must be among"),
 ])
 def test_bad_ledgers_fail_clearly(project, text, msg):
@@ -44,7 +45,7 @@ def test_bad_ledgers_fail_clearly(project, text, msg):
 
 
 def test_unknown_id_names_the_known_ones(project):
-    _ledger(project, "findings:\n  - {id: alpha, claim: c, notebook: 08_decorrelation, key: k, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="unknown finding 'beta'; known: alpha"):
         findings.get(findings.load_ledger(), "beta")
     assert findings.main(["reproduce", "beta"]) == 2
@@ -85,8 +86,8 @@ def test_plan_of_a_cell_finding_and_bad_scope():
 
 def test_measured_record_check_and_compare(project):
     _ledger(project, "findings:\n"
-            "  - {id: r, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
-            "  - {id: s, claim: a scalar, notebook: 02_capture, run_id: m1__a__none__s0, key: divergence.kl, "
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: s, hypothesis: a scalar, direction: greater, test: t, notebook: 02_capture, run_id: m1__a__none__s0, key: divergence.kl, "
             "tolerance: 0.001}\n")
     run = results.Run("08_decorrelation", "grid", params={"profile": "test"}, seed=0)
     run.values["findings"] = {"rho": {"value": 0.5, "n": 8, "p_value": 0.2, "ci_low": -0.1, "ci_high": 0.9}}
@@ -103,13 +104,21 @@ def test_measured_record_check_and_compare(project):
     assert findings.check(log=lambda *_: None) == 0
     assert findings.compare(led["r"], {"value": 0.54}, rec["r"]) == (True, pytest.approx(0.04))
     assert findings.compare(led["r"], {"value": 0.56}, rec["r"])[0] is False
-    assert findings.compare(led["r"], {"value": math.nan}, {"value": math.nan})[0] is True
+    # an undefined value reproduces only as undefined for the same stated reason
+    assert findings.compare(led["r"], {"value": math.nan}, {"value": math.nan})[0] is False
+    assert findings.compare(led["r"], {"value": math.nan, "reason": "no latents"},
+                            {"value": math.nan, "reason": "no latents"})[0] is True
+    assert findings.compare(led["r"], {"value": math.nan, "reason": "one seed"},
+                            {"value": math.nan, "reason": "no latents"})[0] is False
     assert findings.compare(led["r"], {"value": math.nan}, {"value": 0.5})[0] is False
     rec["s"]["value"] = 0.02
     (project / "paper" / "findings_recorded.json").write_text(json.dumps(rec))
     assert findings.check(log=lambda *_: None) == 1
-    table = findings.write_table().read_text()
-    assert r"\texttt{r}" in table and "0.500" in table
+    table, macros = (p.read_text() for p in findings.write_outputs())
+    assert r"\texttt{r}" in table and "0.500" in table and r"\emph{inconclusive}" in table
+    assert r"\newcommand{\VerdictR}{\emph{inconclusive}}" in macros  # p=0.2, CI spans 0
+    assert r"\newcommand{\VerdictS}{\emph{undefined}}" in macros  # a bare number: no test statistic
+    assert r"\newcommand{\NFindingsInconclusive}{1}" in macros
     timing = pipeline.write_timing_table().read_text()
     assert "08\\_decorrelation & all & 1" in timing and "02\\_capture & all & 1" in timing
     with pytest.raises(findings.FindingError, match="no value at 'findings.nope'"):
@@ -123,10 +132,10 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
     prof = {k: v for k, v in PROFILE.items() if k != "_name"}
     (project / "notebooks" / "profiles" / "test.yml").write_text(yaml.safe_dump({"description": "t", **prof}))
     _ledger(project, "findings:\n"
-            "  - {id: r, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
-            "  - {id: r1, claim: a rho, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05, "
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: r1, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05, "
             "scope: {models: [m1]}}\n"
-            "  - {id: v, claim: a vlm value, notebook: 05_regime_probing, key: findings.g, tolerance: 0.05}\n")
+            "  - {id: v, hypothesis: a vlm value, direction: greater, test: t, notebook: 05_regime_probing, key: findings.g, tolerance: 0.05}\n")
     for nb, prm in (("08_decorrelation", {"profile": "test"}), ("05_regime_probing", {})):
         run = results.Run(nb, "grid", params=prm, seed=0)
         run.values["findings"] = {"rho": {"value": 0.5}, "g": {"value": 0.1}}
@@ -146,7 +155,7 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
 
 
 def test_reproduce_without_a_record_says_how_to_make_one(project):
-    _ledger(project, "findings:\n  - {id: r, claim: c, notebook: 08_decorrelation, key: findings.rho, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
         findings.reproduce("r", "smoke")
 
@@ -158,3 +167,46 @@ def test_profiles_parameters_of_summary_notebooks_exist():
             continue
         declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
         assert {"model_names", "corpus_names", "seeds"} <= set(declared), nb
+
+
+def _f(direction="greater", null=0.0, alpha=0.05):
+    return findings.Finding("x", "h", "08_decorrelation", "k", 0.1, direction=direction, null=null, alpha=alpha)
+
+
+@pytest.mark.parametrize("direction, v, expected", [
+    ("greater", {"value": 0.4, "ci_low": 0.1, "ci_high": 0.7, "p_value": 0.01}, "supported"),
+    ("greater", {"value": -0.4, "ci_low": -0.7, "ci_high": -0.1, "p_value": 0.01}, "contradicted"),
+    ("less", {"value": -0.4, "ci_low": -0.7, "ci_high": -0.1, "p_value": 0.01}, "supported"),
+    ("two-sided", {"value": -0.4, "ci_low": -0.7, "ci_high": -0.1, "p_value": 0.01}, "supported"),
+    ("greater", {"value": 0.4, "ci_low": -0.1, "ci_high": 0.7, "p_value": 0.01}, "inconclusive"),  # CI spans 0
+    ("greater", {"value": 0.4, "ci_low": 0.1, "ci_high": 0.7, "p_value": 0.2}, "inconclusive"),  # p too large
+    ("greater", {"value": 0.4, "p_value": 0.01}, "supported"),  # p alone
+    ("greater", {"value": 0.4, "ci_low": 0.1, "ci_high": 0.7}, "supported"),  # CI alone
+    ("greater", {"value": 0.4, "ci_low": 0.1, "ci_high": 0.7, "p_value": math.nan}, "supported"),
+    ("greater", {"value": 0.4}, "undefined"),  # no test statistic
+    ("greater", {"value": math.nan, "reason": "all runs flag 0 latents"}, "undefined"),
+    ("greater", None, "undefined"),
+])
+def test_verdicts(direction, v, expected):
+    word, why = findings.verdict(_f(direction), v)
+    assert word == expected and why
+    if v is not None and v.get("reason"):
+        assert why == v["reason"]
+
+
+def test_verdict_uses_the_null_and_alpha():
+    v = {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4, "p_value": 0.03}
+    assert findings.verdict(_f(null=0.25), v)[0] == "inconclusive"
+    assert findings.verdict(_f(null=0.1), v)[0] == "supported"
+    assert findings.verdict(_f(alpha=0.01), v)[0] == "inconclusive"
+
+
+def test_ledger_rejects_a_bad_direction_or_alpha(project):
+    _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: up, test: t, notebook: 08_decorrelation, "
+                     "key: k, tolerance: 1}\n")
+    with pytest.raises(findings.FindingError, match="direction must be one of"):
+        findings.load_ledger()
+    _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: less, test: t, alpha: 5, "
+                     "notebook: 08_decorrelation, key: k, tolerance: 1}\n")
+    with pytest.raises(findings.FindingError, match="alpha must be in"):
+        findings.load_ledger()

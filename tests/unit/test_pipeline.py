@@ -91,7 +91,7 @@ def test_findings_scope_narrows_a_seed_mapping():
 
     prof = {"grid": {"models": ["a", "b"], "corpora": ["x"], "layer_controls": ["none"],
                      "seeds": {"a": [0, 1], "b": [0]}}}
-    f = findings.Finding(id="t", claim="c " * 8, notebook="08_decorrelation", key="k", tolerance=0.1,
+    f = findings.Finding(id="t", hypothesis="c " * 8, notebook="08_decorrelation", key="k", tolerance=0.1,
                          scope={"models": ["b"]})
     g = findings.scoped_profile(f, prof)["grid"]
     assert g["models"] == ["b"] and g["seeds"] == {"b": [0]}
