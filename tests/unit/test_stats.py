@@ -139,3 +139,48 @@ def test_result_as_dict_is_json_and_inputs_are_checked():
         stats.rank_correlation([1, 2, 3], [1, 2, 3], "pearson")
     const = stats.spearman([1, 1, 1, 1], [1, 2, 3, 4])
     assert math.isnan(const.value) and math.isnan(const.p_value)
+
+
+def test_stratified_spearman_removes_a_confound_that_drives_both_axes():
+    """Model size (the stratum) shifts both x and y: the plain pooled rho is large, the stratified one sees only
+    the within-model orderings, which are planted to be opposite (rho -1 in each stratum)."""
+    x = np.array([1.0, 2, 3, 4, 11, 12, 13, 14])
+    y = np.array([4.0, 3, 2, 1, 14, 13, 12, 11])
+    strata = ["small"] * 4 + ["large"] * 4
+    assert stats.spearman(x, y, n_boot=0).value > 0.5
+    r = stats.stratified_spearman(x, y, strata, n_boot=500, seed=0)
+    assert r.value == pytest.approx(-1.0)
+    assert r.p_method == "exact" and r.extra["n_permutations"] == 576
+    assert r.p_value == pytest.approx(2 / 576)  # only the two all-reversed / all-aligned pairings reach |rho| = 1
+    assert r.ci_high <= -0.9
+
+
+def test_stratified_spearman_equals_the_mean_within_rho_for_equal_strata_and_no_signal_gives_large_p():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=12), rng.normal(size=12)
+    strata = np.repeat([0, 1, 2], 4)
+    r = stats.stratified_spearman(x, y, strata, n_boot=0)
+    within = [stats.spearman_rho(x[strata == s], y[strata == s]) for s in range(3)]
+    assert r.value == pytest.approx(np.mean(within))
+    assert r.p_method == "exact"  # 4!^3 = 13824 orderings, enumerated; force Monte Carlo below
+    r2 = stats.stratified_spearman(x, y, strata, n_boot=0, exact_max=10)
+    assert r2.p_method == "permutation" and 0 < r2.p_value <= 1
+    # a single-pair stratum is dropped, not counted as an ordering
+    r3 = stats.stratified_spearman(np.r_[x, 5.0], np.r_[y, 5.0], np.r_[strata, 9], n_boot=0)
+    assert r3.n == 12 and r3.extra["n_dropped"] == 1 and r3.value == pytest.approx(r.value)
+
+
+def test_stratified_spearman_exact_p_matches_brute_force():
+    import itertools
+
+    x = np.array([0.3, 1.2, 0.7, 2.0, 5.0, 4.1, 6.3])
+    y = np.array([1.0, 0.2, 0.9, 1.5, 3.0, 2.2, 2.5])
+    strata = np.array([0, 0, 0, 0, 1, 1, 1])
+    r = stats.stratified_spearman(x, y, strata, n_boot=0)
+    obs, hits, total = abs(r.value), 0, 0
+    for p0 in itertools.permutations(range(4)):
+        for p1 in itertools.permutations(range(4, 7)):
+            yp = y[list(p0) + list(p1)]
+            hits += abs(stats.stratified_spearman(x, yp, strata, n_boot=0, exact_max=0, n_permutations=1).value) >= obs - 1e-12
+            total += 1
+    assert r.p_method == "exact" and r.p_value == pytest.approx(hits / total)

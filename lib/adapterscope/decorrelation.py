@@ -1,0 +1,318 @@
+"""Internal vs output change over the grid: the run table, rank correlations, seed reliability, the regime rule
+and the pooled clamping effects (used by ``08_decorrelation``).
+
+Units. Seeds of one (model, corpus) are replicates of one adapter recipe, not independent points: a test over
+runs would count the corpus effect once per seed. The hypothesis tests therefore use **corpus means** (seeds
+averaged) as units; the per-run correlations are kept as descriptions. Pooling over models is **stratified**:
+model size drives both axes (the seed study's scale confound), so ranks are taken within each model
+(:func:`adapterscope.stats.stratified_spearman`); the plain pooled rho is reported beside it, labelled as such.
+
+Regime rule (fixed before looking, calibrated on a null). For each model and measure (log peak cross/self
+ratio, log neutral KL, log late-layer 1 - CKA), the null is seed-to-seed variation: the pooled within-corpus
+standard deviation s0 of the runs. A corpus's contrast is its mean minus the mean of the model's other corpora,
+z = contrast / its standard error under "no corpus effect" (from s0 and the seed counts). *high* when
+z > ``z_crit``, *low* when z < -``z_crit``, else *typical* (within seed noise). Regimes need both axes resolved:
+high/low = latent construction, high/high = coupled construction, low/high = reweighting, low/low = minimal
+change; anything typical is *unresolved*. With one seed there is no null, and every corpus is unresolved. Unlike
+a median split, this rule does not create regimes by construction: corpora that differ only by seed noise stay
+unresolved.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import params, results, stats
+
+PAIRS = {  # name: (internal, output)
+    "ratio_kl": ("peak_ratio", "kl"),
+    "ratio_disagree": ("peak_ratio", "disagree"),
+    "genuine_kl": ("genuine", "kl"),
+    "late_kl": ("late_disp", "kl"),
+    "late_ratio": ("late_disp", "peak_ratio"),
+    "ppl_genuine": ("ppl_base", "genuine"),
+    "ppl_ftonly": ("ppl_base", "ft_only"),
+}
+LABELS = {"peak_ratio": "peak cross/self ratio", "kl": "neutral KL", "disagree": "1 - top-1 agreement",
+          "genuine": "genuine fine-tune-only latents", "ft_only": "fine-tune-only latents",
+          "late_disp": "late-layer 1 - CKA", "ppl_base": "base perplexity"}
+MEAN_COLS = ["kl", "disagree", "peak_ratio", "genuine", "late_disp", "ppl_base", "ft_only"]
+CLASS = {("high", "low"): "latent construction", ("high", "high"): "coupled construction",
+         ("low", "high"): "reweighting", ("low", "low"): "minimal change"}
+UNRESOLVED = "unresolved"
+
+
+# ------------------------------------------------------------------------------------------ the run table
+def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
+    """One run's internal and output measures from its 02_capture, 03_crosscoder and (optional) 07_clamp values."""
+    L = cap["num_layers"]
+    disp = {int(k.split(".")[1]): 1 - x["cka_debiased"] for k, x in cap["cka"].items()}
+    late = [d for l, d in disp.items() if l / (L - 1) >= 1 - late_frac - 1e-9]
+    div = cap["divergence"]
+    row = {"kl": div["neutral"]["kl"], "disagree": 1 - div["neutral"]["top1_agreement"],
+           "kl_heldout": div["heldout"]["kl"], "ppl_base": div["heldout"]["ppl_base"],
+           "ppl_ft": div["heldout"]["ppl_ft"], "peak_ratio": ccr["peak_ratio_ft"], "peak_depth": ccr["peak_depth"],
+           "ft_only": ccr["n_ft_only_total"], "genuine": ccr["n_ft_only_genuine_total"],
+           "late_disp": float(np.mean(late)) if late else math.nan}
+    if clamp and clamp.get("clamp"):
+        cs = clamp["clamp"]
+        row.update(clamp_layer=clamp["layer"], n_clamped=clamp["n_clamped"],
+                   clamp_ft_only=clamp.get("clamped_set", "ft_only") == "ft_only")
+        for k in ("clamp", "random", "noise"):
+            fr = cs[f"frac_removed_{k}"]
+            row.update({f"fr_{k}": fr["value"], f"fr_{k}_lo": fr["ci_low"], f"fr_{k}_hi": fr["ci_high"]})
+        for k in ("edit_norm_clamp", "edit_norm_random"):
+            if k in cs:
+                row[k] = cs[k]
+    return row
+
+
+def load_runs(model_names: list[str], corpus_names: list[str], layer_control: str,
+              seeds_for: Callable[[str], list[int]], late_frac: float,
+              on_input: Callable[[str, str], None] | None = None) -> pd.DataFrame:
+    """The run table of the grid (one row per model x corpus x seed), read through the results API;
+    ``on_input(name, sha256)`` is called for every results file read (for provenance)."""
+    rows = []
+    for m in model_names:
+        for c in corpus_names:
+            for s in seeds_for(m):
+                rid = params.run_key(m, c, layer_control, f"s{s}")
+                recs = {}
+                for nb in ("02_capture", "03_crosscoder", "07_clamp"):
+                    path = results.results_path(nb, rid)
+                    if nb == "07_clamp" and not path.exists():
+                        continue
+                    recs[nb] = results.load(nb, rid)["values"]
+                    if on_input:
+                        on_input(f"{nb[:2]}/{rid}", results.sha256_file(path))
+                rows.append({"model": m, "corpus": c, "seed": s, "run_id": rid,
+                             **run_row(recs["02_capture"], recs["03_crosscoder"], recs.get("07_clamp"), late_frac)})
+    return pd.DataFrame(rows)
+
+
+def corpus_means(df: pd.DataFrame) -> pd.DataFrame:
+    """Means over seeds per (model, corpus), with the number of seeds."""
+    cols = [c for c in MEAN_COLS if c in df]
+    out = df.groupby(["model", "corpus"], as_index=False, sort=False)[cols].mean()
+    return out.merge(df.groupby(["model", "corpus"], sort=False).size().rename("n_seeds").reset_index(),
+                     on=["model", "corpus"])
+
+
+# ------------------------------------------------------------------------------------------ correlations
+def undefined_reason(d: pd.DataFrame, x: str, y: str, unit: str = "units") -> str:
+    """Why a rank correlation of d[x] vs d[y] has no value or no test (empty string when it has both)."""
+    d = d[np.isfinite(d[x]) & np.isfinite(d[y])]
+    if len(d) < 3:
+        return f"fewer than 3 {unit} ({len(d)})"
+    for col in (x, y):
+        vals = sorted(set(np.round(d[col].to_numpy(float), 12)))
+        if len(vals) == 1:
+            v = vals[0]
+            return (f"all {len(d)} {unit} have the same {LABELS.get(col, col)} "
+                    f"({int(v) if float(v).is_integer() else v:g}): no ordering to correlate")
+    return ""
+
+
+def correlate(d: pd.DataFrame, x: str, y: str, *, strata: str | None = None, unit: str = "units", n_boot: int,
+              n_perm: int, seed: int) -> dict:
+    """Spearman's rho of d[x] vs d[y] (stratified by d[strata] when given) as a JSON-able dict; a value or test
+    that cannot be computed is NaN with a ``reason``."""
+    d = d[np.isfinite(d[x]) & np.isfinite(d[y])]
+    if strata:
+        r = stats.stratified_spearman(d[x], d[y], d[strata], n_boot=n_boot, n_permutations=n_perm, seed=seed)
+    else:
+        r = stats.spearman(d[x].to_numpy(), d[y].to_numpy(), n_boot=n_boot, n_permutations=n_perm, seed=seed)
+    out = r.as_dict()
+    why = undefined_reason(d, x, y, unit)
+    if why:
+        out["reason"] = why
+    return out
+
+
+def correlation_grid(df: pd.DataFrame, means: pd.DataFrame, model_names: list[str], *, n_boot: int, n_perm: int,
+                     seed: int) -> dict[tuple[str, str, str], dict]:
+    """(unit, scope, pair) -> correlation, for unit in runs / corpus_means and scope in each model, ``pooled``
+    (stratified by model) and ``pooled_naive`` (plain pooled ranks, as the seed study pooled its sizes)."""
+    out = {}
+    for unit, data in (("runs", df), ("corpus_means", means)):
+        label = "runs" if unit == "runs" else "corpus means"
+        for scope in [*model_names, "pooled", "pooled_naive"]:
+            sub = data if scope.startswith("pooled") else data[data.model == scope]
+            for name, (x, y) in PAIRS.items():
+                out[(unit, scope, name)] = correlate(sub, x, y, strata="model" if scope == "pooled" else None,
+                                                     unit=label, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    return out
+
+
+def reliability(df: pd.DataFrame, seeds: list[int], cols: tuple[str, ...] = ("kl", "disagree", "peak_ratio",
+                                                                                  "genuine", "late_disp"),
+                *, n_boot: int, n_perm: int, seed: int) -> dict[str, dict]:
+    """Spearman across (model, corpus) between the runs of the first two seeds, per measure ({} with one seed):
+    a measure that does not rank corpora the same way under another seed cannot carry a correlation."""
+    if len(seeds) < 2:
+        return {}
+    a = df[df.seed == seeds[0]].set_index(["model", "corpus"])
+    b = df[df.seed == seeds[1]].set_index(["model", "corpus"])
+    out = {}
+    for col in cols:
+        j = a[[col]].join(b[[col]], rsuffix="_b", how="inner").dropna()
+        out[col] = correlate(j.rename(columns={col + "_b": "b"}), col, "b", unit="model x corpus pairs",
+                             n_boot=n_boot, n_perm=n_perm, seed=seed)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ regimes
+def corpus_contrasts(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Per (model, corpus): mean of log10 ``col`` over seeds, its contrast to the model's other corpora, and z
+    against the seed-to-seed null (pooled within-corpus sd; NaN with one seed per corpus)."""
+    rows = []
+    for m, g in df.groupby("model", sort=False):
+        v = g.assign(lv=np.log10(g[col].clip(lower=1e-12)))
+        per = v.groupby("corpus", sort=False).lv.agg(["mean", "count", "var"])
+        dof = float((per["count"] - 1).sum())
+        s0 = math.sqrt(float(((per["count"] - 1) * per["var"].fillna(0)).sum()) / dof) if dof > 0 else math.nan
+        C = len(per)
+        for c, r in per.iterrows():
+            others = per.drop(index=c)
+            contrast = r["mean"] - others["mean"].mean() if C > 1 else math.nan
+            var = (s0 ** 2) * (1 / r["count"] + (1 / max(C - 1, 1)) ** 2 * float((1 / others["count"]).sum()))
+            z = contrast / math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
+            rows.append({"model": m, "corpus": c, "mean_log10": float(r["mean"]), "contrast": float(contrast),
+                         "z": float(z), "s0": s0, "n_seeds": int(r["count"])})
+    return pd.DataFrame(rows)
+
+
+def level(z: float, z_crit: float) -> str:
+    if not math.isfinite(z):
+        return "typical"
+    return "high" if z > z_crit else "low" if z < -z_crit else "typical"
+
+
+def classify_regimes(df: pd.DataFrame, *, z_crit: float = 1.96) -> pd.DataFrame:
+    """The regime rule of the module docstring: one row per (model, corpus), the crosscoder and CKA readings."""
+    zs = {col: corpus_contrasts(df, col).set_index(["model", "corpus"]) for col in ("peak_ratio", "kl", "late_disp")}
+    means = corpus_means(df).set_index(["model", "corpus"])
+    rows = []
+    for key, r in means.iterrows():
+        lv = {col: level(zs[col].loc[key, "z"], z_crit) for col in zs}
+        reg = CLASS.get((lv["peak_ratio"], lv["kl"]), UNRESOLVED)
+        reg_cka = CLASS.get((lv["late_disp"], lv["kl"]), UNRESOLVED)
+        rows.append({"model": key[0], "corpus": key[1], "peak_ratio": r.peak_ratio, "genuine": r.genuine,
+                     "late_disp": r.late_disp, "kl": r.kl, "z_ratio": zs["peak_ratio"].loc[key, "z"],
+                     "z_kl": zs["kl"].loc[key, "z"], "z_late": zs["late_disp"].loc[key, "z"],
+                     "level_ratio": lv["peak_ratio"], "level_kl": lv["kl"], "level_late": lv["late_disp"],
+                     "regime": reg, "regime_cka": reg_cka, "agree": reg == reg_cka})
+    return pd.DataFrame(rows)
+
+
+def regime_agreement(regimes: pd.DataFrame, *, n_perm: int = 9999, seed: int = 0) -> dict:
+    """Agreement of the crosscoder and CKA readings against chance: observed share, the share expected from the
+    two readings' marginals (Cohen's kappa, sklearn), and a permutation p (CKA readings shuffled within model)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = regimes.regime.to_numpy(), regimes.regime_cka.to_numpy()
+    n = len(a)
+    if n == 0:
+        return {"value": math.nan, "chance": math.nan, "kappa": math.nan, "p_value": math.nan, "n": 0,
+                "reason": "no rows"}
+    obs = float((a == b).mean())
+    labels = sorted(set(a) | set(b))
+    chance = float(sum((a == k).mean() * (b == k).mean() for k in labels))
+    kappa = float(cohen_kappa_score(a, b, labels=labels)) if chance < 1 else math.nan
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(regimes.model.to_numpy() == m) for m in regimes.model.unique()]
+    hits = 0
+    for _ in range(n_perm):
+        bp = b.copy()
+        for g in groups:
+            bp[g] = b[rng.permutation(g)]
+        hits += (a == bp).mean() >= obs - 1e-12
+    out = {"value": obs, "chance": chance, "kappa": kappa, "p_value": (1 + hits) / (1 + n_perm),
+           "p_method": "permutation", "n": int(n), "n_resolved": int((a != UNRESOLVED).sum()),
+           "n_resolved_cka": int((b != UNRESOLVED).sum())}
+    if chance >= 1:
+        out["reason"] = f"both readings give one label ({labels[0]}) to every row: agreement is certain"
+    return out
+
+
+# ------------------------------------------------------------------------------------------ clamping
+def clamp_units(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, corpus): fractions of KL removed by the clamp and its controls, averaged over seeds."""
+    cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
+    cols = [c for c in ("fr_clamp", "fr_random", "fr_noise", "edit_norm_clamp", "edit_norm_random") if c in cl]
+    if not len(cl):
+        return pd.DataFrame(columns=["model", "corpus", *cols, "n_runs"])
+    g = cl.groupby(["model", "corpus"], as_index=False, sort=False)
+    return g[cols].mean().merge(g.size().rename(columns={"size": "n_runs"}), on=["model", "corpus"])
+
+
+def clamp_effects(df: pd.DataFrame, *, n_boot: int, n_perm: int, seed: int) -> dict[str, dict]:
+    """``clamp_minus_random`` / ``clamp_minus_noise``: paired mean differences of the fraction of KL removed over
+    (model, corpus) units (sign-flip permutation p, bootstrap CI), and ``frac_removed_<k>_mean`` per condition;
+    NaN with a reason when fewer than two units had a clamp."""
+    u = clamp_units(df)
+    n_runs = int(u.n_runs.sum()) if len(u) else 0
+    cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
+    n_top_r = int((~cl.clamp_ft_only.astype(bool)).sum()) if len(cl) else 0
+    out: dict[str, dict] = {}
+    for ctl in ("random", "noise"):
+        if len(u) >= 2:
+            r = stats.mean_difference(u.fr_clamp, u[f"fr_{ctl}"], paired=True, n_boot=n_boot,
+                                      n_permutations=n_perm, seed=seed).as_dict()
+        else:
+            r = {"value": math.nan, "n": int(len(u)), "p_value": math.nan, "ci_low": math.nan,
+                 "ci_high": math.nan, "reason": f"fewer than two model x corpus units with a clamp ({len(u)})"}
+        out[f"clamp_minus_{ctl}"] = {**r, "n_runs": n_runs, "n_top_r_runs": n_top_r,
+                                     "unit": "model x corpus, seeds averaged"}
+    for k in ("clamp", "random", "noise"):
+        col = f"fr_{k}"
+        vals = u[col].to_numpy(float) if len(u) else np.array([])
+        lo, hi, _ = (stats.bootstrap_ci((vals,), np.mean, n_resamples=n_boot, seed=seed) if len(vals) >= 2
+                     else (math.nan, math.nan, math.nan))
+        out[f"frac_removed_{k}_mean"] = {"value": float(vals.mean()) if len(vals) else math.nan,
+                                         "n": int(len(vals)), "ci_low": lo, "ci_high": hi}
+    return out
+
+
+def clamped_set_description(df: pd.DataFrame) -> str:
+    """What was clamped, in words, from the runs' ``clamp_ft_only`` flags and counts."""
+    cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
+    if not len(cl):
+        return "no run had a clamp"
+    ft = cl[cl.clamp_ft_only.astype(bool)]
+    top = cl[~cl.clamp_ft_only.astype(bool)]
+    parts = []
+    if len(ft):
+        parts.append(f"the fine-tune-only latents in {len(ft)} of {len(cl)} runs")
+    if len(top):
+        ks = sorted({int(k) for k in top.n_clamped})
+        r = "/".join(str(k) for k in ks)
+        parts.append(f"the top-{r} latents by relative decoder norm in {len(top)} of {len(cl)} runs "
+                     "(no fine-tune-only latent existed)")
+    return "; ".join(parts)
+
+
+def load_per_depth(model_names: list[str], corpus_names: list[str], layer_control: str,
+                   seeds_for: Callable[[str], list[int]]) -> pd.DataFrame:
+    """One row per run and crosscoder depth: cross/self ratio, FVE, L0, dead share, fine-tune-only counts."""
+    rows = []
+    for m in model_names:
+        for c in corpus_names:
+            for s in seeds_for(m):
+                rid = params.run_key(m, c, layer_control, f"s{s}")
+                for r in results.load("03_crosscoder", rid)["values"]["per_layer"]:
+                    rows.append({"model": m, "corpus": c, "seed": s, "depth": r["depth"], "ratio": r["ratio_ft"],
+                                 "fve": (r["fve_base"] + r["fve_ft"]) / 2, "l0": r["l0"],
+                                 "dead": r["dead_fraction"], "ft_only": r["n_ft_only"],
+                                 "genuine": r["n_ft_only_genuine"], "n_latents": r["n_latents"]})
+    return pd.DataFrame(rows)
+
+
+def finding(r: dict) -> dict:
+    """The ledger's view of a statistic: value, n, p, CI and the reason when undefined."""
+    return {k: r[k] for k in ("value", "n", "p_value", "p_method", "ci_low", "ci_high", "reason", "n_runs",
+                              "n_top_r_runs", "unit") if k in r}

@@ -1,0 +1,120 @@
+"""The grid analysis of 08_decorrelation on planted data: regimes from a seed-noise null, their agreement against
+chance, stratified correlations, clamping pooled over model x corpus units, and the reasons for undefined values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adapterscope import decorrelation as dc
+
+
+def _grid(ratio_shift=None, kl_shift=None, n_seeds=3, noise=0.02, models=("m",), seed=0):
+    """Runs of len(models) x 4 corpora x n_seeds with log-normal seed noise; shifts (in log10) planted per corpus."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in models:
+        for c in "abcd":
+            for s in range(n_seeds):
+                lr = (ratio_shift or {}).get(c, 0.0) + rng.normal(0, noise)
+                lk = (kl_shift or {}).get(c, 0.0) + rng.normal(0, noise)
+                rows.append({"model": m, "corpus": c, "seed": s, "peak_ratio": 1.5 * 10 ** lr, "kl": 0.1 * 10 ** lk,
+                             "late_disp": 0.01 * 10 ** lr, "disagree": 0.1, "genuine": 0, "ft_only": 0,
+                             "ppl_base": 20.0 + "abcd".index(c)})
+    return pd.DataFrame(rows)
+
+
+def test_regimes_are_not_created_by_construction_when_corpora_differ_only_by_seed_noise():
+    reg = dc.classify_regimes(_grid())
+    assert (reg.regime == dc.UNRESOLVED).all() and (reg.regime_cka == dc.UNRESOLVED).all()
+    # the median split it replaces would have called two corpora high and two low on each axis
+    means = dc.corpus_means(_grid())
+    assert (means.peak_ratio > means.peak_ratio.median()).sum() == 2
+
+
+def test_a_planted_corpus_effect_is_classified():
+    df = _grid(ratio_shift={"a": 0.5, "b": -0.5}, kl_shift={"a": -0.5, "b": -0.5, "c": 0.5})
+    reg = dc.classify_regimes(df).set_index("corpus")
+    assert reg.loc["a", "regime"] == "latent construction"  # internal up, output down
+    assert reg.loc["b", "regime"] == "minimal change"
+    assert reg.loc["c", "level_kl"] == "high" and abs(reg.loc["c", "z_ratio"]) < 4  # no planted ratio effect: z ~ N(0, 1)
+    assert reg.loc["a", "z_ratio"] > 10
+
+
+def test_contrast_z_matches_a_hand_computation():
+    df = pd.DataFrame({"model": "m", "corpus": list("aabbcc"), "seed": [0, 1] * 3,
+                       "peak_ratio": 10.0 ** np.array([1.0, 1.2, 0.0, 0.2, 0.0, 0.0])})
+    z = dc.corpus_contrasts(df, "peak_ratio").set_index("corpus")
+    s0 = math.sqrt((0.02 + 0.02 + 0.0) / 3)  # pooled within-corpus variance, 3 dof
+    contrast = 1.1 - (0.1 + 0.0) / 2
+    se = s0 * math.sqrt(1 / 2 + 0.25 * (1 / 2 + 1 / 2))
+    assert z.loc["a", "contrast"] == pytest.approx(contrast)
+    assert z.loc["a", "z"] == pytest.approx(contrast / se)
+
+
+def test_one_seed_has_no_null_and_leaves_everything_unresolved():
+    reg = dc.classify_regimes(_grid(ratio_shift={"a": 2.0}, n_seeds=1))
+    assert (reg.regime == dc.UNRESOLVED).all() and reg.z_ratio.isna().all()
+
+
+def test_agreement_is_reported_against_chance():
+    reg = pd.DataFrame({"model": ["m"] * 4 + ["n"] * 4,
+                        "regime": ["a", "b", "a", "b", "a", "b", "c", "c"]})
+    reg["regime_cka"] = reg.regime
+    ag = dc.regime_agreement(reg, n_perm=999, seed=0)
+    assert ag["value"] == 1.0 and ag["kappa"] == pytest.approx(1.0) and ag["chance"] < 0.5
+    assert ag["p_value"] < 0.2
+    same = reg.assign(regime="u", regime_cka="u")
+    ag = dc.regime_agreement(same, n_perm=99)
+    assert ag["value"] == 1.0 and ag["chance"] == 1.0 and "agreement is certain" in ag["reason"]
+
+
+def test_correlations_are_stratified_by_model_and_name_why_one_is_undefined():
+    # the model drives both axes; within each model the planted ordering is reversed
+    df = _grid(ratio_shift={"a": 0.0, "b": 0.1, "c": 0.2, "d": 0.3}, kl_shift={"a": 0.3, "b": 0.2, "c": 0.1, "d": 0.0},
+               models=("small", "large"), noise=0.001)
+    df.loc[df.model == "large", ["peak_ratio", "kl"]] *= 100
+    means = dc.corpus_means(df)
+    grid = dc.correlation_grid(df, means, ["small", "large"], n_boot=200, n_perm=999, seed=0)
+    assert grid[("corpus_means", "pooled", "ratio_kl")]["value"] == pytest.approx(-1.0)
+    assert grid[("corpus_means", "pooled", "ratio_kl")]["p_method"] == "exact"
+    assert grid[("corpus_means", "pooled_naive", "ratio_kl")]["value"] > 0  # the confound, unstratified
+    assert grid[("corpus_means", "small", "ratio_kl")]["n"] == 4
+    und = grid[("corpus_means", "pooled", "ppl_ftonly")]
+    assert math.isnan(und["value"]) and "same fine-tune-only latents (0)" in und["reason"]
+
+
+def test_clamp_effects_average_seeds_into_units():
+    df = _grid(n_seeds=2, models=("m", "n"))
+    rng = np.random.default_rng(1)
+    df["fr_clamp"] = 0.30 + rng.normal(0, 0.01, len(df))
+    df["fr_random"] = 0.10 + rng.normal(0, 0.01, len(df))
+    df["fr_noise"] = 0.30 + rng.normal(0, 0.01, len(df))
+    df["clamp_ft_only"] = False
+    df["n_clamped"] = 32
+    eff = dc.clamp_effects(df, n_boot=500, n_perm=9999, seed=0)
+    r = eff["clamp_minus_random"]
+    assert r["n"] == 8 and r["n_runs"] == 16 and r["value"] == pytest.approx(0.2, abs=0.01)
+    assert r["ci_low"] > 0.15 and r["p_value"] == pytest.approx(2 / 256)  # exact sign flips over 8 units
+    assert abs(eff["clamp_minus_noise"]["value"]) < 0.02 and eff["clamp_minus_noise"]["ci_low"] < 0
+    assert "top-32 latents" in dc.clamped_set_description(df) and "16 of 16" in dc.clamped_set_description(df)
+    none = dc.clamp_effects(df.drop(columns=["fr_clamp"]), n_boot=10, n_perm=10, seed=0)
+    assert math.isnan(none["clamp_minus_random"]["value"]) and "fewer than two" in none["clamp_minus_random"]["reason"]
+
+
+def test_run_row_reads_the_three_results():
+    cap = {"num_layers": 11, "cka": {f"resid_post.{l}": {"cka_debiased": 1 - 0.01 * l} for l in range(11)},
+           "divergence": {"neutral": {"kl": 0.2, "top1_agreement": 0.9},
+                          "heldout": {"kl": 0.3, "ppl_base": 12.0, "ppl_ft": 10.0}}}
+    ccr = {"peak_ratio_ft": 1.4, "peak_depth": 0.8, "n_ft_only_total": 2, "n_ft_only_genuine_total": 1}
+    fr = {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4}
+    clamp = {"clamp": {"frac_removed_clamp": fr, "frac_removed_random": fr, "frac_removed_noise": fr,
+                       "edit_norm_clamp": 1.0, "edit_norm_random": 1.1},
+             "layer": 7, "n_clamped": 2, "clamped_set": "top_r"}
+    row = dc.run_row(cap, ccr, clamp, late_frac=0.3)
+    assert row["late_disp"] == pytest.approx(np.mean([0.07, 0.08, 0.09, 0.10]))  # layers 7..10 of 0..10
+    assert row["disagree"] == pytest.approx(0.1) and row["clamp_ft_only"] is False and row["edit_norm_random"] == 1.1
+    assert "fr_clamp" not in dc.run_row(cap, ccr, None, 0.3)
