@@ -275,6 +275,9 @@ for k, v in {"PeakRatioMax": df.peak_ratio.max(), "PeakRatioMin": df.peak_ratio.
              "EditNormClampMean": df.get("edit_norm_clamp", pd.Series(dtype=float)).mean(),
              "EditNormRandomMean": df.get("edit_norm_random", pd.Series(dtype=float)).mean()}.items():
     macro(k, float(v))
+for k, v in dc.protocol(list(df.run_id), on_input=run.add_input).items():  # the settings the runs used
+    run.macro(k, esc(v), raw=True)
+run.macro("LateFracPct", f"{100 * late_frac:g}", raw=True)
 for col in ("kl", "disagree", "peak_ratio", "genuine", "late_disp"):  # a dash with one seed
     r = reliab.get(col, {"value": math.nan, "p_value": math.nan})
     macro(f"Reliab{tex_key(col)}", r["value"], digits=2)

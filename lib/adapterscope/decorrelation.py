@@ -316,3 +316,39 @@ def finding(r: dict) -> dict:
     """The ledger's view of a statistic: value, n, p, CI and the reason when undefined."""
     return {k: r[k] for k in ("value", "n", "p_value", "p_method", "ci_low", "ci_high", "reason", "n_runs",
                               "n_top_r_runs", "unit") if k in r}
+
+
+PROTOCOL = {  # macro name: (notebook, where, key); "params" = the run's provenance parameters, "values" = its values
+    "LoraRank": ("01_finetune", "params", "rank"), "LoraAlpha": ("01_finetune", "params", "alpha"),
+    "LoraTargets": ("01_finetune", "params", "targets"), "Steps": ("01_finetune", "params", "steps"),
+    "Lr": ("01_finetune", "params", "lr"), "BatchSize": ("01_finetune", "params", "batch_size"),
+    "SeqLen": ("01_finetune", "params", "seq_len"), "ComputeDtypes": ("01_finetune", "values", "compute_dtype"),
+    "CcExpansion": ("03_crosscoder", "params", "expansion"), "CcK": ("03_crosscoder", "params", "k"),
+    "CcEpochs": ("03_crosscoder", "params", "epochs"), "CcTrainRows": ("03_crosscoder", "params", "train_rows"),
+    "ClampRandomDraws": ("07_clamp", "params", "n_random"), "ClampNoiseDraws": ("07_clamp", "params", "n_noise"),
+    "ClampRows": ("07_clamp", "params", "n_rows"), "ClampFallbackTopR": ("07_clamp", "params", "fallback_top_r"),
+}
+
+
+def protocol(run_ids: list[str], on_input: Callable[[str, str], None] | None = None) -> dict[str, str]:
+    """The protocol the runs actually used, read from their results (provenance parameters and values), as text
+    for the paper: one value, or the distinct values joined by " / " where runs differ; "--" where no run
+    has it. So the methods section states the run's settings and compute dtype instead of typing them."""
+    out = {}
+    for name, (nb, where, key) in PROTOCOL.items():
+        seen = []
+        for rid in run_ids:
+            path = results.results_path(nb, rid)
+            if not path.exists():
+                continue
+            rec = results.load(nb, rid)
+            if on_input:
+                on_input(f"{nb[:2]}/{rid}", results.sha256_file(path))
+            v = rec["provenance"]["params"].get(key) if where == "params" else rec["values"].get(key)
+            if v is None:
+                continue
+            v = ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else (f"{v:g}" if isinstance(v, float) else str(v))
+            if v not in seen:
+                seen.append(v)
+        out[name] = " / ".join(seen) if seen else "--"
+    return out

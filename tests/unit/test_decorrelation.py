@@ -118,3 +118,17 @@ def test_run_row_reads_the_three_results():
     assert row["late_disp"] == pytest.approx(np.mean([0.07, 0.08, 0.09, 0.10]))  # layers 7..10 of 0..10
     assert row["disagree"] == pytest.approx(0.1) and row["clamp_ft_only"] is False and row["edit_norm_random"] == 1.1
     assert "fr_clamp" not in dc.run_row(cap, ccr, None, 0.3)
+
+
+def test_protocol_reads_what_the_runs_used(project):
+    from adapterscope import results
+
+    for rid, dt, steps in (("m__a__none__s0", "bfloat16", 50), ("m__b__none__s0", "float32", 50)):
+        run = results.Run("01_finetune", rid, params={"rank": 16, "alpha": 32.0, "targets": ["q_proj", "v_proj"],
+                                                        "steps": steps, "lr": 0.0002}, seed=0)
+        run.values["compute_dtype"] = dt
+        run.write()
+    p = dc.protocol(["m__a__none__s0", "m__b__none__s0", "m__c__none__s0"])
+    assert p["LoraRank"] == "16" and p["LoraAlpha"] == "32" and p["Lr"] == "0.0002"
+    assert p["LoraTargets"] == "q_proj, v_proj" and p["ComputeDtypes"] == "bfloat16 / float32"
+    assert p["CcK"] == "--"  # no 03_crosscoder run
