@@ -46,15 +46,15 @@ from adapterscope import params
 P = params.check(globals())
 
 # %%
+import itertools
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 
-from adapterscope import capture, corpora, crosscoder, crosscoder_train, finetune, models, paths, plotting, results
+from adapterscope import capture, corpora, crosscoder_train, finetune, models, paths, plotting, results
 
 plotting.setup()
 NB = "03_crosscoder"
@@ -89,19 +89,14 @@ train_ids = all_train[pick]
 eval_ids = finetune.pack_documents(tok, data.heldout, seq_len)[:eval_rows]
 
 
-def collect(rows_list):
-    out = {k_: [] for k_ in keys}
-    for rows in rows_list:
-        for b in capture.iter_paired(pm, rows, layers, [site], batch_size=capture_batch, device=device,
-                                     with_logits=False, progress=progress):
-            for k_ in keys:
-                out[k_].append(b.tokens(k_).float().cpu())
-    return {k_: torch.cat(v) for k_, v in out.items()}
+def paired(rows):
+    return capture.iter_paired(pm, rows, layers, [site], batch_size=capture_batch, device=device, with_logits=False,
+                               progress=progress)
 
 
 t0 = time.perf_counter()
-train_acts = collect([train_ids, neutral])
-eval_acts = collect([eval_ids])
+train_acts = crosscoder_train.stack_tokens(itertools.chain(paired(train_ids), paired(neutral)), keys)
+eval_acts = crosscoder_train.stack_tokens(paired(eval_ids), keys)
 capture_s = time.perf_counter() - t0
 n_train_tok = len(train_acts[keys[0]])
 print(f"layers {layers}; {n_train_tok} training tokens, {len(eval_acts[keys[0]])} eval tokens; "
@@ -111,65 +106,26 @@ print(f"layers {layers}; {n_train_tok} training tokens, {len(eval_acts[keys[0]])
 # ## Train one crosscoder per depth and measure
 
 # %%
-def stream(x_NMD, steps, bs, gen_seed):
-    g = torch.Generator().manual_seed(gen_seed)
-    done = 0
-    while done < steps:
-        perm = torch.randperm(len(x_NMD), generator=g)
-        for i in range(0, len(perm) - bs + 1, bs):
-            yield x_NMD[perm[i:i + bs]]
-            done += 1
-            if done >= steps:
-                return
-
-
-def batches_of(x_NMD, bs=4096):
-    for i in range(0, len(x_NMD), bs):
-        yield x_NMD[i:i + bs]
-
-
 D = train_acts[keys[0]].shape[-1]
-bs = min(batch_tokens, n_train_tok)
-steps = max(1, epochs * n_train_tok // bs)
+cfg = crosscoder_train.fit_config(n_train_tok, D, expansion=expansion, k=k, epochs=epochs, batch_tokens=batch_tokens,
+                                  lr=lr, seed=seed)
 per_layer, hist_rows, ccs = [], [], {}
 train_dtype = models.compute_dtype("auto", device)
 for layer, key in zip(layers, keys):
-    cfg = crosscoder_train.TrainConfig(
-        n_models=2, d_model=D, n_latents=expansion * D, k=k, batch_size=bs, total_steps=steps, lr=lr,
-        warmup_steps=max(1, steps // 20), dead_after_tokens=max(bs, n_train_tok), seed=seed)
-    t1 = time.perf_counter()
-    cc = crosscoder_train.train_crosscoder(cfg, stream(train_acts[key], steps, bs, seed + layer), device=device,
-                                           dtype=train_dtype, progress=progress)
-    train_s = time.perf_counter() - t1
-    # inference threshold: mean L0 = k on the training tokens (the training EMA is kept in the record)
-    cal = crosscoder.calibrate_threshold(cc, batches_of(train_acts[key]), max_tokens=n_train_tok)
-    ev = crosscoder.evaluate(cc, batches_of(eval_acts[key]))
-    cls = crosscoder.classify_latents(cc)
-    ft_only = np.flatnonzero(cls["labels"] == "ft_only")
-    ls = crosscoder.latent_scaling(cc, batches_of(train_acts[key]), latents=ft_only) if len(ft_only) else None
-    rr = crosscoder.reconstruction_ratio(cc, batches_of(eval_acts[key]))
-    alive = ev["fire_counts"] > 0
-    per_layer.append({
-        "layer": layer, "depth": layer / (L - 1), "fve_base": ev["fve"][0], "fve_ft": ev["fve"][1], "l0": ev["l0"],
-        "dead_fraction": ev["dead_fraction"], "n_latents": cc.F,
-        "n_ft_only": int(len(ft_only)), "n_ft_only_alive": int(alive[ft_only].sum()) if len(ft_only) else 0,
-        "n_ft_only_genuine": int(ls["genuine_ft_only"].sum()) if ls else 0,
-        "n_base_only": cls["counts"]["base_only"], "n_shared": cls["counts"]["shared"],
-        "shared_cosine": cls["shared_cosine_mean"], "ratio_ft": rr["ratio_ft"], "ratio_base": rr["ratio_base"],
-        "mse_self_ft": rr["mse_self_ft"], "mse_cross_ft": rr["mse_cross_ft"], "fvu_self_ft": rr["fvu_self_ft"],
-        "fvu_cross_ft": rr["fvu_cross_ft"], "train_s": train_s, "train_tokens": steps * bs,
-        "threshold": cal["threshold"], "threshold_ema": cal["threshold_ema"],
-    })
-    hist_rows += [{"layer": layer, "r": float(r), "alive": bool(a)} for r, a in zip(cls["r"], alive)]
+    fit = crosscoder_train.fit_and_measure(train_acts[key], eval_acts[key], cfg, stream_seed=seed + layer,
+                                           device=device, dtype=train_dtype, progress=progress)
+    per_layer.append({"layer": layer, "depth": layer / (L - 1), **fit.row})
+    hist_rows += [{"layer": layer, "r": float(r), "alive": bool(a)} for r, a in zip(fit.r_F, fit.alive_F)]
     out_dir = results.artefact_dir(NB, RUN_ID) / f"crosscoder_L{layer}"
-    cc.save(out_dir, provenance={"notebook": NB, "run_id": RUN_ID, "layer": layer, "site": site,
-                                 "adapter": str(adapter_dir), "train_config": cfg.to_dict(),
-                                 "train_tokens": steps * bs, "dtype": train_dtype,
-                                 "git": results.git_state(), "params": P})
+    fit.cc.save(out_dir, provenance={"notebook": NB, "run_id": RUN_ID, "layer": layer, "site": site,
+                                     "adapter": str(adapter_dir), "train_config": cfg.to_dict(),
+                                     "train_tokens": fit.row["train_tokens"], "dtype": train_dtype,
+                                     "git": results.git_state(), "params": P})
     ccs[layer] = str(out_dir.relative_to(paths.project_root()))
-    print(f"L{layer}: FVE base {ev['fve'][0]:.3f} ft {ev['fve'][1]:.3f}, L0 {ev['l0']:.1f}, dead "
-          f"{ev['dead_fraction']:.2f}, ft-only {len(ft_only)} (genuine {per_layer[-1]['n_ft_only_genuine']}), "
-          f"cross/self {rr['ratio_ft']:.2f}, {train_s:.0f}s")
+    r = fit.row
+    print(f"L{layer}: FVE base {r['fve_base']:.3f} ft {r['fve_ft']:.3f}, L0 {r['l0']:.1f}, dead {r['dead_fraction']:.2f}, "
+          f"ft-only {r['n_ft_only']} (genuine {r['n_ft_only_genuine']}), cross/self {r['ratio_ft']:.2f}, "
+          f"{r['train_s']:.0f}s")
 tab = pd.DataFrame(per_layer)
 tab
 

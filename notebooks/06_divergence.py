@@ -10,7 +10,9 @@
 # # 06 — Output divergence across the grid
 # Reads every `01_finetune` and `02_capture` run of the grid (through the results API) and draws the
 # paper's spine figures: loss curves, KL(base||ft) and top-1 agreement per corpus x model, and the
-# per-layer activation change. Writes a LaTeX table and the macros the text quotes.
+# per-layer activation change (and its late/early ratio per model: mean relative change over the final
+# `late_frac` share of layers over the first `late_frac` share, `adapterscope.depth.late_over_early`).
+# Writes a LaTeX table and the macros the text quotes.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -20,6 +22,7 @@ seeds = [0]  # seeds of the grid
 seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 profile = "default"  # name of the profile that produced the runs (printed in the paper)
 eval_set = "neutral"  # neutral | heldout: which set the headline numbers use
+late_frac = 0.3  # the final share of layers that counts as late (and the first share as early), as in 04 and 08
 
 # %%
 from adapterscope import latex, params
@@ -28,11 +31,10 @@ P = params.check(globals())
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from adapterscope import paths, plotting, results
+from adapterscope import depth, plotting, results
 
 plotting.setup()
 NB = "06_divergence"
@@ -113,9 +115,8 @@ latex.write_table("divergence", "llrrrr", r"model & corpus & KL (95\% CI) & top-
 
 top = tab.sort_values("kl").iloc[-1]
 low = tab.sort_values("kl").iloc[0]
-late = sub[sub.depth >= 0.7].groupby("model").rel_change.mean()
-early = sub[sub.depth <= 0.3].groupby("model").rel_change.mean()
-run.values.update({"table": tab.to_dict("records"), "late_over_early": (late / early).to_dict(),
+late_over_early = depth.late_over_early(sub, "rel_change", "model", late_frac)
+run.values.update({"table": tab.to_dict("records"), "late_over_early": late_over_early.to_dict(),
                    "n_runs": int(len(main))})
 run.macro("NRuns", int(len(main)))
 run.macro("NModels", len(model_names))
@@ -128,7 +129,7 @@ run.macro("MinKLModel", results.tex_escape(low.model), raw=True)
 run.macro("MinKLCorpus", results.tex_escape(low.corpus), raw=True)
 run.macro("MinTopOne", 100 * tab.top1.min())
 run.macro("MaxTopOne", 100 * tab.top1.max())
-run.macro("LateOverEarlyMin", float((late / early).min()))
-run.macro("LateOverEarlyMax", float((late / early).max()))
+run.macro("LateOverEarlyMin", float(late_over_early.min()))
+run.macro("LateOverEarlyMax", float(late_over_early.max()))
 run.macro("Profile", results.tex_escape(profile), raw=True)
 print(run.write())

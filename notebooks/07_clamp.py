@@ -9,16 +9,18 @@
 # %% [markdown]
 # # 07 — Causal clamping: does moving the fine-tune-only latents back to base undo the output shift?
 # For one adapter (`01_finetune`) and its crosscoders (`03_crosscoder`), picks one layer, takes the crosscoder's
-# fine-tune-only latents S there (relative decoder norm r > 0.9, live on the training tokens), and during the
+# fine-tune-only latents S there (relative decoder norm r > 0.9, live on the measured rows; where none is live,
+# the top-r set: the `fallback_top_r` live latents of largest r, and the results say so), and during the
 # fine-tuned model's forward pass replaces each latent's fine-tuned contribution to the residual stream by its
 # base contribution:
 #
 # $$a_{ft}' = a_{ft} + \sum_{j\in S} z_j\,(d^{base}_j - d^{ft}_j)$$
 #
 # at every position but BOS (`adapterscope.interventions`). Measured on held-out in-domain rows: the fraction of
-# KL(base||ft) removed, against two controls — `n_random` sets of |S| random live latents (same edit formula) and
-# `n_noise` draws of Gaussian noise rescaled per token to the clamp edit's norm — with paired bootstrap CIs over
-# rows and the paired clamp-vs-control effects.
+# KL(base||ft) removed, against two controls — `n_random` sets of |S| random live latents (same edit formula),
+# each draw's edit rescaled by one factor so that its mean per-token norm equals the clamped set's (both norms
+# are reported), and `n_noise` draws of Gaussian noise rescaled per token to the clamp edit's norm — with paired
+# bootstrap CIs over rows and the paired clamp-vs-control effects.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # base model of the adapter (selects the upstream runs)
@@ -50,8 +52,6 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import torch
 
 from adapterscope import corpora, crosscoder, finetune, interventions, models, paths, plotting, results
 
@@ -62,8 +62,7 @@ run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 up_ft = results.load("01_finetune", RUN_ID)
 up_cap = results.load("02_capture", RUN_ID)
 up_cc = results.load("03_crosscoder", RUN_ID)
-if not (latent_set == "ft_only" or (latent_set.startswith("top_r:") and latent_set[6:].isdigit())):
-    raise params.ParameterError(f"latent_set must be 'ft_only' or 'top_r:N', got {latent_set!r}")
+interventions.parse_latent_set(latent_set)
 if rows_from not in ("heldout", "neutral"):
     raise params.ParameterError(f"rows_from must be 'heldout' or 'neutral', got {rows_from!r}")
 adapter_dir = paths.project_root() / up_ft["values"]["adapter_dir"]
@@ -74,20 +73,12 @@ t_start = time.perf_counter()
 # %% [markdown]
 # ## The layer and its fine-tune-only latents
 # `most_ft_only`: the crosscoder layer with the most live fine-tune-only latents (ties: the deeper layer);
-# `peak_ratio`: the layer of the peak cross/self ratio.
+# `peak_ratio`: the layer of the peak cross/self ratio (`interventions.choose_layer`). The clamped set and its name
+# in words come from `interventions.choose_latents`: `clamped_set` is `ft_only`, `top_r` (requested, or the
+# fallback when no fine-tune-only latent is live) or `none`.
 
 # %%
-per_layer = pd.DataFrame(up_cc["values"]["per_layer"])
-if layer_choice.isdigit():
-    layer = int(layer_choice)
-    if layer not in set(per_layer.layer):
-        raise params.ParameterError(f"layer_choice={layer}: 03_crosscoder trained layers {list(per_layer.layer)}")
-elif layer_choice == "most_ft_only":
-    layer = int(per_layer.sort_values(["n_ft_only_alive", "layer"]).iloc[-1].layer)
-elif layer_choice == "peak_ratio":
-    layer = int(up_cc["values"]["peak_layer"])
-else:
-    raise params.ParameterError(f"layer_choice must be most_ft_only, peak_ratio or a layer index, got {layer_choice!r}")
+layer = interventions.choose_layer(up_cc["values"]["per_layer"], layer_choice, up_cc["values"]["peak_layer"])
 cc_dir = paths.project_root() / up_cc["values"]["crosscoders"][str(layer)]
 run.add_input("crosscoder", cc_dir)
 cc = crosscoder.Crosscoder.load(cc_dir, device=device)
@@ -107,22 +98,12 @@ else:
 fires = interventions.fire_counts(pm, cc, rows, layer, batch_size=batch_size, device=device, dtype=dtype,
                                   progress=progress)
 live = fires > 0
-def top_r(n):
-    order = np.argsort(-np.where(live, cls["r"], -np.inf), kind="stable")
-    return np.sort(order[:min(n, int(live.sum()))])
-
-
-clamped_set = latent_set
-if latent_set == "ft_only":
-    S = np.flatnonzero((cls["labels"] == "ft_only") & live)
-    if len(S) == 0 and fallback_top_r > 0:
-        S, clamped_set = top_r(fallback_top_r), f"top_r:{fallback_top_r} (no live ft-only latent)"
-else:
-    S = top_r(int(latent_set[6:]))
+chosen = interventions.choose_latents(cls["labels"], cls["r"], live, latent_set, fallback_top_r)
+S = chosen.latents
 r_clamped = (float(cls["r"][S].min()), float(cls["r"][S].max())) if len(S) else (math.nan, math.nan)
-print(f"clamped set: {clamped_set}; r of the clamped latents in [{r_clamped[0]:.3f}, {r_clamped[1]:.3f}]")
-print(f"layer {layer}: {int((cls['labels'] == 'ft_only').sum())} fine-tune-only latents, {len(S)} live on these "
-      f"rows; {int(live.sum())} live latents in all; {len(rows)} rows")
+print(f"clamped set ({chosen.kind}): {chosen.label}; r in [{r_clamped[0]:.3f}, {r_clamped[1]:.3f}]")
+print(f"layer {layer}: {int((cls['labels'] == 'ft_only').sum())} fine-tune-only latents; {int(live.sum())} live "
+      f"latents in all; {len(rows)} rows")
 
 # %% [markdown]
 # ## Clamp and controls
@@ -130,13 +111,14 @@ print(f"layer {layer}: {int((cls['labels'] == 'ft_only').sum())} fine-tune-only 
 # %%
 if len(S) == 0:
     summary = None
-    print("no live fine-tune-only latents at this layer: nothing to clamp (recorded as such)")
+    print(f"{chosen.label} (recorded as such)")
 else:
     res = interventions.clamp_experiment(pm, cc, rows, layer, S, n_random=n_random, n_noise=n_noise,
                                          pool=live, batch_size=batch_size, device=device, dtype=dtype,
                                          seed=seed, progress=progress)
     summary = res.summary(n_boot=n_boot, seed=seed)
-    print({k: summary[k] for k in ("n_rows", "n_latents", "kl_ft", "kl_clamp", "kl_random", "kl_noise")})
+    print({k: summary[k] for k in ("n_rows", "n_latents", "kl_ft", "kl_clamp", "kl_random", "kl_noise",
+                                   "edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural")})
     for name in ("clamp", "random", "noise"):
         f = summary[f"frac_removed_{name}"]
         print(f"{name:>6}: fraction of KL removed {f['value']:+.3f} [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]")
@@ -147,8 +129,9 @@ else:
 # %%
 if summary is not None:
     names = ["clamp", "random", "noise"]
-    kind = "FT-only" if clamped_set == "ft_only" else "top-r"
-    labels = [f"clamp {kind}\n|S|={len(S)}", f"random latents\n({n_random} draws)", f"matched noise\n({n_noise} draws)"]
+    kind = "FT-only" if chosen.kind == "ft_only" else "top-r"
+    labels = [f"clamp {kind}\n|S|={len(S)}", f"random latents, norm-\nmatched ({n_random} draws)",
+              f"matched noise\n({n_noise} draws)"]
     vals = [summary[f"frac_removed_{n}"]["value"] for n in names]
     err = np.array([[v - summary[f"frac_removed_{n}"]["ci_low"], summary[f"frac_removed_{n}"]["ci_high"] - v]
                     for n, v in zip(names, vals)]).T
@@ -168,12 +151,17 @@ if summary is not None:
 
 # %%
 run.values.update({"layer": layer, "layer_choice": layer_choice, "latent_set": latent_set,
-                   "clamped_set": clamped_set, "r_clamped": list(r_clamped), "rows_from": rows_from, "n_rows": int(len(rows)),
+                   "clamped_set": chosen.kind, "clamped_set_label": chosen.label, "clamped_set_fallback": chosen.fallback,
+                   "r_clamped": list(r_clamped), "rows_from": rows_from, "n_rows": int(len(rows)),
                    "n_ft_only": int((cls["labels"] == "ft_only").sum()), "n_clamped": int(len(S)),
                    "n_live": int(live.sum()), "clamp": summary, "wall_s": time.perf_counter() - t_start})
 run.macro("ClampLayer", layer)
 run.macro("NClamped", int(len(S)))
+run.macro("ClampedSetLabel", results.tex_escape(chosen.label), raw=True)
 if summary is not None:
     for name in ("clamp", "random", "noise"):
         run.macro(f"FracRemoved{name.capitalize()}", summary[f"frac_removed_{name}"]["value"])
+    run.macro("EditNormClamp", summary["edit_norm_clamp"])
+    run.macro("EditNormRandom", summary["edit_norm_random"])
+    run.macro("EditNormRandomNatural", summary["edit_norm_random_natural"])
 print(run.write())

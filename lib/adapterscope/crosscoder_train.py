@@ -30,6 +30,13 @@ Usage::
     cfg = TrainConfig(n_models=2, d_model=576, n_latents=4608, k=32, total_tokens=50_000_000)
     cc = train_crosscoder(cfg, batches, dtype=torch.bfloat16, checkpoint_dir="ck", out_dir="cc")
     # or: tr = CrosscoderTrainer(cfg); stats = tr.train_step(x_BMD)
+
+The per-depth protocol of ``03_crosscoder`` (in-memory paired tokens): :func:`stack_tokens` gathers a stream of
+paired batches into (N, 2, D) tensors, :func:`fit_config` sizes the run from the token count, and
+:func:`fit_and_measure` trains on seeded shuffled batches (:func:`shuffled_batches`), calibrates the inference
+threshold on the training tokens (mean L0 = k), and measures on held-out tokens: FVE, L0, dead share, the
+relative-decoder-norm classes, Latent Scaling of the fine-tune-only latents (on the training tokens) and the
+cross/self reconstruction ratio.
 """
 
 from __future__ import annotations
@@ -42,16 +49,18 @@ import math
 import os
 import random
 import shutil
+import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as Fn
 from tqdm.auto import tqdm
 
+from . import crosscoder as _cc
 from .crosscoder import Crosscoder, _replace_dir, batch_topk_flat
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -480,6 +489,90 @@ def train_crosscoder(cfg: TrainConfig, batches: Iterable[torch.Tensor], device: 
     if out_dir is not None:
         cc.save(out_dir, provenance=provenance)
     return cc
+
+
+# ----------------------------------------------------------------------------- the per-depth protocol
+def stack_tokens(batches: Iterable, keys: list[str], skip_first: int = 1) -> dict[str, torch.Tensor]:
+    """key -> (N, 2, D) float32 CPU tensor of paired token activations, concatenated over ``batches`` (anything
+    with ``tokens(key, skip_first)``, e.g. ``capture.iter_paired``'s batches), in stream order."""
+    out: dict[str, list[torch.Tensor]] = {k_: [] for k_ in keys}
+    for b in batches:
+        for k_ in keys:
+            out[k_].append(b.tokens(k_, skip_first).float().cpu())
+    return {k_: torch.cat(v) for k_, v in out.items()}
+
+
+def shuffled_batches(x_NMD: torch.Tensor, steps: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """``steps`` batches of ``batch_size`` rows: epoch after epoch, a fresh permutation (one CPU generator seeded
+    ``seed``) cut into full batches; an epoch's last partial batch is dropped."""
+    g = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < steps:
+        perm = torch.randperm(len(x_NMD), generator=g)
+        if len(perm) < batch_size:
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(perm)} rows")
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            yield x_NMD[perm[i:i + batch_size]]
+            done += 1
+            if done >= steps:
+                return
+
+
+def chunks(x_NMD: torch.Tensor, size: int = 4096) -> Iterator[torch.Tensor]:
+    """Consecutive slices of ``size`` rows (the last may be shorter), in order."""
+    for i in range(0, len(x_NMD), size):
+        yield x_NMD[i:i + size]
+
+
+def fit_config(n_tokens: int, d_model: int, *, expansion: int, k: int, epochs: int, batch_tokens: int, lr: float,
+               seed: int) -> TrainConfig:
+    """A two-model BatchTopK run over ``n_tokens`` training tokens: batch min(batch_tokens, n_tokens), ``epochs``
+    passes (at least one step), 5% warm-up, a latent dead after one pass without firing."""
+    bs = min(batch_tokens, n_tokens)
+    steps = max(1, epochs * n_tokens // bs)
+    return TrainConfig(n_models=2, d_model=d_model, n_latents=expansion * d_model, k=k, batch_size=bs,
+                       total_steps=steps, lr=lr, warmup_steps=max(1, steps // 20),
+                       dead_after_tokens=max(bs, n_tokens), seed=seed)
+
+
+@dataclasses.dataclass
+class DepthFit:
+    """One depth's crosscoder and what was measured on it."""
+    cc: Crosscoder
+    cfg: TrainConfig
+    row: dict               # the per-layer metrics (03_crosscoder's per_layer table, without layer/depth)
+    r_F: np.ndarray         # relative decoder norm of every latent
+    alive_F: np.ndarray     # fired on the held-out tokens
+
+
+def fit_and_measure(train_x_NMD: torch.Tensor, eval_x_NMD: torch.Tensor, cfg: TrainConfig, *, stream_seed: int,
+                    device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
+                    progress: bool = False) -> DepthFit:
+    """Train on :func:`shuffled_batches` of the training tokens (seeded ``stream_seed``), set the inference
+    threshold to give mean L0 = k on the training tokens (the training EMA is kept as ``threshold_ema``), and
+    measure on the held-out tokens (see the module docstring)."""
+    t0 = time.perf_counter()
+    cc = train_crosscoder(cfg, shuffled_batches(train_x_NMD, cfg.steps, cfg.batch_size, stream_seed), device=device,
+                          dtype=dtype, progress=progress)
+    train_s = time.perf_counter() - t0
+    n_train = len(train_x_NMD)
+    cal = _cc.calibrate_threshold(cc, chunks(train_x_NMD), max_tokens=n_train)
+    ev = _cc.evaluate(cc, chunks(eval_x_NMD))
+    cls = _cc.classify_latents(cc)
+    ft_only = np.flatnonzero(cls["labels"] == "ft_only")
+    ls = _cc.latent_scaling(cc, chunks(train_x_NMD), latents=ft_only) if len(ft_only) else None
+    rr = _cc.reconstruction_ratio(cc, chunks(eval_x_NMD))
+    alive = ev["fire_counts"] > 0
+    row = {"fve_base": ev["fve"][0], "fve_ft": ev["fve"][1], "l0": ev["l0"], "dead_fraction": ev["dead_fraction"],
+           "n_latents": cc.F, "n_ft_only": int(len(ft_only)),
+           "n_ft_only_alive": int(alive[ft_only].sum()) if len(ft_only) else 0,
+           "n_ft_only_genuine": int(ls["genuine_ft_only"].sum()) if ls else 0,
+           "n_base_only": cls["counts"]["base_only"], "n_shared": cls["counts"]["shared"],
+           "shared_cosine": cls["shared_cosine_mean"], "ratio_ft": rr["ratio_ft"], "ratio_base": rr["ratio_base"],
+           "mse_self_ft": rr["mse_self_ft"], "mse_cross_ft": rr["mse_cross_ft"], "fvu_self_ft": rr["fvu_self_ft"],
+           "fvu_cross_ft": rr["fvu_cross_ft"], "train_s": train_s, "train_tokens": cfg.steps * cfg.batch_size,
+           "threshold": cal["threshold"], "threshold_ema": cal["threshold_ema"]}
+    return DepthFit(cc=cc, cfg=cfg, row=row, r_F=np.asarray(cls["r"]), alive_F=alive)
 
 
 def benchmark_throughput(n_models: int = 1, d_model: int = 576, n_latents: int = 4608, k: int = 32,

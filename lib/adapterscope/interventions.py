@@ -21,10 +21,24 @@ can reach; positions before skip_first are untouched by construction, so they ar
 here, unlike divergence.py's headline KL which includes position 0). Conditions:
   ft       no edit;  clamp   the edit above;
   random   n_random seeded sets of |S| latents drawn uniformly from ``pool`` (latents that fire on the data,
-           S excluded), same edit formula;
+           S excluded), same edit formula, *matched in edit norm* (``match_random_norm=True``, the default):
+           draw i's edit is multiplied by one factor c_i = mean per-token norm of the clamp's edit / mean
+           per-token norm of draw i's own edit (both over every edited position of every row; a pre-pass over
+           the rows computes them), so the two mean per-token edit norms are equal while the random edit keeps
+           its own directions and spread over tokens. Why one factor per draw: rescaling per token cannot work for
+           a few random latents, which are silent on most tokens (no direction to rescale) and would get huge
+           factors where they barely fire; selecting natural draws within a tolerance rarely finds any, because
+           random live latents are mostly shared latents whose two decoders nearly agree, so their natural edits
+           are far smaller than the clamped set's. A draw whose own edit is zero everywhere keeps c_i = 1
+           (counted in ``meta["n_random_unmatched"]``). Both the natural and the matched norms are reported;
   noise    n_noise draws of Gaussian noise rescaled per token to the clamp edit's norm at that token.
 Fraction of KL removed = 1 - mean_rows(KL_edit) / mean_rows(KL_ft) (a ratio of means; every row has the same
 number of positions). Per-row arrays are kept so :meth:`ClampResult.summary` can attach paired bootstrap CIs.
+
+Choosing what to clamp (``07_clamp``): :func:`choose_layer` (the crosscoder layer with the most live
+fine-tune-only latents, the peak cross/self layer, or a given one) and :func:`choose_latents` (the live
+fine-tune-only latents, or the top-r live latents by relative decoder norm, requested or as the fallback when no
+fine-tune-only latent fires), which also names the set in words for the paper.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import capture, models, stats
+from . import capture, models, params, stats
 from .crosscoder import Crosscoder
 from .divergence import BaseKL
 from .finetune import autocast
@@ -90,6 +104,80 @@ def random_latent_sets(pool, size: int, n_draws: int, seed: int = 0) -> list[np.
         raise ValueError(f"cannot draw {size} latents from a pool of {len(pool)}")
     rng = np.random.default_rng(seed)
     return [np.sort(rng.choice(pool, size=size, replace=False)) for _ in range(n_draws)]
+
+
+# ----------------------------------------------------------------------------------------- what to clamp (pure)
+def choose_layer(per_layer: Sequence[dict], layer_choice: str, peak_layer: int) -> int:
+    """The clamp layer among the crosscoder's layers (``per_layer``: 03_crosscoder's per-layer records with
+    ``layer`` and ``n_ft_only_alive``). ``most_ft_only``: the most live fine-tune-only latents, ties to the deeper
+    layer; ``peak_ratio``: ``peak_layer``; a layer index as text ("21"): that layer, which must have a crosscoder."""
+    trained = [int(r["layer"]) for r in per_layer]
+    if layer_choice.isdigit():
+        layer = int(layer_choice)
+        if layer not in trained:
+            raise params.ParameterError(f"layer_choice={layer}: 03_crosscoder trained layers {trained}")
+        return layer
+    if layer_choice == "most_ft_only":
+        return max((int(r["n_ft_only_alive"]), int(r["layer"])) for r in per_layer)[1]
+    if layer_choice == "peak_ratio":
+        return int(peak_layer)
+    raise params.ParameterError(f"layer_choice must be most_ft_only, peak_ratio or a layer index, got {layer_choice!r}")
+
+
+def parse_latent_set(latent_set: str) -> int | None:
+    """None for ``ft_only``, N for ``top_r:N``; anything else is a parameter error."""
+    if latent_set == "ft_only":
+        return None
+    if latent_set.startswith("top_r:") and latent_set[6:].isdigit():
+        return int(latent_set[6:])
+    raise params.ParameterError(f"latent_set must be 'ft_only' or 'top_r:N', got {latent_set!r}")
+
+
+def top_r_latents(r_F, live_F, n: int) -> np.ndarray:
+    """The (at most) ``n`` live latents of largest relative decoder norm r, ties to the lower index; sorted."""
+    live = np.asarray(live_F, bool)
+    order = np.argsort(-np.where(live, np.asarray(r_F, float), -np.inf), kind="stable")
+    return np.sort(order[:min(int(n), int(live.sum()))])
+
+
+@dataclass
+class ClampedSet:
+    latents: np.ndarray      # S, sorted
+    kind: str                # "ft_only" | "top_r" | "none" (nothing to clamp)
+    label: str               # what S is, in words (for the paper)
+    fallback: bool           # top_r because no fine-tune-only latent was live (not requested)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def choose_latents(labels_F, r_F, live_F, latent_set: str = "ft_only", fallback_top_r: int = 32) -> ClampedSet:
+    """S for ``latent_set``: ``ft_only`` gives the live fine-tune-only latents (label ``ft_only``), or, when none
+    is live and ``fallback_top_r`` > 0, the ``fallback_top_r`` live latents of largest r; ``top_r:N`` gives the
+    N live latents of largest r. ``live_F``: fired on the measured rows."""
+    labels, live = np.asarray(labels_F), np.asarray(live_F, bool)
+    n_req = parse_latent_set(latent_set)
+    ft = labels == "ft_only"
+    n_ft, n_ft_live = int(ft.sum()), int((ft & live).sum())
+    if n_req is None:
+        S = np.flatnonzero(ft & live)
+        if len(S):
+            return ClampedSet(S, "ft_only", f"the {_plural(len(S), 'fine-tune-only latent', 'fine-tune-only latents')}"
+                                            " (relative decoder norm above 0.9, live on the measured rows)", False)
+        why = ("no fine-tune-only latent exists" if n_ft == 0 else
+               f"none of the {_plural(n_ft, 'fine-tune-only latent', 'fine-tune-only latents')} fires on the "
+               "measured rows")
+        if fallback_top_r <= 0:
+            return ClampedSet(S, "none", f"nothing clamped ({why}; the top-r fallback is off)", False)
+        S = top_r_latents(r_F, live, fallback_top_r)
+        return ClampedSet(S, "top_r", f"the {_plural(len(S), 'latent', 'latents')} with the highest relative "
+                                      f"decoder norm ({why})", True)
+    S = top_r_latents(r_F, live, n_req)
+    ft_note = ("no fine-tune-only latent exists" if n_ft == 0 else
+               f"{n_ft_live} of {_plural(n_ft, 'fine-tune-only latent', 'fine-tune-only latents')} live")
+    return ClampedSet(S, "top_r", f"the {_plural(len(S), 'latent', 'latents')} with the highest relative decoder "
+                                  f"norm (the top-r set was requested; {ft_note})", False)
 
 
 # ----------------------------------------------------------------------------------------- model passes
@@ -154,8 +242,10 @@ class ClampResult:
         return float(1.0 - np.mean(kl_edit_R) / np.mean(kl_ft_R))
 
     def summary(self, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-        """Means, fractions of KL removed with paired (over rows) percentile bootstrap CIs, and the clamp-vs-
-        control paired effects (per-row KL of the control, averaged over draws, minus the clamp's)."""
+        """Means, fractions of KL removed with paired (over rows) percentile bootstrap CIs, the clamp-vs-control
+        paired effects (per-row KL of the control, averaged over draws, minus the clamp's), and the mean per-token
+        edit norms: ``edit_norm_clamp``, ``edit_norm_random`` (the control as applied, averaged over draws) and
+        ``edit_norm_random_natural`` (the random sets' own edits before matching)."""
         def frac(ft, ed, axis=-1):
             return 1.0 - ed.mean(axis) / ft.mean(axis)
 
@@ -164,9 +254,14 @@ class ClampResult:
                                            level=level, seed=seed)
             return {"value": self.fraction_removed(self.kl_ft_R, kl_edit_R), "ci_low": lo, "ci_high": hi}
 
+        en = self.edit_norm
         out = {"n_rows": int(len(self.kl_ft_R)), "n_latents": int(len(self.latents)),
                "kl_ft": float(self.kl_ft_R.mean()), "kl_clamp": float(self.kl_clamp_R.mean()),
-               "frac_removed_clamp": frac_ci(self.kl_clamp_R), "edit_norm": dict(self.edit_norm), **self.meta}
+               "frac_removed_clamp": frac_ci(self.kl_clamp_R), "edit_norm": dict(en),
+               "edit_norm_clamp": float(en.get("clamp", math.nan)),
+               "edit_norm_random": float(np.mean(en["random"])) if en.get("random") else math.nan,
+               "edit_norm_random_natural": (float(np.mean(en["random_natural"])) if en.get("random_natural")
+                                            else math.nan), **self.meta}
         for name, arr in (("random", self.kl_random_NR), ("noise", self.kl_noise_NR)):
             if len(arr) == 0:
                 continue
@@ -177,6 +272,24 @@ class ClampResult:
                                         seed=seed)
             out[f"effect_{name}_minus_clamp"] = eff.as_dict()
         return out
+
+
+@torch.no_grad()
+def edit_norm_means(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, sets: Sequence[Sequence[int]], *,
+                    site: str = "resid_post", batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
+                    use_threshold: bool = True, skip_first: int = 1, base: int = 0, ft: int = 1) -> list[float]:
+    """Mean per-token L2 norm of each set's clamp edit (:func:`latent_edit`) over positions >= skip_first of
+    ``rows``: one paired sweep (no logits)."""
+    key = models.hook_key(layer, site)
+    dir_FD = edit_directions(cc, base, ft)
+    sums, n_tok = torch.zeros(len(sets), dtype=torch.float64), 0
+    for b in capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
+                                 dtype=dtype, with_logits=False, progress=False):
+        z = latent_codes(cc, b.base[key], b.ft[key], base, ft, use_threshold)
+        for i, R in enumerate(sets):
+            sums[i] += float(latent_edit(z, dir_FD, R, skip_first)[:, skip_first:].norm(dim=-1).double().sum())
+        n_tok += z.shape[0] * (z.shape[1] - skip_first)
+    return (sums / max(n_tok, 1)).tolist()
 
 
 @torch.no_grad()
@@ -199,14 +312,16 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
                      site: str = "resid_post", n_random: int = 5, n_noise: int = 5, pool: Sequence[int] | None = None,
                      batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
                      skip_first: int = 1, seed: int = 0, base: int = 0, ft: int = 1,
-                     progress: bool = True) -> ClampResult:
+                     match_random_norm: bool = True, progress: bool = True) -> ClampResult:
     """Run the clamping experiment on ``rows`` (n, T) and return per-row KLs of every condition.
 
     ``latents``: S, e.g. ``np.flatnonzero(classify_latents(cc)["labels"] == "ft_only")``.
     ``pool``: latents the random controls may draw from (S is removed from it). None: the latents that fire
     on ``rows`` (one extra paired sweep, :func:`fire_counts`); pass e.g. ``evaluate(cc, ...)["fire_counts"] > 0``
     from the training activations to skip it. ``batch_size`` bounds the rows in any one forward pass.
-    Random sets use ``seed``; noise draw i uses a CPU generator seeded ``seed + 1000 + i``."""
+    Random sets use ``seed``; noise draw i uses a CPU generator seeded ``seed + 1000 + i``.
+    ``match_random_norm``: scale each random draw's edit to the clamp's mean per-token edit norm (module
+    docstring); False applies the random sets' own edits."""
     if not hasattr(peft_model, "disable_adapter"):
         raise TypeError("clamp_experiment needs a peft model (base + adapter); load one with finetune.load_adapter")
     if cc.M != 2:
@@ -235,6 +350,13 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
 
     wrapped = NNsight(peft_model)
     peft_model.eval()
+    natural = edit_norm_means(peft_model, cc, rows, layer, [S, *random_sets], site=site, batch_size=batch_size,
+                              device=device, dtype=dtype, use_threshold=use_threshold, skip_first=skip_first,
+                              base=base, ft=ft) if (random_sets and match_random_norm) else None
+    if natural is not None:
+        scales = [natural[0] / n if n > 0 else 1.0 for n in natural[1:]]
+    else:
+        scales = [1.0] * len(random_sets)
     K = 1 + len(random_sets) + n_noise                      # edited conditions per row
     kl_ft, kl_edit = [], []                                  # per batch: (B,), (K, B)
     norm_sum = torch.zeros(K, dtype=torch.float64)
@@ -246,7 +368,8 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
         B, T, D = a_ft.shape
         z = latent_codes(cc, a_base, a_ft, base, ft, use_threshold)
         d_clamp = latent_edit(z, dir_FD, S, skip_first).to(device)
-        deltas = [d_clamp] + [latent_edit(z, dir_FD, R, skip_first).to(device) for R in random_sets]
+        deltas = [d_clamp] + [(c * latent_edit(z, dir_FD, R, skip_first)).to(device)
+                              for c, R in zip(scales, random_sets)]
         deltas += [matched_noise(d_clamp, g) for g in noise_gens]
         delta_KB = torch.stack(deltas)                      # (K, B, T, D)
         norm_sum += delta_KB[:, :, skip_first:].float().norm(dim=-1).double().sum((1, 2)).cpu()
@@ -266,10 +389,15 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
     kl_edit_KR = torch.cat(kl_edit, dim=1).numpy()
     norms = (norm_sum / max(n_tok, 1)).tolist()
     edit_norm = {"clamp": norms[0], "random": norms[1:1 + len(random_sets)], "noise": norms[1 + len(random_sets):],
+                 "random_natural": (natural[1:] if natural is not None else norms[1:1 + len(random_sets)]),
                  "ft_minus_base": diff_sum / max(n_tok, 1), "ft_minus_base_after_clamp": resid_sum / max(n_tok, 1)}
     meta = {"layer": layer, "site": site, "skip_first": skip_first, "use_threshold": use_threshold, "seed": seed,
             "n_random": len(random_sets), "n_noise": n_noise, "pool_size": int(len(pool)) if n_random > 0 else 0,
-            "n_tokens": n_tok}
+            "n_tokens": n_tok,
+            "random_norm_match": ("one factor per draw: mean per-token edit norm equal to the clamp's"
+                                  if match_random_norm else "none: the random sets' own edits"),
+            "random_scale": [float(c) for c in scales],
+            "n_random_unmatched": int(sum(n <= 0 for n in natural[1:])) if natural is not None else 0}
     return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
                        kl_clamp_R=kl_edit_KR[0], kl_random_NR=kl_edit_KR[1:1 + len(random_sets)],
                        kl_noise_NR=kl_edit_KR[1 + len(random_sets):], edit_norm=edit_norm, meta=meta)

@@ -196,3 +196,77 @@ def test_lora_zero_edit_reproduces_ft_kl(tiny_llama):
     with pytest.raises(TypeError, match="peft model"):
         interventions.clamp_experiment(nn.Linear(2, 2), cc, rows, 2, [0])
 
+
+
+def test_matched_norm_random_control_has_the_clamp_edit_norm_and_removes_less_kl(tiny_llama):
+    """Planted: the fine-tune's whole change is alpha_k u_k, which latents 0 and 1 decode exactly, so clamping them
+    removes all of KL. The random control's own edits (shared latents, nearly equal decoders) are far smaller; matched,
+    each draw's mean per-token edit norm equals the clamp's, and it still removes much less KL."""
+    model, U_KD = _planted(tiny_llama)
+    cc = _planted_crosscoder(U_KD)
+    rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
+    kw = dict(n_random=4, n_noise=0, batch_size=4, progress=False, seed=2)
+    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], **kw)
+    raw = interventions.clamp_experiment(model, cc, rows, L, [0, 1], match_random_norm=False, **kw)
+    s, s_raw = res.summary(n_boot=200), raw.summary(n_boot=200)
+    # the same random sets, their own edits much smaller than the clamp's; matched: equal mean per-token norms
+    assert all(np.array_equal(a, b) for a, b in zip(res.random_sets, raw.random_sets))
+    assert s["edit_norm_random_natural"] == pytest.approx(s_raw["edit_norm_random"], rel=1e-5)
+    assert s["edit_norm_random_natural"] < 0.5 * s["edit_norm_clamp"]
+    assert s["edit_norm"]["random"] == pytest.approx([s["edit_norm_clamp"]] * 4, rel=1e-4)
+    assert s["edit_norm_random"] == pytest.approx(s["edit_norm_clamp"], rel=1e-4)
+    assert res.meta["random_scale"] == pytest.approx([s["edit_norm_clamp"] / n for n in s["edit_norm"]["random_natural"]])
+    assert res.meta["n_random_unmatched"] == 0 and min(res.meta["random_scale"]) > 1
+    # a hand check of one draw's matched norm: the scale times its own mean per-token edit norm
+    (nat,) = interventions.edit_norm_means(model, cc, rows, L, [res.random_sets[0]], batch_size=4)
+    assert nat * res.meta["random_scale"][0] == pytest.approx(s["edit_norm_clamp"], rel=1e-4)
+    # the clamp undoes the planted change; norm-matched random edits do not, and the scaled edit moves KL more
+    assert s["frac_removed_clamp"]["value"] > 0.999
+    assert max(s["frac_removed_random_draws"]) < 0.5
+    assert s["effect_random_minus_clamp"]["value"] > 0
+    assert np.abs(res.kl_random_NR - res.kl_ft_R).mean() > np.abs(raw.kl_random_NR - raw.kl_ft_R).mean()
+    json.dumps(s)
+
+
+def test_choose_layer():
+    per = [{"layer": 3, "n_ft_only_alive": 2}, {"layer": 9, "n_ft_only_alive": 5}, {"layer": 15, "n_ft_only_alive": 5},
+           {"layer": 21, "n_ft_only_alive": 0}]
+    assert interventions.choose_layer(per, "most_ft_only", 3) == 15      # ties go to the deeper layer
+    assert interventions.choose_layer(per, "peak_ratio", 21) == 21
+    assert interventions.choose_layer(per, "9", 21) == 9
+    none = [{"layer": 3, "n_ft_only_alive": 0}, {"layer": 9, "n_ft_only_alive": 0}]
+    assert interventions.choose_layer(none, "most_ft_only", 3) == 9
+    from adapterscope.params import ParameterError
+    with pytest.raises(ParameterError, match="trained layers"):
+        interventions.choose_layer(per, "4", 3)
+    with pytest.raises(ParameterError, match="layer_choice must be"):
+        interventions.choose_layer(per, "deepest", 3)
+
+
+def test_choose_latents_names_the_set_and_falls_back_to_top_r():
+    labels = np.array(["shared", "ft_only", "other", "ft_only", "base_only", "shared"], dtype=object)
+    r = np.array([0.5, 0.95, 0.8, 0.99, 0.05, 0.6])
+    live = np.array([True, True, True, False, True, True])
+    c = interventions.choose_latents(labels, r, live, "ft_only", 3)
+    assert c.kind == "ft_only" and c.latents.tolist() == [1] and not c.fallback
+    assert c.label.startswith("the 1 fine-tune-only latent ")
+    # no fine-tune-only latent at all: the top-r live latents by r (latent 3 would rank first but is dead)
+    c = interventions.choose_latents(np.where(labels == "ft_only", "other", labels), r, live, "ft_only", 3)
+    assert c.kind == "top_r" and c.fallback and c.latents.tolist() == [1, 2, 5]
+    assert c.label == "the 3 latents with the highest relative decoder norm (no fine-tune-only latent exists)"
+    # fine-tune-only latents exist but none is live
+    c = interventions.choose_latents(labels, r, live & (labels != "ft_only"), "ft_only", 2)
+    assert c.kind == "top_r" and c.latents.tolist() == [2, 5]
+    assert "none of the 2 fine-tune-only latents fires" in c.label
+    c = interventions.choose_latents(labels, r, live & (labels != "ft_only"), "ft_only", 0)
+    assert c.kind == "none" and len(c.latents) == 0 and "nothing clamped" in c.label
+    # the top-r set requested: never more than the live latents, and named as the top-r set
+    c = interventions.choose_latents(labels, r, live, "top_r:10")
+    assert c.kind == "top_r" and not c.fallback and c.latents.tolist() == [0, 1, 2, 4, 5]
+    assert c.label == ("the 5 latents with the highest relative decoder norm (the top-r set was requested; "
+                       "1 of 2 fine-tune-only latents live)")
+    c = interventions.choose_latents(np.where(labels == "ft_only", "other", labels), r, live, "top_r:1")
+    assert c.latents.tolist() == [1] and c.label.endswith("(the top-r set was requested; no fine-tune-only latent exists)")
+    from adapterscope.params import ParameterError
+    with pytest.raises(ParameterError, match="latent_set"):
+        interventions.choose_latents(labels, r, live, "top_r:x")
