@@ -32,6 +32,7 @@ heldout_frac = 0.1  # share of documents held out (hash split)
 eval_rows = 32  # held-out rows scored before/after for the held-out loss
 device = "cpu"  # cpu | cuda | cuda:N
 progress = True  # show tqdm bars
+dose_tag = ""  # appended to the run id by the grid's dose block (e.g. dose-n200-lr0.002); empty: main grid
 
 # %%
 from adapterscope import params
@@ -48,7 +49,7 @@ from adapterscope import corpora, finetune, models, paths, plotting, results
 
 plotting.setup()
 NB = "01_finetune"
-RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+RUN_ID = params.cell_run_id(model, corpus, layer_control, seed, dose_tag)
 run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 torch.manual_seed(seed)
 

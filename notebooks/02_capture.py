@@ -37,6 +37,7 @@ write_shards = False  # also write paired activations as safetensors shards
 cka_blocks = 5  # token blocks (whole batches) for the jackknife CI of per-layer CKA
 device = "cpu"  # cpu | cuda | cuda:N
 progress = True  # show tqdm bars
+dose_tag = ""  # appended to the run id by the grid's dose block (e.g. dose-n200-lr0.002); empty: main grid
 
 # %%
 from adapterscope import params
@@ -56,7 +57,7 @@ from adapterscope import capture, cka, corpora, divergence, finetune, models, pa
 
 plotting.setup()
 NB = "02_capture"
-RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+RUN_ID = params.cell_run_id(model, corpus, layer_control, seed, dose_tag)
 run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 upstream = results.load("01_finetune", RUN_ID)
 adapter_dir = paths.project_root() / upstream["values"]["adapter_dir"]

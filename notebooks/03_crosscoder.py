@@ -39,6 +39,7 @@ lr = 0.001  # crosscoder Adam learning rate (warm-up, then linear decay)
 capture_batch = 8  # rows per paired forward
 device = "cpu"  # cpu | cuda | cuda:N
 progress = True  # show tqdm bars
+dose_tag = ""  # appended to the run id by the grid's dose block (e.g. dose-n200-lr0.002); empty: main grid
 
 # %%
 from adapterscope import params
@@ -58,7 +59,7 @@ from adapterscope import capture, corpora, crosscoder_train, finetune, models, p
 
 plotting.setup()
 NB = "03_crosscoder"
-RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
+RUN_ID = params.cell_run_id(model, corpus, layer_control, seed, dose_tag)
 run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 up_ft = results.load("01_finetune", RUN_ID)
 up_cap = results.load("02_capture", RUN_ID)

@@ -241,8 +241,8 @@ def record(ids: list[str] | None = None) -> Path:
 
 
 def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
-    """The profile restricted to what the finding needs: its scope, and no control runs unless its notebook
-    reads them (04_cka)."""
+    """The profile restricted to what the finding needs: its scope, no control runs unless its notebook reads
+    them (04_cka), and no training-dose runs unless it is 09_dose's (whose dose block is then scoped too)."""
     g = dict(prof["grid"])
     by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
     if by_model is not None:
@@ -257,6 +257,14 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
         g["seeds"] = {m: [s for s in by_model[m] if s in g["seeds"]] for m in g["models"]}
     if f.notebook != "04_cka":
         g.pop("control", None)
+    if f.notebook != "09_dose" and "__dose-" not in f.run_id:  # a dose cell's own run keeps its block
+        g.pop("dose", None)
+    elif g.get("dose"):
+        d = dict(g["dose"])
+        for k in ("models", "corpora", "seeds"):
+            if k in d and k in f.scope:
+                d[k] = [x for x in d[k] if x in f.scope[k]]
+        g["dose"] = d
     return {**prof, "grid": g}
 
 
@@ -269,15 +277,14 @@ def plan(f: Finding, prof: dict[str, Any]) -> list[tuple[str, str, dict]]:
         if not cells:
             raise FindingError(f"{f.id}: run {f.run_id!r} is not a cell of the profile's grid")
         for nb in pipeline.cell_closure([f.notebook]):
-            steps.append((nb, f.run_id, {**cells[0], **(per_nb.get(nb) or {})}))
+            steps.append((nb, f.run_id, pipeline.cell_overrides(cells[0], nb, per_nb)))
         return steps
     main = pipeline.grid_cells(prof, "main")
     needs = pipeline.cell_closure(pipeline.SUMMARY_READS.get(f.notebook, list(pipeline.CELL_NOTEBOOKS)))
-    for cell in pipeline.grid_cells(prof, "all"):
+    for cell in pipeline.summary_cells(f.notebook, prof):
         for nb in needs:
-            if nb in pipeline.MAIN_ONLY and cell not in main:
-                continue
-            steps.append((nb, pipeline.cell_id(cell), {**cell, **(per_nb.get(nb) or {})}))
+            if nb in pipeline.cell_notebooks(cell, main):
+                steps.append((nb, pipeline.cell_id(cell), pipeline.cell_overrides(cell, nb, per_nb)))
     for nb in [*pipeline.SUMMARY_AFTER.get(f.notebook, []), f.notebook]:
         declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
         ov = {k: v for k, v in pipeline.summary_params(prof.get("_name", "default"), prof).items() if k in declared}

@@ -154,3 +154,20 @@ def run_key(*parts: object) -> str:
 
     clean = [re.sub(r"[^A-Za-z0-9.=+-]+", "-", str(p)).strip("-") or "x" for p in parts]
     return "__".join(clean)
+
+
+def dose_tag(level: Mapping[str, Any]) -> str:
+    """The tag of a training-dose level (01_finetune overrides): ``{steps: 200, lr: 0.002}`` -> ``dose-n200-lr0.002``;
+    steps first, then lr, then any other key alphabetically as name + value."""
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    order = [k for k in ("steps", "lr") if k in level] + sorted(k for k in level if k not in ("steps", "lr"))
+    short = {"steps": "n", "lr": "lr"}
+    return "dose-" + "-".join(short.get(k, k) + fmt(level[k]) for k in order)
+
+
+def cell_run_id(model: str, corpus: str, layer_control: str, seed: int, dose_tag: str = "") -> str:
+    """The run id of a grid cell's notebooks, e.g. ``smollm2-135m__meditations__none__s0``; a training-dose
+    cell appends its tag (``...__s0__dose-n200-lr0.002``), and an empty tag leaves the main grid's id as it is."""
+    return run_key(model, corpus, layer_control, f"s{seed}", *([dose_tag] if dose_tag else []))

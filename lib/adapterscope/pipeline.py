@@ -32,13 +32,17 @@ UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_
             "07_clamp": ["01_finetune", "02_capture", "03_crosscoder"]}
 # Cell notebooks that run only for the main grid, not for the depth-profile control runs.
 MAIN_ONLY = ("03_crosscoder", "07_clamp")
+# What a training-dose cell (grid.dose) runs, and its layer control: its lowest dose is the main grid's cell.
+DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
+DOSE_LAYER_CONTROL = "none"
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
-SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka", "05_vlm", "05_regime_probing", "08_decorrelation")
+SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka", "05_vlm", "05_regime_probing", "08_decorrelation", "09_dose")
 # The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
 # notebooks it reads.
 SUMMARY_READS = {"06_divergence": ["01_finetune", "02_capture"],
                  "04_cka": ["01_finetune", "02_capture", "03_crosscoder"],
-                 "08_decorrelation": ["02_capture", "03_crosscoder", "07_clamp"],
+                 "08_decorrelation": ["01_finetune", "02_capture", "03_crosscoder", "07_clamp"],
+                 "09_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
                  "05_vlm": [], "05_regime_probing": []}  # the VLM notebooks do not read the language grid
 SUMMARY_AFTER: dict[str, list[str]] = {"05_regime_probing": ["05_vlm"]}
 
@@ -172,16 +176,21 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
 
     ``grid`` is a product of ``models x corpora x layer_controls x seeds``; an optional ``grid.control``
     (``{layer_control, models, corpora, seeds}``) adds the depth-profile control runs (default: for every model
-    and corpus of the grid).
-    ``which``: ``main``, ``control`` or ``all``."""
+    and corpus of the grid). An optional ``grid.dose`` (``{models, corpora, seeds, levels}``) adds training-dose
+    runs: each level is a mapping of 01_finetune parameters (e.g. ``{steps: 200, lr: 2.0e-3}``), run with
+    layer_control none for every model x corpus x seed of the block; a dose cell also holds ``dose_tag``
+    (:func:`params.dose_tag`, appended to its run id) and ``dose`` (the level). Its lowest dose is the main grid's
+    own cell, so a level equal to the main grid's 01_finetune parameters is refused.
+    ``which``: ``main``, ``control``, ``dose`` or ``all``."""
     g = profile.get("grid", {})
     keys = ("models", "corpora", "layer_controls", "seeds")
     missing = [k for k in keys if k not in g]
     if missing:
         raise PipelineError(f"profile grid lacks {missing}")
-    extra = set(g) - set(keys) - {"control"}
+    extra = set(g) - set(keys) - {"control", "dose"}
     if extra:
-        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; allowed: {list(keys) + ['control']}")
+        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; "
+                            f"allowed: {list(keys) + ['control', 'dose']}")
     by_model = seeds_by_model(g)
     main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
             for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
@@ -201,7 +210,56 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
                for m in c.get("models", g["models"]) for co in c.get("corpora", g["corpora"])
                for s in c.get("seeds", by_model[m])]
         ctl = [x for x in ctl if x not in main]
-    return {"main": main, "control": ctl, "all": main + ctl}[which]
+    dose = dose_cells(g, by_model, (profile.get("notebooks") or {}).get("01_finetune") or {}) if g.get("dose") else []
+    if which not in ("main", "control", "dose", "all"):
+        raise PipelineError(f"grid_cells: which must be main, control, dose or all, got {which!r}")
+    return {"main": main, "control": ctl, "dose": dose, "all": main + ctl + dose}[which]
+
+
+def dose_cells(g: dict[str, Any], by_model: dict[str, list[int]], ft_overrides: dict[str, Any]) -> list[dict]:
+    """The cells of ``grid.dose`` (see :func:`grid_cells`), validated: known keys, models / corpora / seeds of the
+    grid, levels that are distinct, non-empty mappings of 01_finetune parameters other than the main grid's."""
+    d = g["dose"]
+    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds", "levels"} or not d.get("levels"):
+        raise PipelineError("grid.dose needs levels (a list of 01_finetune parameter mappings) and may have "
+                            f"models, corpora and seeds; got {sorted(d) if isinstance(d, dict) else d!r}")
+    if isinstance(g["seeds"], dict) and "seeds" not in d:
+        raise PipelineError("grid.dose needs its own seeds when grid.seeds is a per-model mapping")
+    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
+        raise PipelineError(f"grid.dose needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls "
+                            "(its lowest dose is that main-grid cell)")
+    for key in ("models", "corpora"):
+        alien = [x for x in d.get(key, []) if x not in g[key]]
+        if alien:
+            raise PipelineError(f"grid.dose.{key} {alien} are not in grid.{key} {g[key]}")
+    models = d.get("models", g["models"])
+    for m in models:
+        alien = [s for s in d.get("seeds", []) if s not in by_model[m]]
+        if alien:
+            raise PipelineError(f"grid.dose.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+    declared = params.parse_parameters_cell(notebook_path("01_finetune"))
+    main_ft = params.validate(declared, ft_overrides, where="01_finetune")
+    identity = {"model", "corpus", "layer_control", "seed", "dose_tag"}
+    tags = []
+    for lev in d["levels"]:
+        if not isinstance(lev, dict) or not lev or identity & set(lev):
+            raise PipelineError(f"grid.dose.levels: each level is a non-empty mapping of 01_finetune parameters "
+                                f"other than {sorted(identity)}; got {lev!r}")
+        try:
+            params.validate(declared, lev, where="grid.dose.levels (01_finetune parameters)")
+        except params.ParameterError as e:
+            raise PipelineError(str(e)) from None
+        if all(main_ft[k] == v for k, v in lev.items()):
+            raise PipelineError(f"grid.dose level {lev} is the main grid's own 01_finetune setting: the dose "
+                                "analysis takes that cell as its lowest dose; drop the level")
+        tags.append(params.dose_tag(lev))
+    dup = sorted({t for t in tags if tags.count(t) > 1})
+    if dup:
+        raise PipelineError(f"grid.dose.levels repeat {dup}")
+    return [{"model": m, "corpus": c, "layer_control": DOSE_LAYER_CONTROL, "seed": s, "dose_tag": tag,
+             "dose": dict(lev)}
+            for m in models for c in d.get("corpora", g["corpora"]) for s in d.get("seeds", by_model[m])
+            for tag, lev in zip(tags, d["levels"])]
 
 
 def seeds_by_model(g: dict[str, Any]) -> dict[str, list[int]]:
@@ -222,19 +280,42 @@ def all_seeds(g: dict[str, Any]) -> list[int]:
 
 
 def cell_id(cell: dict[str, Any]) -> str:
-    return params.run_key(cell["model"], cell["corpus"], cell["layer_control"], f"s{cell['seed']}")
+    return params.cell_run_id(cell["model"], cell["corpus"], cell["layer_control"], cell["seed"],
+                              cell.get("dose_tag", ""))
+
+
+def cell_notebooks(cell: dict[str, Any], main: list[dict[str, Any]]) -> list[str]:
+    """The notebooks a cell runs, in order: all for a main cell, 01-03 for a dose cell, 01-02 for a control."""
+    if cell.get("dose_tag"):
+        return list(DOSE_NOTEBOOKS)
+    return [nb for nb in CELL_NOTEBOOKS if cell in main or nb not in MAIN_ONLY]
+
+
+def cell_overrides(cell: dict[str, Any], nb: str, per_nb: dict[str, Any]) -> dict[str, Any]:
+    """The parameters one notebook of a cell gets: the cell's identity (with its dose tag), the profile's
+    per-notebook overrides, and for 01_finetune of a dose cell the dose level on top."""
+    ov = {k: cell[k] for k in ("model", "corpus", "layer_control", "seed")}
+    if cell.get("dose_tag"):
+        ov["dose_tag"] = cell["dose_tag"]
+    ov.update(per_nb.get(nb) or {})
+    if nb == "01_finetune":
+        ov.update(cell.get("dose") or {})
+    return ov
 
 
 def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
     """Everything a summary notebook may declare about the grid (each takes the names it declares)."""
     g = prof["grid"]
-    c = g.get("control") or {}
+    c, d = g.get("control") or {}, g.get("dose") or {}
     return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
             "seeds": all_seeds(g), "seeds_by_model": seeds_by_model(g) if isinstance(g["seeds"], dict) else {},
             "profile": profile_name,
             "control": c.get("layer_control", ""), "control_models": c.get("models", g["models"] if c else []),
             "control_corpora": c.get("corpora", g["corpora"] if c else []),
-            "control_seeds": c.get("seeds", all_seeds(g) if c else [])}
+            "control_seeds": c.get("seeds", all_seeds(g) if c else []),
+            "dose_models": d.get("models", g["models"] if d else []),
+            "dose_corpora": d.get("corpora", g["corpora"] if d else []),
+            "dose_seeds": d.get("seeds", all_seeds(g) if d else []), "dose_levels": d.get("levels", [])}
 
 
 def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
@@ -244,8 +325,9 @@ def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> 
     if nb in SUMMARY_NOTEBOOKS:
         rid, ups = "grid", [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
     else:
-        rid = params.run_key(declared.get("model", "x"), declared.get("corpus", "x"),
-                             declared.get("layer_control", "x"), f"s{declared.get('seed', 0)}")
+        rid = params.cell_run_id(declared.get("model", "x"), declared.get("corpus", "x"),
+                                 declared.get("layer_control", "x"), declared.get("seed", 0),
+                                 declared.get("dose_tag", ""))
         ups = [(u, rid) for u in UPSTREAM.get(nb, [])]
     if run_id is not None and run_id != rid:
         raise PipelineError(f"{nb} writes the run {rid!r} (its parameters name it), not {run_id!r}: drop --run-id, "
@@ -264,11 +346,24 @@ def cell_closure(notebooks) -> list[str]:
     return [nb for nb in CELL_NOTEBOOKS if nb in need]
 
 
+def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid cells a summary notebook reads: 09_dose the dose cells and the main-grid cells they start from
+    (their lowest dose), every other one the main and control cells."""
+    main = grid_cells(prof, "main")
+    if nb == "09_dose":
+        dose = grid_cells(prof, "dose")
+        starts = {(c["model"], c["corpus"], c["seed"]) for c in dose}
+        base = [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL
+                and (c["model"], c["corpus"], c["seed"]) in starts]
+        return base + dose
+    return main + grid_cells(prof, "control")
+
+
 def summary_upstream(nb: str, prof: dict[str, Any]) -> list[tuple[str, str]]:
     """(notebook, run id) of every run a summary notebook reads over the profile's grid."""
     main = grid_cells(prof, "main")
     reads = SUMMARY_READS.get(nb, list(CELL_NOTEBOOKS))
-    ups = [(u, cell_id(c)) for c in grid_cells(prof, "all") for u in reads if not (u in MAIN_ONLY and c not in main)]
+    ups = [(u, cell_id(c)) for c in summary_cells(nb, prof) for u in reads if u in cell_notebooks(c, main)]
     return ups + [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
 
 
@@ -285,11 +380,9 @@ def run_cell(profile_name: str, index: int, force: bool = False, log=print) -> N
         raise PipelineError(f"profile {profile_name} has {len(cells)} cells; no index {index}")
     cell = cells[index]
     rid = cell_id(cell)
-    for nb in CELL_NOTEBOOKS:
-        if nb in MAIN_ONLY and cell not in main:
-            continue
-        ov = {**cell, **(per_nb.get(nb) or {})}
-        run_notebook(nb, ov, rid, upstream=[(u, rid) for u in UPSTREAM.get(nb, [])], force=force, log=log)
+    for nb in cell_notebooks(cell, main):
+        run_notebook(nb, cell_overrides(cell, nb, per_nb), rid, upstream=[(u, rid) for u in UPSTREAM.get(nb, [])],
+                     force=force, log=log)
 
 
 def resolve_jobs(jobs: int | str | None) -> int:

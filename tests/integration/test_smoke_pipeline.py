@@ -59,6 +59,14 @@ def test_smoke_profile_runs_and_builds_the_pdf(smoke):
     assert not undefined, f"undefined citations or references in the paper: {undefined[:5]}"
     assert "There were undefined" not in log, "undefined citations or references in the paper"
     assert "Undefined control sequence" not in log
+    # every finding of the ledger has a computed verdict macro, and the counts add up
+    import yaml
+
+    ids = [e["id"] for e in yaml.safe_load((root / "paper" / "findings.yml").read_text())["findings"]]
+    ledger = (root / "paper" / "generated" / "findings" / "ledger.tex").read_text()
+    words = re.findall(r"\\newcommand\{\\Verdict[A-Za-z]+\}\{\\emph\{(\w+)\}\}", ledger)
+    assert len(words) == len(ids) and set(words) <= {"supported", "contradicted", "inconclusive", "undefined"}
+    assert f"\\newcommand{{\\NFindings}}{{{len(ids)}}}" in ledger
 
 
 @pytest.mark.parametrize("corpus", ["meditations", "instructions"])

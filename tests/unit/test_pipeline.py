@@ -116,3 +116,127 @@ def test_single_run_ids():
         pipeline.single_run("05_vlm", {}, "mine")
     with pytest.raises(pipeline.PipelineError, match="m__c__none__s1"):
         pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 1}, "x")
+
+
+def _dose_grid(**dose):
+    return {"models": ["a", "b"], "corpora": ["x", "y"], "layer_controls": ["none"], "seeds": [0, 1],
+            "control": {"layer_control": "equal_step", "models": ["a"], "corpora": ["x"], "seeds": [0]},
+            "dose": {"models": ["a"], "corpora": ["x", "y"], "seeds": [0],
+                     "levels": [{"steps": 50, "lr": 6.0e-4}, {"steps": 200, "lr": 2.0e-3}], **dose}}
+
+
+def test_dose_cells_ids_overrides_and_notebooks():
+    prof = {"grid": _dose_grid(),
+            "notebooks": {"01_finetune": {"steps": 4, "eval_rows": 4}, "02_capture": {"seq_len": 8}}}
+    main, dose = pipeline.grid_cells(prof, "main"), pipeline.grid_cells(prof, "dose")
+    assert len(main) == 8 and len(dose) == 4
+    assert pipeline.grid_cells(prof, "all") == main + pipeline.grid_cells(prof, "control") + dose
+    ids = [pipeline.cell_id(c) for c in dose]
+    assert ids == ["a__x__none__s0__dose-n50-lr0.0006", "a__x__none__s0__dose-n200-lr0.002",
+                   "a__y__none__s0__dose-n50-lr0.0006", "a__y__none__s0__dose-n200-lr0.002"]
+    assert pipeline.cell_id(main[0]) == "a__x__none__s0"  # the main grid's ids do not change
+    per_nb = prof["notebooks"]
+    c = dose[1]
+    # the level wins over the profile's per-notebook steps; only 01_finetune gets it
+    assert pipeline.cell_overrides(c, "01_finetune", per_nb) == {
+        "model": "a", "corpus": "x", "layer_control": "none", "seed": 0, "dose_tag": "dose-n200-lr0.002",
+        "steps": 200, "eval_rows": 4, "lr": 2e-3}
+    assert pipeline.cell_overrides(c, "02_capture", per_nb) == {
+        "model": "a", "corpus": "x", "layer_control": "none", "seed": 0, "dose_tag": "dose-n200-lr0.002", "seq_len": 8}
+    assert pipeline.cell_overrides(main[0], "01_finetune", per_nb) == {**main[0], **per_nb["01_finetune"]}
+    ctl = pipeline.grid_cells(prof, "control")[0]
+    assert pipeline.cell_notebooks(c, main) == ["01_finetune", "02_capture", "03_crosscoder"]  # no 07_clamp
+    assert pipeline.cell_notebooks(main[0], main) == list(pipeline.CELL_NOTEBOOKS)
+    assert pipeline.cell_notebooks(ctl, main) == ["01_finetune", "02_capture"]
+    for nb in pipeline.DOSE_NOTEBOOKS:  # every notebook a dose cell runs declares its tag
+        assert "dose_tag" in params.parse_parameters_cell(pipeline.notebook_path(nb)), nb
+    for nb in pipeline.CELL_NOTEBOOKS:
+        declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
+        for cell in dose:
+            if nb in pipeline.cell_notebooks(cell, main):
+                params.validate(declared, pipeline.cell_overrides(cell, nb, per_nb), where=nb)
+
+
+def test_dose_summary_reads_its_cells_and_the_main_cells_they_start_from():
+    prof = {"grid": _dose_grid()}
+    ups = pipeline.summary_upstream("09_dose", prof)
+    rids = list(dict.fromkeys(r for _, r in ups))
+    assert rids == ["a__x__none__s0", "a__y__none__s0", "a__x__none__s0__dose-n50-lr0.0006",
+                    "a__x__none__s0__dose-n200-lr0.002", "a__y__none__s0__dose-n50-lr0.0006",
+                    "a__y__none__s0__dose-n200-lr0.002"]
+    assert {nb for nb, _ in ups} == {"01_finetune", "02_capture", "03_crosscoder"}
+    # the other summary notebooks do not read (or wait for) the dose runs
+    assert not any("dose" in r for _, r in pipeline.summary_upstream("08_decorrelation", prof))
+    sp = pipeline.summary_params("p", prof)
+    assert sp["dose_models"] == ["a"] and sp["dose_corpora"] == ["x", "y"] and sp["dose_seeds"] == [0]
+    assert sp["dose_levels"] == prof["grid"]["dose"]["levels"]
+    declared = params.parse_parameters_cell(pipeline.notebook_path("09_dose"))
+    assert {k for k in sp if k.startswith("dose_")} <= set(declared)
+    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="09_dose")
+    # a profile without a dose block: 09_dose reads nothing and gets empty dose lists
+    bare = {"grid": {k: v for k, v in prof["grid"].items() if k != "dose"}}
+    assert pipeline.grid_cells(bare, "dose") == [] and pipeline.summary_upstream("09_dose", bare) == []
+    sp = pipeline.summary_params("p", bare)
+    assert sp["dose_models"] == sp["dose_levels"] == [] and "09_dose" in pipeline.SUMMARY_NOTEBOOKS
+    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="09_dose")
+    assert pipeline.SUMMARY_NOTEBOOKS.index("09_dose") == pipeline.SUMMARY_NOTEBOOKS.index("08_decorrelation") + 1
+
+
+@pytest.mark.parametrize("dose, match", [
+    ({"layer_control": "none"}, "grid.dose needs levels"),
+    ({"levels": []}, "grid.dose needs levels"),
+    ({"models": ["c"]}, r"grid.dose.models \['c'\] are not in grid.models"),
+    ({"corpora": ["z"]}, r"grid.dose.corpora \['z'\] are not in grid.corpora"),
+    ({"seeds": [7]}, r"grid.dose.seeds \[7\] are not seeds of a"),
+    ({"levels": [{"stpes": 10}]}, "unknown parameter.*'stpes'.*did you mean 'steps'"),
+    ({"levels": [{"steps": "10"}]}, "parameter 'steps' must be int"),
+    ({"levels": [{"corpus": "x"}]}, "non-empty mapping of 01_finetune parameters other than"),
+    ({"levels": [{}]}, "non-empty mapping"),
+    ({"levels": [{"steps": 50, "lr": 2.0e-4}]}, "main grid's own 01_finetune setting"),
+    ({"levels": [{"steps": 9}, {"steps": 9}]}, r"repeat \['dose-n9'\]"),
+])
+def test_dose_block_validation(dose, match):
+    with pytest.raises(pipeline.PipelineError, match=match):
+        pipeline.grid_cells({"grid": _dose_grid(**dose)})
+    g = _dose_grid()
+    with pytest.raises(pipeline.PipelineError, match="grid.dose needs its own seeds"):
+        pipeline.grid_cells({"grid": {**g, "seeds": {"a": [0], "b": [0]}, "control": {"layer_control": "equal_step",
+                             "seeds": [0]}, "dose": {"levels": [{"steps": 9}]}}})
+    with pytest.raises(pipeline.PipelineError, match="layer_control 'none'"):
+        pipeline.grid_cells({"grid": {**g, "layer_controls": ["equal_step"], "control": None}})
+
+
+def test_a_level_equal_to_the_profiles_own_setting_is_refused():
+    """The main grid's 01_finetune setting is the declared default overridden by the profile (smoke: 4 steps)."""
+    g = _dose_grid(levels=[{"steps": 4}])
+    with pytest.raises(pipeline.PipelineError, match="main grid's own"):
+        pipeline.grid_cells({"grid": g, "notebooks": {"01_finetune": {"steps": 4, "lr": 2.0e-4}}})
+    assert len(pipeline.grid_cells({"grid": g}, "dose")) == 2  # 4 steps is a dose level when the main grid has 50
+
+
+def test_dose_cells_in_findings_plans_and_single_runs():
+    from adapterscope import findings
+
+    prof = {"grid": _dose_grid(), "notebooks": {"01_finetune": {"steps": 4}}, "_name": "p"}
+    f = findings.Finding(id="t", hypothesis="h", notebook="09_dose", key="findings.rho_dose_kl", tolerance=0.1,
+                         scope={"corpora": ["y"]})
+    sp = findings.scoped_profile(f, prof)
+    assert sp["grid"]["dose"]["corpora"] == ["y"] and "control" not in sp["grid"]
+    steps = findings.plan(f, sp)
+    assert [(nb, rid) for nb, rid, _ in steps] == [
+        *[(nb, rid) for rid in ("a__y__none__s0", "a__y__none__s0__dose-n50-lr0.0006",
+                                "a__y__none__s0__dose-n200-lr0.002")
+          for nb in ("01_finetune", "02_capture", "03_crosscoder")], ("09_dose", "grid")]
+    assert steps[3][2]["steps"] == 50 and steps[3][2]["dose_tag"] == "dose-n50-lr0.0006"
+    assert steps[0][2]["steps"] == 4 and "dose_tag" not in steps[0][2]
+    assert steps[-1][2]["dose_corpora"] == ["y"]
+    f8 = findings.Finding(id="t8", hypothesis="h", notebook="08_decorrelation", key="k", tolerance=0.1)
+    sp8 = findings.scoped_profile(f8, prof)
+    assert "dose" not in sp8["grid"] and not any("dose" in rid for _, rid, _ in findings.plan(f8, sp8))
+    fc = findings.Finding(id="tc", hypothesis="h", notebook="03_crosscoder", key="k", tolerance=0.1,
+                          run_id="a__x__none__s0__dose-n200-lr0.002")
+    plan = findings.plan(fc, findings.scoped_profile(fc, prof))
+    assert [nb for nb, _, _ in plan] == ["01_finetune", "02_capture", "03_crosscoder"] and plan[0][2]["lr"] == 2e-3
+    rid, ups = pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 0,
+                                                  "dose_tag": "dose-n8"})
+    assert rid == "m__c__none__s0__dose-n8" and ups == [("01_finetune", rid)]
