@@ -112,8 +112,22 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 5 summary notebooks
-    assert again.stdout.count("[skip]") == 15 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 6 summary notebooks
+    assert again.stdout.count("[skip]") == 19 and "[run ]" not in again.stdout
+
+
+def test_dose_cell_and_summary(smoke):
+    root, proc = smoke
+    assert proc.returncode == 0
+    rid = "smollm2-135m__meditations__none__s0__dose-n8-lr0.002"
+    ft = _load(root, "01_finetune", rid)
+    assert ft["provenance"]["params"]["steps"] == 8 and ft["provenance"]["params"]["lr"] == 0.002
+    assert _load(root, "03_crosscoder", rid)["values"]["peak_ratio_ft"] > 0
+    assert not (root / "results" / "07_clamp" / f"{rid}.json").exists()  # dose cells stop at the crosscoder
+    d = _load(root, "09_dose", "grid")["values"]
+    assert len(d["runs"]) == 2  # the main cell (4 steps) and the dose level
+    f = d["findings"]["rho_dose_kl"]
+    assert math.isnan(f["value"]) and f["reason"]  # n = 2 runs: undefined, with its reason
 
 
 def test_vlm_notebooks_ran(smoke):
