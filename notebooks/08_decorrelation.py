@@ -20,7 +20,7 @@
 # The analysis is `adapterscope.decorrelation` (its docstring states the units, the stratified pooling and the
 # regime rule, fixed before the run): tests use corpus means over seeds as units; pooling over models ranks within
 # each model; regimes are called only where a corpus differs from the model's other corpora by more than seed
-# noise (`regime_z` standard errors).
+# noise (a t test at `regime_alpha` against the seed-to-seed null).
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -30,7 +30,7 @@ seeds = [0, 1]  # seeds of the grid
 seeds_by_model = {}  # model -> its seeds where they differ by model (the profile's grid.seeds mapping); else `seeds`
 profile = "default"  # profile name (printed in the paper)
 late_frac = 0.3  # the final share of layers that counts as late for CKA displacement
-regime_z = 1.96  # a corpus is high/low on an axis when its contrast exceeds this many null standard errors
+regime_alpha = 0.05  # two-sided level of the per-corpus, per-axis t test against the seed-to-seed null
 n_boot = 2000  # bootstrap resamples for CIs
 n_perm = 9999  # Monte Carlo permutations where exact enumeration is too large
 boot_seed = 0  # seed of bootstraps and permutations
@@ -66,8 +66,8 @@ df[["model", "corpus", "seed", "kl", "disagree", "peak_ratio", "genuine", "late_
 # %%
 S = {"n_boot": n_boot, "n_perm": n_perm, "seed": boot_seed}
 corrs = dc.correlation_grid(df, means, model_names, **S)
-reliab = dc.reliability(df, seeds, **S)
-regimes = dc.classify_regimes(df, z_crit=regime_z)
+reliab = dc.reliability(df, sorted({s for m in model_names for s in seeds_for(m)}), **S)
+regimes = dc.classify_regimes(df, alpha=regime_alpha)
 agreement = dc.regime_agreement(regimes, n_perm=n_perm, seed=boot_seed)
 clamp = dc.clamp_effects(df, **S)
 clamped_set = dc.clamped_set_description(df)
@@ -227,7 +227,7 @@ run.values.update({
     "runs": df.to_dict("records"), "corpus_means": means.to_dict("records"),
     "correlations": [{"unit": u, "scope": s, "pair": p, **r} for (u, s, p), r in corrs.items()],
     "reliability": reliab, "regimes": regimes.to_dict("records"), "clamp_effects": clamp, "findings": findings,
-    "clamped_set": clamped_set, "regime_rule": f"contrast to the model's other corpora beyond {regime_z} seed-noise SEs"})
+    "clamped_set": clamped_set, "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}"})
 
 
 def macro(name, value, digits=3):
@@ -264,6 +264,7 @@ counts = {"NRuns": len(df), "NModels": len(model_names), "NCorpora": len(corpus_
           "NDepths": int(per_depth.groupby(["model", "corpus", "seed"]).size().min()),
           "FtOnlyTotal": int(df.ft_only.sum()), "GenuineTotal": int(df.genuine.sum()),
           "NRunsWithGenuine": int((df.genuine > 0).sum()), "NRegimeAgree": int(regimes.agree.sum()),
+          "NInternalAgree": int((regimes.level_ratio == regimes.level_late).sum()),
           "NRegimeRows": len(regimes), "NRegimeResolved": int((regimes.regime != dc.UNRESOLVED).sum()),
           "NRegimeResolvedCka": int((regimes.regime_cka != dc.UNRESOLVED).sum())}
 for k, v in counts.items():
@@ -271,9 +272,12 @@ for k, v in counts.items():
 for k, v in {"PeakRatioMax": df.peak_ratio.max(), "PeakRatioMin": df.peak_ratio.min(), "KlMax": df.kl.max(),
              "KlMin": df.kl.min(), "FveMin": per_depth.fve.min(), "FveMax": per_depth.fve.max(),
              "DeadMax": per_depth.dead.max(), "LZeroMin": per_depth.l0.min(), "LZeroMax": per_depth.l0.max(),
-             "LZeroMean": per_depth.l0.mean(), "PeakDepthMedian": df.peak_depth.median(), "RegimeZ": regime_z,
+             "LZeroMean": per_depth.l0.mean(), "PeakDepthMedian": df.peak_depth.median(),
+             "RegimeAlpha": regime_alpha, "RegimeTCrit": regimes.t_crit.iloc[0] if len(regimes) else math.nan,
              "EditNormClampMean": df.get("edit_norm_clamp", pd.Series(dtype=float)).mean(),
-             "EditNormRandomMean": df.get("edit_norm_random", pd.Series(dtype=float)).mean()}.items():
+             "EditNormRandomMean": df.get("edit_norm_random", pd.Series(dtype=float)).mean(),
+             "EditNormRandomNaturalMean": df.get("edit_norm_random_natural", pd.Series(dtype=float)).mean(),
+             "RandomNegativeShare": df.get("random_negative_share", pd.Series(dtype=float)).mean()}.items():
     macro(k, float(v))
 for k, v in dc.protocol(list(df.run_id), on_input=run.add_input).items():  # the settings the runs used
     run.macro(k, esc(v), raw=True)

@@ -9,13 +9,21 @@ model size drives both axes (the seed study's scale confound), so ranks are take
 
 Regime rule (fixed before looking, calibrated on a null). For each model and measure (log peak cross/self
 ratio, log neutral KL, log late-layer 1 - CKA), the null is seed-to-seed variation: the pooled within-corpus
-standard deviation s0 of the runs. A corpus's contrast is its mean minus the mean of the model's other corpora,
-z = contrast / its standard error under "no corpus effect" (from s0 and the seed counts). *high* when
-z > ``z_crit``, *low* when z < -``z_crit``, else *typical* (within seed noise). Regimes need both axes resolved:
-high/low = latent construction, high/high = coupled construction, low/high = reweighting, low/low = minimal
-change; anything typical is *unresolved*. With one seed there is no null, and every corpus is unresolved. Unlike
-a median split, this rule does not create regimes by construction: corpora that differ only by seed noise stay
-unresolved.
+standard deviation s0 of the runs (with dof = runs - corpora). A corpus's contrast is its mean minus the mean of
+the model's other corpora, t = contrast / its standard error under "no corpus effect" (from s0 and the seed
+counts). *high* when t exceeds Student's t quantile 1 - alpha/2 at those dof, *low* when below minus it, else
+*typical* (within seed noise): a two-sided test at ``alpha`` per corpus and axis, not corrected for the several
+corpora and axes (so about alpha of the calls are false under the null). A measure that is NaN, or a model with
+one seed per corpus (no null), is *undefined*. Regimes need both axes resolved: high/low = latent construction,
+high/high = coupled construction, low/high = reweighting, low/low = minimal change; anything else is
+*unresolved*. Unlike a median split, this rule does not create regimes by construction: corpora that differ only
+by seed noise stay unresolved.
+
+The crosscoder and CKA readings share the output axis, so their agreement on regime labels is inflated by
+construction (where KL is typical both are unresolved). :func:`regime_agreement` therefore compares the two
+*internal* readings only (the level of the peak ratio vs the level of the late-layer displacement), against the
+agreement expected from their marginals (Cohen's kappa) and a permutation null shuffling one reading within
+model.
 """
 
 from __future__ import annotations
@@ -63,11 +71,14 @@ def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
         row.update(clamp_layer=clamp["layer"], n_clamped=clamp["n_clamped"],
                    clamp_ft_only=clamp.get("clamped_set", "ft_only") == "ft_only")
         for k in ("clamp", "random", "noise"):
-            fr = cs[f"frac_removed_{k}"]
+            fr = cs.get(f"frac_removed_{k}") or {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
             row.update({f"fr_{k}": fr["value"], f"fr_{k}_lo": fr["ci_low"], f"fr_{k}_hi": fr["ci_high"]})
-        for k in ("edit_norm_clamp", "edit_norm_random"):
+        for k in ("edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural"):
             if k in cs:
                 row[k] = cs[k]
+        draws = cs.get("frac_removed_random_draws") or []
+        if draws:
+            row["random_negative_share"] = float(np.mean(np.asarray(draws, float) < 0))
     return row
 
 
@@ -128,6 +139,11 @@ def correlate(d: pd.DataFrame, x: str, y: str, *, strata: str | None = None, uni
         r = stats.spearman(d[x].to_numpy(), d[y].to_numpy(), n_boot=n_boot, n_permutations=n_perm, seed=seed)
     out = r.as_dict()
     why = undefined_reason(d, x, y, unit)
+    if not why and strata and not math.isfinite(out["value"]):
+        why = (f"no {strata} has an ordering on both sides ({LABELS.get(x, x)} or {LABELS.get(y, y)} is constant "
+               f"within each)")
+    elif not why and strata and out["extra"].get("n_strata_dropped"):
+        out["note"] = f"{out['extra']['n_strata_dropped']} {strata}(s) without an ordering on both sides dropped"
     if why:
         out["reason"] = why
     return out
@@ -167,8 +183,8 @@ def reliability(df: pd.DataFrame, seeds: list[int], cols: tuple[str, ...] = ("kl
 
 # ------------------------------------------------------------------------------------------ regimes
 def corpus_contrasts(df: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Per (model, corpus): mean of log10 ``col`` over seeds, its contrast to the model's other corpora, and z
-    against the seed-to-seed null (pooled within-corpus sd; NaN with one seed per corpus)."""
+    """Per (model, corpus): mean of log10 ``col`` over seeds, its contrast to the model's other corpora, its t
+    against the seed-to-seed null (pooled within-corpus sd; NaN with one seed per corpus) and the null's dof."""
     rows = []
     for m, g in df.groupby("model", sort=False):
         v = g.assign(lv=np.log10(g[col].clip(lower=1e-12)))
@@ -182,43 +198,56 @@ def corpus_contrasts(df: pd.DataFrame, col: str) -> pd.DataFrame:
             var = (s0 ** 2) * (1 / r["count"] + (1 / max(C - 1, 1)) ** 2 * float((1 / others["count"]).sum()))
             z = contrast / math.sqrt(var) if var > 0 and math.isfinite(var) else math.nan
             rows.append({"model": m, "corpus": c, "mean_log10": float(r["mean"]), "contrast": float(contrast),
-                         "z": float(z), "s0": s0, "n_seeds": int(r["count"])})
+                         "z": float(z), "s0": s0, "dof": dof, "n_seeds": int(r["count"])})
     return pd.DataFrame(rows)
 
 
-def level(z: float, z_crit: float) -> str:
-    if not math.isfinite(z):
-        return "typical"
-    return "high" if z > z_crit else "low" if z < -z_crit else "typical"
+def threshold(dof: float, alpha: float) -> float:
+    """Student's t quantile 1 - alpha/2 at ``dof`` (NaN without dof)."""
+    from scipy import stats as sps
+
+    return float(sps.t.ppf(1 - alpha / 2, dof)) if dof > 0 else math.nan
 
 
-def classify_regimes(df: pd.DataFrame, *, z_crit: float = 1.96) -> pd.DataFrame:
+def level(z: float, crit: float) -> str:
+    if not (math.isfinite(z) and math.isfinite(crit)):
+        return "undefined"
+    return "high" if z > crit else "low" if z < -crit else "typical"
+
+
+def classify_regimes(df: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """The regime rule of the module docstring: one row per (model, corpus), the crosscoder and CKA readings."""
     zs = {col: corpus_contrasts(df, col).set_index(["model", "corpus"]) for col in ("peak_ratio", "kl", "late_disp")}
     means = corpus_means(df).set_index(["model", "corpus"])
     rows = []
     for key, r in means.iterrows():
-        lv = {col: level(zs[col].loc[key, "z"], z_crit) for col in zs}
+        lv, crit = {}, {}
+        for col, z in zs.items():
+            crit[col] = threshold(z.loc[key, "dof"], alpha)
+            lv[col] = level(z.loc[key, "z"], crit[col])
         reg = CLASS.get((lv["peak_ratio"], lv["kl"]), UNRESOLVED)
         reg_cka = CLASS.get((lv["late_disp"], lv["kl"]), UNRESOLVED)
         rows.append({"model": key[0], "corpus": key[1], "peak_ratio": r.peak_ratio, "genuine": r.genuine,
                      "late_disp": r.late_disp, "kl": r.kl, "z_ratio": zs["peak_ratio"].loc[key, "z"],
                      "z_kl": zs["kl"].loc[key, "z"], "z_late": zs["late_disp"].loc[key, "z"],
-                     "level_ratio": lv["peak_ratio"], "level_kl": lv["kl"], "level_late": lv["late_disp"],
-                     "regime": reg, "regime_cka": reg_cka, "agree": reg == reg_cka})
+                     "t_crit": crit["kl"], "level_ratio": lv["peak_ratio"], "level_kl": lv["kl"],
+                     "level_late": lv["late_disp"], "regime": reg, "regime_cka": reg_cka, "agree": reg == reg_cka})
     return pd.DataFrame(rows)
 
 
 def regime_agreement(regimes: pd.DataFrame, *, n_perm: int = 9999, seed: int = 0) -> dict:
-    """Agreement of the crosscoder and CKA readings against chance: observed share, the share expected from the
-    two readings' marginals (Cohen's kappa, sklearn), and a permutation p (CKA readings shuffled within model)."""
+    """Agreement of the two internal readings (level of the peak ratio vs level of the late-layer displacement:
+    high / low / typical / undefined) against chance: the observed share, the share expected from the two
+    readings' marginals (Cohen's kappa, sklearn), and a permutation p (one reading shuffled within model). The
+    regime labels are not compared directly: they share the KL axis, which would make them agree by construction.
+    ``n_regime_agree`` counts the rows whose two regime labels coincide, as a description."""
     from sklearn.metrics import cohen_kappa_score
 
-    a, b = regimes.regime.to_numpy(), regimes.regime_cka.to_numpy()
-    n = len(a)
+    n = len(regimes)
     if n == 0:
         return {"value": math.nan, "chance": math.nan, "kappa": math.nan, "p_value": math.nan, "n": 0,
                 "reason": "no rows"}
+    a, b = regimes.level_ratio.to_numpy(), regimes.level_late.to_numpy()
     obs = float((a == b).mean())
     labels = sorted(set(a) | set(b))
     chance = float(sum((a == k).mean() * (b == k).mean() for k in labels))
@@ -232,10 +261,11 @@ def regime_agreement(regimes: pd.DataFrame, *, n_perm: int = 9999, seed: int = 0
             bp[g] = b[rng.permutation(g)]
         hits += (a == bp).mean() >= obs - 1e-12
     out = {"value": obs, "chance": chance, "kappa": kappa, "p_value": (1 + hits) / (1 + n_perm),
-           "p_method": "permutation", "n": int(n), "n_resolved": int((a != UNRESOLVED).sum()),
-           "n_resolved_cka": int((b != UNRESOLVED).sum())}
+           "p_method": "permutation", "n": int(n), "n_resolved": int((regimes.regime != UNRESOLVED).sum()),
+           "n_resolved_cka": int((regimes.regime_cka != UNRESOLVED).sum()),
+           "n_regime_agree": int((regimes.regime == regimes.regime_cka).sum())}
     if chance >= 1:
-        out["reason"] = f"both readings give one label ({labels[0]}) to every row: agreement is certain"
+        out["reason"] = f"both internal readings give one level ({labels[0]}) to every row: agreement is certain"
     return out
 
 

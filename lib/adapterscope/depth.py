@@ -145,8 +145,12 @@ def mean_over_units(values, *, unit: str = "runs", n_boot: int = 9999, n_perm: i
 
 
 def slope_finding(slopes: pd.DataFrame, layer_control: str = "none", **kw) -> dict:
-    """Mean per-run slope of the runs with ``layer_control``, tested over runs (:func:`mean_over_units`)."""
-    return mean_over_units(slopes.loc[slopes.layer_control == layer_control, "slope"], unit="runs", **kw)
+    """Mean slope of the runs with ``layer_control``, tested over model x corpus units (:func:`mean_over_units`):
+    seeds of one (model, corpus) are replicates, so their slopes are averaged first (``n_runs`` says how many
+    runs went in)."""
+    sub = slopes.loc[slopes.layer_control == layer_control]
+    units = sub.groupby(["model", "corpus"], sort=False).slope.mean() if len(sub) else pd.Series(dtype=float)
+    return {**mean_over_units(units, unit="model x corpus units (seeds averaged)", **kw), "n_runs": int(len(sub))}
 
 
 def control_diff_finding(ctl: pd.DataFrame, **kw) -> dict:
@@ -158,7 +162,8 @@ def control_diff_finding(ctl: pd.DataFrame, **kw) -> dict:
 def crosscoder_agreement(per_layer: pd.DataFrame, ratios: dict[tuple, pd.DataFrame], **kw
                          ) -> tuple[pd.DataFrame, dict]:
     """Per run with a crosscoder: Spearman's rho between displacement and the cross/self ratio over the
-    crosscoder's layers; and the summary: the mean of per-run rhos tested over runs (:func:`mean_over_units`),
+    crosscoder's layers; and the summary: the mean of per-run rhos, averaged over seeds per model x corpus and
+    tested over those units (:func:`mean_over_units`),
     plus the descriptive pooled rho of within-run ranks (``rho_pooled``; no p-value: its layer pairs are not
     independent). ``ratios`` maps a run key (model, corpus, layer_control, seed) to a frame with ``layer`` and
     ``ratio_ft``; ``per_layer`` has the run keys, layer and disp. A run whose rho is undefined (fewer than two
@@ -173,7 +178,9 @@ def crosscoder_agreement(per_layer: pd.DataFrame, ratios: dict[tuple, pd.DataFra
         rows.append({**dict(zip(RUN_KEYS, key)), "n_layers": int(ok.sum()), "rho": rho})
         pairs.append(pd.DataFrame({"run": [str(key)] * int(ok.sum()), "disp": disp[ok], "ratio": ratio[ok]}))
     table = pd.DataFrame(rows, columns=[*RUN_KEYS, "n_layers", "rho"])
-    summary = mean_over_units(table.rho, unit="runs", **kw)
+    units = (table.groupby(["model", "corpus", "layer_control"], sort=False).rho.mean() if len(table)
+             else pd.Series(dtype=float))  # seeds are replicates: averaged per model x corpus (x layer control)
+    summary = mean_over_units(units, unit="model x corpus units (seeds averaged)", **kw)
     pooled = math.nan
     if pairs and sum(len(p) for p in pairs) >= 2:
         allp = pd.concat(pairs, ignore_index=True)

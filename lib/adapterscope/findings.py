@@ -18,7 +18,7 @@
 
 Each finding gets a verdict computed from its value, CI and p (:func:`verdict`): *supported* (significant in the
 predicted direction: p < alpha where there is a p, and the 95% CI excludes the null where there is a CI),
-*contradicted* (significant the other way), *inconclusive* (not significant: the CI spans the null), or
+*contradicted* (significant the other way), *inconclusive* (not significant: p >= alpha or the CI spans the null), or
 *undefined* (the value is not a number, with the reason the notebook gives, or there is no test statistic).
 
 ``paper/findings_recorded.json`` (committed) holds the values recorded from a full profile run
@@ -27,7 +27,7 @@ predicted direction: p < alpha where there is a p, and the 95% CI excludes the n
 ``python -m adapterscope.findings reproduce ID`` (``make finding F=ID``) reruns, in a scratch copy of the project
 (``ADAPTERSCOPE_HOME`` = a temporary folder; model/corpus caches shared), only the notebooks and grid cells the
 finding needs, with ``--force`` so nothing is reused, and prints reproduced vs recorded. Exit code 0 when within
-tolerance, 1 when not, 2 on bad input. ``check`` compares the current results with the recorded values without
+tolerance and with the same verdict, 1 when not, 2 on bad input. ``check`` compares the current results with the recorded values without
 rerunning anything; ``list`` prints the ledger.
 """
 
@@ -355,11 +355,12 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
     ok, diff = compare(f, new, old)
     log(f"recorded   : {describe(old)}  (git {str(old.get('git_sha'))[:10]}, profile {old.get('profile')})")
     log(f"reproduced : {describe(new)}")
-    log(f"|difference| = {diff:.4g}, tolerance {f.tolerance:g}: {'REPRODUCED' if ok else 'NOT REPRODUCED'}")
     (v_old, _), (v_new, why_new) = verdict(f, old), verdict(f, new)
     log(f"verdict    : recorded {v_old}, reproduced {v_new} ({why_new})")
-    if v_old != v_new:
-        log("note: the verdict differs between the recorded and the reproduced value")
+    if v_old != v_new:  # a value within tolerance whose p crossed alpha is not the same finding
+        ok = False
+        log("the verdict differs between the recorded and the reproduced value")
+    log(f"|difference| = {diff:.4g}, tolerance {f.tolerance:g}: {'REPRODUCED' if ok else 'NOT REPRODUCED'}")
     old_dts = old.get("compute_dtypes")
     if old_dts and new_dts and old_dts != new_dts:
         log(f"note: recorded with fine-tunes in {'/'.join(old_dts)}, rerun in {'/'.join(new_dts)} (dtype=auto "
@@ -383,6 +384,7 @@ def check(log=print) -> int:
             bad += 1
             continue
         ok, diff = compare(f, new, rec[fid])
+        ok = ok and verdict(f, new)[0] == verdict(f, rec[fid])[0]
         bad += not ok
         log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g}); "
             f"verdict {verdict(f, new)[0]}")

@@ -288,9 +288,19 @@ def _quartering_margins(G, rows, lab, item, w, k, n_regimes, rng):
         s1, s2 = sep(*h1), sep(*h2)
         for sel, ev in ((s1, s2), (s2, s1)):
             l = int(np.argmax(sel))
-            margins.append(ev[l] - np.median(np.delete(ev, l)))
+            margins.append(peak_margin(ev, l))
             chosen.append(l)
     return np.array(margins), np.array(chosen)
+
+
+def peak_margin(ev: np.ndarray, l: int) -> float:
+    """How far ``ev[l]`` stands above the curve on *both* sides: min over the layers below and above of
+    ev[l] - their median. A layer at either end has one side only and scores at most 0, so a curve that rises
+    to the last layer (a ramp, no peak) does not count as a critical layer."""
+    parts = [float(ev[l] - np.median(side)) for side in (ev[:l], ev[l + 1:]) if len(side)]
+    if len(parts) < 2:
+        parts.append(0.0)
+    return min(parts)
 
 
 def _procedure(G, rows, lab, item, w, k, n_regimes, n_quarterings, rng):
@@ -312,9 +322,11 @@ def heldout_peak_margin(disp: Mapping[str, np.ndarray], items: Mapping[str, Sequ
     of the three pairings of quarters into halves A = (q1, q2), B = (q3, q4) gives a separation curve per half,
     computed on that half only exactly as ``geometry.regime_separation`` does for one split-half (q1 | q2)
     (subspaces of the same k, via Gram matrices: :func:`gram_basis`). The layer l* = argmax sep_A (ties:
-    earliest) is chosen on A and scored on B: margin = sep_B(l*) - median over the other layers of sep_B; and
-    the same with A and B swapped. ``value`` is the mean margin over 6 x ``n_splits`` selections. It is near
-    zero, or negative, when no layer stands out reproducibly (a flat curve, however high, or noise).
+    earliest) is chosen on A and scored on B: margin = :func:`peak_margin` of sep_B at l* (sep_B(l*) minus the
+    median of sep_B below l*, or above it, whichever is less; at most 0 at either end); and the same with A and B
+    swapped. ``value`` is the mean margin over 6 x ``n_splits`` selections. It is near
+    zero, or negative, when no layer stands out reproducibly (a flat curve, however high, noise, or a ramp that
+    rises to the last layer).
 
     * CI: percentile bootstrap over items (``n_boot`` draws); each draw resamples the items with replacement
       and reruns the whole select-then-evaluate procedure (a drawn item's copies stay in one quarter, so no

@@ -189,7 +189,9 @@ def stratified_spearman(x, y, strata, *, exact_max: int = 100_000, n_permutation
     strata and no ties, the mean of the within-stratum rhos). p (two-sided, P(|r_perm| >= |r_obs|)): y permuted
     within each stratum, every combination enumerated when there are at most ``exact_max`` of them (two strata of
     four: 4!^2 = 576), else ``n_permutations`` seeded draws. CI: percentile bootstrap resampling pairs within
-    each stratum. A stratum of one pair carries no ordering and is dropped (``extra["n_dropped"]``)."""
+    each stratum. A stratum of one pair, or one where x or y is constant, carries no ordering and is dropped
+    (``extra["n_dropped"]`` pairs in ``extra["n_strata_dropped"]`` strata): kept, it would add nothing to the
+    covariance but its variance to one side, and pull rho towards 0."""
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     strata = np.asarray(strata).ravel()
     if not (x.shape == y.shape == strata.shape):
@@ -197,9 +199,12 @@ def stratified_spearman(x, y, strata, *, exact_max: int = 100_000, n_permutation
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must be finite")
     keep = np.ones(len(x), bool)
+    n_strata_dropped = 0
     for s in np.unique(strata):
-        if (strata == s).sum() < 2:
-            keep &= strata != s
+        m = strata == s
+        if m.sum() < 2 or np.ptp(x[m]) == 0 or np.ptp(y[m]) == 0:
+            keep &= ~m
+            n_strata_dropped += 1
     n_dropped = int((~keep).sum())
     x, y, strata = x[keep], y[keep], strata[keep]
     labels = list(dict.fromkeys(strata.tolist()))
@@ -208,7 +213,7 @@ def stratified_spearman(x, y, strata, *, exact_max: int = 100_000, n_permutation
     r = float(_stratified_rho(x, y, groups)) if groups else math.nan
     out = Result("stratified_spearman_rho", r, n, level=level,
                  extra={"strata": [str(s) for s in labels], "n_per_stratum": [len(g) for g in groups],
-                        "n_dropped": n_dropped})
+                        "n_dropped": n_dropped, "n_strata_dropped": n_strata_dropped})
     if n < 3 or not math.isfinite(r):
         return out
     n_total = math.prod(math.factorial(len(g)) for g in groups)

@@ -58,18 +58,43 @@ def test_contrast_z_matches_a_hand_computation():
 def test_one_seed_has_no_null_and_leaves_everything_unresolved():
     reg = dc.classify_regimes(_grid(ratio_shift={"a": 2.0}, n_seeds=1))
     assert (reg.regime == dc.UNRESOLVED).all() and reg.z_ratio.isna().all()
+    assert (reg.level_ratio == "undefined").all()  # no null: not "typical"
+
+
+def test_the_threshold_is_student_t_at_the_null_dof_and_false_calls_stay_near_alpha():
+    from scipy import stats as sps
+
+    reg = dc.classify_regimes(_grid(n_seeds=2))  # 4 corpora x (2 - 1) = 4 dof
+    assert reg.t_crit.iloc[0] == pytest.approx(sps.t.ppf(0.975, 4))
+    calls = [((dc.classify_regimes(_grid(n_seeds=2, seed=s)).level_ratio) != "typical").mean() for s in range(150)]
+    assert np.mean(calls) < 0.09  # a normal 1.96 cut-off at 4 dof calls about 10%
 
 
 def test_agreement_is_reported_against_chance():
     reg = pd.DataFrame({"model": ["m"] * 4 + ["n"] * 4,
-                        "regime": ["a", "b", "a", "b", "a", "b", "c", "c"]})
-    reg["regime_cka"] = reg.regime
+                        "level_ratio": ["high", "low", "high", "low", "high", "low", "typical", "typical"]})
+    reg["level_late"] = reg.level_ratio
+    reg["regime"] = reg["regime_cka"] = dc.UNRESOLVED
     ag = dc.regime_agreement(reg, n_perm=999, seed=0)
     assert ag["value"] == 1.0 and ag["kappa"] == pytest.approx(1.0) and ag["chance"] < 0.5
     assert ag["p_value"] < 0.2
-    same = reg.assign(regime="u", regime_cka="u")
+    same = reg.assign(level_ratio="typical", level_late="typical")
     ag = dc.regime_agreement(same, n_perm=99)
     assert ag["value"] == 1.0 and ag["chance"] == 1.0 and "agreement is certain" in ag["reason"]
+
+
+def test_agreement_is_not_inflated_by_the_shared_output_axis():
+    """A strong KL effect and independent internal effects: the regime labels share the KL level, the internal
+    readings do not, so their agreement test should reject the null about as often as alpha."""
+    rejections = 0
+    for s in range(60):
+        rng = np.random.default_rng(100 + s)
+        df = _grid(ratio_shift=dict(zip("abcd", rng.normal(0, 0.3, 4))), kl_shift={"a": 1.0, "b": -1.0},
+                   n_seeds=2, models=("m", "n"), seed=s)
+        late = dict(zip("abcd", rng.normal(0, 0.3, 4)))  # independent of the ratio's corpus effects
+        df["late_disp"] = 0.01 * 10 ** (df.corpus.map(late) + rng.normal(0, 0.02, len(df)))
+        rejections += dc.regime_agreement(dc.classify_regimes(df), n_perm=199, seed=s)["p_value"] < 0.05
+    assert rejections / 60 < 0.15
 
 
 def test_correlations_are_stratified_by_model_and_name_why_one_is_undefined():

@@ -72,8 +72,13 @@ def test_slope_finding_uses_the_main_grid_only():
                     _run(corpus="a", lc="equal_step", slope=-5.0)], ignore_index=True)
     slopes, _ = depth.slope_table(df, late_frac=0.3, n_boot=50, seed=0)
     f = depth.slope_finding(slopes, "none", n_boot=99)
-    assert f["value"] == pytest.approx(2.0) and f["n"] == 2 and f["unit"] == "runs"
-    assert f["p_value"] == pytest.approx(0.5)  # two runs, both positive: 2/4
+    assert f["value"] == pytest.approx(2.0) and f["n"] == 2 and f["unit"].startswith("model x corpus")
+    assert f["p_value"] == pytest.approx(0.5)  # two units, both positive: 2/4
+    # a second seed of corpus a is a replicate: averaged into a's unit, not a third point
+    df2 = pd.concat([df, _run(corpus="a", slope=5.0, seed=1)], ignore_index=True)
+    slopes2, _ = depth.slope_table(df2, late_frac=0.3, n_boot=50, seed=0)
+    f2 = depth.slope_finding(slopes2, "none", n_boot=99)
+    assert f2["n"] == 2 and f2["n_runs"] == 3 and f2["value"] == pytest.approx((3.0 + 3.0) / 2)
 
 
 def test_control_table_and_difference_over_pairs():

@@ -97,7 +97,8 @@ def test_mechanism_classes_cover_every_kind_and_inputs_keep_answers():
 REG = ["prompt", "visual", "pressure"]
 
 
-def _planted_states(n_items=16, n_kinds=3, L1=7, d=24, crit=4, plateau=False, signal=True, noise=0.0, seed=0):
+def _planted_states(n_items=16, n_kinds=3, L1=7, d=24, crit=4, plateau=False, signal=True, noise=0.0, seed=0,
+                    ramp=False):
     """Hidden states (rows = meta order, L1 layers, d) where at layer ``crit`` (every layer with ``plateau``)
     regime r moves each item along its own 2-D subspace U_r (U_r mutually orthogonal; plus isotropic
     ``noise``), and elsewhere every regime moves along isotropic noise. The relative displacement of every
@@ -115,8 +116,9 @@ def _planted_states(n_items=16, n_kinds=3, L1=7, d=24, crit=4, plateau=False, si
             for k in range(n_kinds):
                 dl = rng.normal(size=(L1, d))
                 for l in range(L1):
-                    if signal and (plateau or l == crit):
-                        dl[l] = U[r] @ rng.normal(size=2) + noise * rng.normal(size=d) / np.sqrt(d)
+                    if signal and (plateau or ramp or l == crit):
+                        nz = 6.0 * (1 - l / (L1 - 1)) if ramp else noise  # ramp: cleaner with depth
+                        dl[l] = U[r] @ rng.normal(size=2) + nz * rng.normal(size=d) / np.sqrt(d)
                 dl *= 1.0 / np.linalg.norm(dl, axis=1, keepdims=True)
                 meta.append({"item": i, "regime": r, "kind": f"{r}{k}"})
                 H.append(h0 + dl)
@@ -176,6 +178,13 @@ def test_heldout_margin_detects_a_planted_peak():
     assert set(R.FINDING_KEYS) <= set(out)
 
 
+def test_peak_margin_needs_both_sides():
+    assert R.peak_margin(np.array([0.1, 0.2, 0.9, 0.3, 0.2]), 2) == pytest.approx(0.9 - 0.25)
+    assert R.peak_margin(np.array([0.1, 0.2, 0.3, 0.4, 0.9]), 4) == 0.0  # an end: at most 0
+    assert R.peak_margin(np.array([0.9, 0.2, 0.3]), 0) == 0.0
+    assert R.peak_margin(np.array([0.5, 0.2, 0.9, 0.1]), 1) == pytest.approx(0.2 - 0.5)
+
+
 def test_heldout_margin_fails_without_signal_and_on_a_plateau():
     _, noise = _heldout(*_planted_states(signal=False, seed=1))
     assert noise["ci_low"] < 0 < noise["ci_high"] and noise["p_value"] > 0.1 and abs(noise["value"]) < 0.1
@@ -184,6 +193,11 @@ def test_heldout_margin_fails_without_signal_and_on_a_plateau():
     g, flat = _heldout(*_planted_states(plateau=True, noise=0.5, seed=2))
     assert (np.asarray(g["separation"]) > 0.5).all() and 1 <= R.critical_layer(g["separation"]) <= 6
     assert flat["ci_low"] < 0 < flat["ci_high"] and flat["p_value"] > 0.1 and abs(flat["value"]) < 0.1
+    # separation rising to the last layer: the argmax is the last layer, but that is a ramp, not a peak
+    g, ramp = _heldout(*_planted_states(ramp=True, seed=4))
+    sep = np.asarray(g["separation"])[1:]
+    assert np.argmax(sep) == len(sep) - 1 and sep[-1] - sep[0] > 0.3
+    assert ramp["value"] <= 0.05 and ramp["ci_low"] <= 0  # no verdict of "supported": the CI reaches 0
     _, bs = _heldout(*_planted_states(crit=4), n_perm=0)
     assert bs["p_method"] == "bootstrap_share" and bs["p_value"] == 0.0
 

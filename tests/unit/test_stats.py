@@ -164,10 +164,21 @@ def test_stratified_spearman_equals_the_mean_within_rho_for_equal_strata_and_no_
     assert r.value == pytest.approx(np.mean(within))
     assert r.p_method == "exact"  # 4!^3 = 13824 orderings, enumerated; force Monte Carlo below
     r2 = stats.stratified_spearman(x, y, strata, n_boot=0, exact_max=10)
-    assert r2.p_method == "permutation" and 0 < r2.p_value <= 1
+    assert r2.p_method == "permutation" and r2.p_value > 0.05  # independent normals: no signal (seeded)
     # a single-pair stratum is dropped, not counted as an ordering
     r3 = stats.stratified_spearman(np.r_[x, 5.0], np.r_[y, 5.0], np.r_[strata, 9], n_boot=0)
     assert r3.n == 12 and r3.extra["n_dropped"] == 1 and r3.value == pytest.approx(r.value)
+
+
+def test_stratified_spearman_drops_a_stratum_without_an_ordering():
+    """A stratum whose x is constant (e.g. 0 fine-tune-only latents at every dose) would pull rho towards 0
+    (perfect order elsewhere gave 0.71); it is dropped and the perfect stratum gives 1."""
+    x = np.array([1.0, 2, 3, 4, 0, 0, 0, 0])
+    y = np.array([1.0, 2, 3, 4, 5, 7, 6, 8])
+    r = stats.stratified_spearman(x, y, ["a"] * 4 + ["b"] * 4, n_boot=0)
+    assert r.value == pytest.approx(1.0) and r.n == 4 and r.extra["n_strata_dropped"] == 1
+    r = stats.stratified_spearman(np.zeros(8), y, ["a"] * 4 + ["b"] * 4, n_boot=0)
+    assert math.isnan(r.value) and r.n == 0
 
 
 def test_stratified_spearman_exact_p_matches_brute_force():
