@@ -44,12 +44,11 @@ P = params.check(globals())
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from adapterscope import decorrelation as dc
-from adapterscope import plotting, results
+from adapterscope import macros, plotting, results
 
 plotting.setup()
 NB = "08_decorrelation"
@@ -136,22 +135,7 @@ run.figures += plotting.save(fig, NB, "perplexity")
 plt.close(fig)
 
 cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
-fig, ax = plt.subplots(figsize=(7.4, 3.0 if len(cl) else 1.2))
-if not len(cl):
-    ax.axis("off")
-    ax.text(0.5, 0.5, "no run had latents to clamp", ha="center", va="center")
-else:
-    conds = {"clamp": "clamped set", "random": "random latents (edit-norm matched)", "noise": "matched noise"}
-    names = [f"{r.model.split('-')[0]}/{r.corpus}/s{r.seed}" for r in cl.itertuples()]
-    w = 0.8 / len(conds)
-    for i, (k, lab) in enumerate(conds.items()):
-        xs = np.arange(len(cl)) + (i - (len(conds) - 1) / 2) * w
-        ax.bar(xs, cl[f"fr_{k}"], width=w, label=lab, capsize=1.5, error_kw={"lw": 0.6},
-               yerr=[cl[f"fr_{k}"] - cl[f"fr_{k}_lo"], cl[f"fr_{k}_hi"] - cl[f"fr_{k}"]])
-    ax.set_xticks(np.arange(len(cl)), names, rotation=60, ha="right", fontsize=6)
-    ax.axhline(0, color="0.3", lw=0.6)
-    ax.set_ylabel("fraction of KL removed")
-    ax.legend(fontsize=7)
+fig = dc.clamp_figure(cl)
 fig.tight_layout()
 run.figures += plotting.save(fig, NB, "clamping")
 plt.close(fig)
@@ -227,29 +211,11 @@ run.values.update({
     "runs": df.to_dict("records"), "corpus_means": means.to_dict("records"),
     "correlations": [{"unit": u, "scope": s, "pair": p, **r} for (u, s, p), r in corrs.items()],
     "reliability": reliab, "regimes": regimes.to_dict("records"), "clamp_effects": clamp, "findings": findings,
-    "clamped_set": clamped_set, "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}"})
-
-
-def macro(name, value, digits=3):
-    """A number macro; NaN (not computable in this profile) prints as a text dash, also in math."""
-    if isinstance(value, float) and math.isnan(value):
-        return run.macro(name, r"\text{--}", raw=True)
-    return run.macro(name, value, digits=digits)
-
-
-def tex_key(s):
-    return "".join(w.capitalize() for w in s.replace("-", "_").split("_"))
-
-
-for key, f in findings.items():
-    if any(key.endswith(m) or key.endswith(m + "_means") for m in model_names):
-        continue  # per-model values are in the tables; the largest model's are under a fixed name
-    name = tex_key(key)
-    macro(name, f["value"], digits=2)
-    for suffix, k in (("N", "n"), ("P", "p_value"), ("Lo", "ci_low"), ("Hi", "ci_high")):
-        if k in f:
-            macro(name + suffix, f[k], digits=2 if suffix != "N" else 3)
-    run.macro(name + "Why", esc(f.get("reason", "")), raw=True)
+    "clamped_set": clamped_set,
+    "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}"})
+for key, f in findings.items():  # per-model values are in the tables; the largest model's under a fixed name
+    if not any(key.endswith(m) or key.endswith(m + "_means") for m in model_names):
+        macros.stat(run, macros.key(key), f)
 run.macro("LargestModel", esc(largest), raw=True)
 run.macro("ClampedSet", esc(clamped_set), raw=True)
 run.macro("RegimeAgreementChance", fmt(agreement["chance"], 2), raw=True)
@@ -268,7 +234,7 @@ counts = {"NRuns": len(df), "NModels": len(model_names), "NCorpora": len(corpus_
           "NRegimeRows": len(regimes), "NRegimeResolved": int((regimes.regime != dc.UNRESOLVED).sum()),
           "NRegimeResolvedCka": int((regimes.regime_cka != dc.UNRESOLVED).sum())}
 for k, v in counts.items():
-    macro(k, int(v))
+    macros.number(run, k, int(v))
 for k, v in {"PeakRatioMax": df.peak_ratio.max(), "PeakRatioMin": df.peak_ratio.min(), "KlMax": df.kl.max(),
              "KlMin": df.kl.min(), "FveMin": per_depth.fve.min(), "FveMax": per_depth.fve.max(),
              "DeadMax": per_depth.dead.max(), "LZeroMin": per_depth.l0.min(), "LZeroMax": per_depth.l0.max(),
@@ -278,12 +244,12 @@ for k, v in {"PeakRatioMax": df.peak_ratio.max(), "PeakRatioMin": df.peak_ratio.
              "EditNormRandomMean": df.get("edit_norm_random", pd.Series(dtype=float)).mean(),
              "EditNormRandomNaturalMean": df.get("edit_norm_random_natural", pd.Series(dtype=float)).mean(),
              "RandomNegativeShare": df.get("random_negative_share", pd.Series(dtype=float)).mean()}.items():
-    macro(k, float(v))
+    macros.number(run, k, float(v))
 for k, v in dc.protocol(list(df.run_id), on_input=run.add_input).items():  # the settings the runs used
     run.macro(k, esc(v), raw=True)
 run.macro("LateFracPct", f"{100 * late_frac:g}", raw=True)
 for col in ("kl", "disagree", "peak_ratio", "genuine", "late_disp"):  # a dash with one seed
     r = reliab.get(col, {"value": math.nan, "p_value": math.nan})
-    macro(f"Reliab{tex_key(col)}", r["value"], digits=2)
-    macro(f"Reliab{tex_key(col)}P", r["p_value"], digits=2)
+    macros.number(run, f"Reliab{macros.key(col)}", r["value"], digits=2)
+    macros.number(run, f"Reliab{macros.key(col)}P", r["p_value"], digits=2)
 print(run.write())

@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from adapterscope import dose, plotting, results
+from adapterscope import dose, macros, plotting, results
 
 plotting.setup()
 NB = "09_dose"
@@ -144,23 +144,8 @@ run.values.update({"runs": df.to_dict("records"), "trends": trends, "findings": 
                    "unit": "runs; ranks within each corpus's dose series"})
 
 
-def macro(name, value, digits=3):
-    """A number macro; NaN (not computable in this profile) prints as a text dash, also in math."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return run.macro(name, r"\text{--}", raw=True)
-    return run.macro(name, value, digits=digits)
-
-
-def tex_key(s):
-    return "".join(w.capitalize() for w in s.replace("-", "_").split("_"))
-
-
 for key, f in trends.items():
-    name = tex_key(key)
-    macro(name, f["value"], digits=2)
-    for suffix, k in (("N", "n"), ("P", "p_value"), ("Lo", "ci_low"), ("Hi", "ci_high")):
-        macro(name + suffix, f[k], digits=2 if suffix != "N" else 3)
-    run.macro(name + "Why", esc(f.get("reason", "")), raw=True)
+    macros.stat(run, macros.key(key), f)
 
 
 def threshold_text(fc):
@@ -170,8 +155,8 @@ def threshold_text(fc):
 
 for c in dict.fromkeys([*corpus_names, *dose_corpora]):  # every grid corpus, so the paper's macros always exist
     r = first.get(c, {"value": None, "reason": f"{c} is not in the dose block" if has_block else NO_BLOCK})
-    run.macro(f"FirstConstructionDose{tex_key(c)}", r"\text{--}" if r["value"] is None else g(r["value"]), raw=True)
-    run.macro(f"FirstConstructionDose{tex_key(c)}Why", esc(r.get("reason", "")), raw=True)
+    run.macro(f"FirstConstructionDose{macros.key(c)}", r"\text{--}" if r["value"] is None else g(r["value"]), raw=True)
+    run.macro(f"FirstConstructionDose{macros.key(c)}Why", esc(r.get("reason", "")), raw=True)
 run.macro("FirstConstructionDoses", esc(threshold_text(first)), raw=True)
 run.macro("FirstGenuineDoses", esc(threshold_text(first_genuine)), raw=True)
 run.macro("DoseModels", esc(", ".join(dose_models) or "--"), raw=True)
@@ -181,12 +166,12 @@ run.macro("DoseLevels", esc("; ".join(levels) or "--"), raw=True)
 run.macro("DoseWhy", "" if has_block else NO_BLOCK, raw=True)
 for k, v in {"NDoseRuns": len(df), "NDoseLevels": df.dose_tag.nunique(), "NDoseCorpora": df.corpus.nunique(),
              "NDoseRunsWithFtOnly": (df.ft_only > 0).sum(), "NDoseRunsWithGenuine": (df.genuine > 0).sum()}.items():
-    macro(k, int(v))
+    macros.number(run, k, int(v))
 for k, col in {"DoseFtOnlyMax": "ft_only", "DoseGenuineMax": "genuine", "DoseStepsMax": "steps"}.items():
-    macro(k, int(df[col].max()) if len(df) else math.nan)
+    macros.number(run, k, int(df[col].max()) if len(df) else math.nan)
 for k, v in {"DoseMin": df.dose.min(), "DoseMax": df.dose.max()}.items():  # exact, as in the table
     run.macro(k, g(v) if len(df) else r"\text{--}", raw=True)
 for k, v in {"DoseKlMin": df.kl.min(), "DoseKlMax": df.kl.max(),
              "DosePeakRatioMin": df.peak_ratio.min(), "DosePeakRatioMax": df.peak_ratio.max()}.items():
-    macro(k, float(v))
+    macros.number(run, k, float(v))
 print(run.write())

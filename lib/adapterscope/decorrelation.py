@@ -382,3 +382,27 @@ def protocol(run_ids: list[str], on_input: Callable[[str, str], None] | None = N
                 seen.append(v)
         out[name] = " / ".join(seen) if seen else "--"
     return out
+
+
+def clamp_figure(cl: pd.DataFrame):
+    """Bars per run: the fraction of KL removed by the clamped set, the edit-norm-matched random latents and
+    matched noise, with their per-run CIs (a one-line note when no run had a clamp)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.4, 3.0 if len(cl) else 1.2))
+    if not len(cl):
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no run had latents to clamp", ha="center", va="center")
+        return fig
+    conds = {"clamp": "clamped set", "random": "random latents (edit-norm matched)", "noise": "matched noise"}
+    names = [f"{r.model.split('-')[0]}/{r.corpus}/s{r.seed}" for r in cl.itertuples()]
+    w = 0.8 / len(conds)
+    for i, (k, lab) in enumerate(conds.items()):
+        xs = np.arange(len(cl)) + (i - (len(conds) - 1) / 2) * w
+        ax.bar(xs, cl[f"fr_{k}"], width=w, label=lab, capsize=1.5, error_kw={"lw": 0.6},
+               yerr=[cl[f"fr_{k}"] - cl[f"fr_{k}_lo"], cl[f"fr_{k}_hi"] - cl[f"fr_{k}"]])
+    ax.set_xticks(np.arange(len(cl)), names, rotation=60, ha="right", fontsize=6)
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_ylabel("fraction of KL removed")
+    ax.legend(fontsize=7)
+    return fig
