@@ -223,7 +223,7 @@ run.macro("EvalN", eval_n)
 run.macro("LoraSteps", lora_steps)
 for key, v in (("ImageSize", image_size), ("NVisualTokens", vlm.encoder.n_tokens), ("TokenDim", vlm.encoder.channels),
                ("LoraRank", rank), ("LoraAlpha", f"{alpha:g}"), ("LoraTargets", ", ".join(targets))):
-    run.macro(key, v, raw=isinstance(v, str))
+    run.macro(key, results.tex_escape(v) if isinstance(v, str) else v, raw=isinstance(v, str))
 run.macro("LoraTrainSeconds", round(lora_train_s))
 run.macro("WallMinutes", wall_s / 60, digits=2)
 run.macro("ProjectorSteps", int(proj_meta.get("train", {}).get("steps_done", projector_steps)))

@@ -431,7 +431,7 @@ def write_outputs() -> tuple[Path, Path]:
         rows.append(f"\\texttt{{{tid}}} & {hyp} & {val} & {n} & {ci} & {p} & \\emph{{{word}}}")
     head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & verdict \\")
     table = "\n".join([r"\begin{longtable}{>{\raggedright\arraybackslash}p{0.12\linewidth}"
-                       r">{\raggedright\arraybackslash}p{0.44\linewidth}rrlrl}",
+                       r">{\raggedright\arraybackslash}p{0.39\linewidth}rrlrl}",
                        r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
                        r"\bottomrule", r"\endlastfoot", *[r + r" \\" for r in rows], r"\end{longtable}"]) + "\n"
     macros.append(f"\\newcommand{{\\NFindings}}{{{sum(counts.values())}}}")
