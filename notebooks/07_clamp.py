@@ -18,7 +18,8 @@
 #
 # at every position but BOS (`adapterscope.interventions`). Measured on held-out in-domain rows: the fraction of
 # KL(base||ft) removed, against two controls — `n_random` sets of |S| random live latents (same edit formula),
-# each draw's edit rescaled by one factor so that its mean per-token norm equals the clamped set's (both norms
+# matched to S in firing frequency (each member of S partnered with one of the live latents nearest it in log
+# firing count) and each draw's edit rescaled by one factor so that its mean per-token norm equals the clamped set's (both norms
 # are reported), and `n_noise` draws of Gaussian noise rescaled per token to the clamp edit's norm — with paired
 # bootstrap CIs over rows and the paired clamp-vs-control effects.
 
@@ -114,7 +115,7 @@ if len(S) == 0:
     print(f"{chosen.label} (recorded as such)")
 else:
     res = interventions.clamp_experiment(pm, cc, rows, layer, S, n_random=n_random, n_noise=n_noise,
-                                         pool=live, batch_size=batch_size, device=device, dtype=dtype,
+                                         fire_counts_F=fires, batch_size=batch_size, device=device, dtype=dtype,
                                          seed=seed, progress=progress)
     summary = res.summary(n_boot=n_boot, seed=seed)
     print({k: summary[k] for k in ("n_rows", "n_latents", "kl_ft", "kl_clamp", "kl_random", "kl_noise",
@@ -130,7 +131,7 @@ else:
 if summary is not None:
     names = ["clamp", "random", "noise"]
     kind = "FT-only" if chosen.kind == "ft_only" else "top-r"
-    labels = [f"clamp {kind}\n|S|={len(S)}", f"random latents, norm-\nmatched ({n_random} draws)",
+    labels = [f"clamp {kind}\n|S|={len(S)}", f"random latents, freq.+norm-\nmatched ({n_random} draws)",
               f"matched noise\n({n_noise} draws)"]
     vals = [summary[f"frac_removed_{n}"]["value"] for n in names]
     err = np.array([[v - summary[f"frac_removed_{n}"]["ci_low"], summary[f"frac_removed_{n}"]["ci_high"] - v]

@@ -97,13 +97,40 @@ def matched_noise(delta_BTD: torch.Tensor, generator: torch.Generator) -> torch.
     return g * delta_BTD.float().norm(dim=-1, keepdim=True)
 
 
-def random_latent_sets(pool, size: int, n_draws: int, seed: int = 0) -> list[np.ndarray]:
-    """``n_draws`` sorted sets of ``size`` distinct latents drawn uniformly (seeded) from ``pool``."""
+def random_latent_sets(pool, size: int, n_draws: int, seed: int = 0, *, counts=None, targets=None,
+                       k_nearest: int = 8) -> list[np.ndarray]:
+    """``n_draws`` sorted sets of ``size`` distinct latents drawn (seeded) from ``pool``.
+
+    Without ``counts``: uniformly. With ``counts`` (firing counts indexed by latent id) and ``targets`` (the
+    clamped set S, ``size`` latents): *frequency-matched*, each member of S gets a partner drawn uniformly from
+    the ``k_nearest`` unused pool latents closest to it in log firing count, so a draw fires about as often as S
+    does (S's latents are rare by construction: uniform draws from the live pool are mostly frequent latents)."""
     pool = np.unique(np.asarray(pool, dtype=np.int64))
     if size > len(pool):
         raise ValueError(f"cannot draw {size} latents from a pool of {len(pool)}")
     rng = np.random.default_rng(seed)
-    return [np.sort(rng.choice(pool, size=size, replace=False)) for _ in range(n_draws)]
+    if counts is None:
+        return [np.sort(rng.choice(pool, size=size, replace=False)) for _ in range(n_draws)]
+    counts = np.asarray(counts, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if len(targets) != size:
+        raise ValueError(f"frequency matching needs the {size} target latents, got {len(targets)}")
+    if k_nearest < 1:
+        raise ValueError(f"k_nearest must be >= 1, got {k_nearest}")
+    log_pool = np.log1p(counts[pool])
+    out = []
+    for _ in range(n_draws):
+        free = np.ones(len(pool), dtype=bool)
+        chosen = []
+        for j in rng.permutation(targets):          # random order: no member of S always picks first
+            idx = np.flatnonzero(free)
+            gap = np.abs(log_pool[idx] - np.log1p(counts[j]))
+            near = idx[np.argsort(gap, kind="stable")[:k_nearest]]
+            pick = int(rng.choice(near))
+            free[pick] = False
+            chosen.append(pool[pick])
+        out.append(np.sort(np.asarray(chosen, dtype=np.int64)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- what to clamp (pure)
@@ -312,7 +339,8 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
                      site: str = "resid_post", n_random: int = 5, n_noise: int = 5, pool: Sequence[int] | None = None,
                      batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
                      skip_first: int = 1, seed: int = 0, base: int = 0, ft: int = 1,
-                     match_random_norm: bool = True, progress: bool = True) -> ClampResult:
+                     match_random_norm: bool = True, fire_counts_F: Sequence[int] | None = None,
+                     progress: bool = True) -> ClampResult:
     """Run the clamping experiment on ``rows`` (n, T) and return per-row KLs of every condition.
 
     ``latents``: S, e.g. ``np.flatnonzero(classify_latents(cc)["labels"] == "ft_only")``.
@@ -321,7 +349,9 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
     from the training activations to skip it. ``batch_size`` bounds the rows in any one forward pass.
     Random sets use ``seed``; noise draw i uses a CPU generator seeded ``seed + 1000 + i``.
     ``match_random_norm``: scale each random draw's edit to the clamp's mean per-token edit norm (module
-    docstring); False applies the random sets' own edits."""
+    docstring); False applies the random sets' own edits.
+    ``fire_counts_F``: per-latent firing counts (:func:`fire_counts`); given, the random sets are also matched
+    in firing frequency to S (:func:`random_latent_sets`), and the pool defaults to the latents that fire."""
     if not hasattr(peft_model, "disable_adapter"):
         raise TypeError("clamp_experiment needs a peft model (base + adapter); load one with finetune.load_adapter")
     if cc.M != 2:
@@ -333,13 +363,16 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
     if len(S) and (S.min() < 0 or S.max() >= cc.F):
         raise ValueError(f"latent indices must lie in [0, {cc.F})")
     if n_random > 0:
+        if pool is None and fire_counts_F is not None:
+            pool = np.asarray(fire_counts_F) > 0
         if pool is None:
             pool = np.flatnonzero(fire_counts(peft_model, cc, rows, layer, site, batch_size, device, dtype,
                                               use_threshold, skip_first, progress) > 0)
         pool = np.asarray(pool)
         pool = np.flatnonzero(pool) if pool.dtype == bool else pool.astype(np.int64)
         pool = np.setdiff1d(pool, S)
-        random_sets = random_latent_sets(pool, len(S), n_random, seed)
+        random_sets = random_latent_sets(pool, len(S), n_random, seed, counts=fire_counts_F,
+                                         targets=S if fire_counts_F is not None else None)
     else:
         random_sets = []
     noise_gens = [torch.Generator().manual_seed(seed + 1000 + i) for i in range(n_noise)]
@@ -397,6 +430,12 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
             "random_norm_match": ("one factor per draw: mean per-token edit norm equal to the clamp's"
                                   if match_random_norm else "none: the random sets' own edits"),
             "random_scale": [float(c) for c in scales],
+            "random_freq_match": ("each latent of S partnered with one of the 8 unused live latents nearest it in "
+                                  "log firing count" if fire_counts_F is not None else "none: uniform over the pool"),
+            "fire_median_clamped": (float(np.median(np.asarray(fire_counts_F)[S])) if fire_counts_F is not None
+                                    and len(S) else math.nan),
+            "fire_median_random": (float(np.median(np.asarray(fire_counts_F)[np.concatenate(random_sets)]))
+                                   if fire_counts_F is not None and random_sets else math.nan),
             "n_random_unmatched": int(sum(n <= 0 for n in natural[1:])) if natural is not None else 0}
     return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
                        kl_clamp_R=kl_edit_KR[0], kl_random_NR=kl_edit_KR[1:1 + len(random_sets)],

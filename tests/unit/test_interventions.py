@@ -140,6 +140,22 @@ def test_random_latent_sets_are_seeded_distinct_and_from_the_pool():
         interventions.random_latent_sets([1, 2], 3, 1)
 
 
+def test_frequency_matched_random_sets_fire_like_the_clamped_set():
+    # planted: 200 latents, ids 0..9 rare (1-3 firings), the rest frequent (500+); S = 3 rare latents
+    counts = np.r_[np.array([1, 2, 3, 1, 2, 3, 1, 2, 3, 2]), 500 + np.arange(190)]
+    S = np.array([0, 1, 2])
+    pool = np.setdiff1d(np.flatnonzero(counts > 0), S)
+    uniform = interventions.random_latent_sets(pool, 3, 20, seed=0)
+    matched = interventions.random_latent_sets(pool, 3, 20, seed=0, counts=counts, targets=S, k_nearest=4)
+    assert np.median(counts[np.concatenate(uniform)]) > 400           # uniform draws are mostly frequent latents
+    assert all(len(set(m)) == 3 and set(m) <= set(range(3, 10)) for m in matched)   # matched: only rare ones
+    assert len({tuple(m) for m in matched}) > 1                        # still random
+    again = interventions.random_latent_sets(pool, 3, 20, seed=0, counts=counts, targets=S, k_nearest=4)
+    assert all(np.array_equal(a, b) for a, b in zip(matched, again))
+    with pytest.raises(ValueError, match="target latents"):
+        interventions.random_latent_sets(pool, 3, 1, counts=counts, targets=[0, 1])
+
+
 def test_planted_clamping_removes_the_kl_and_controls_do_not(tiny_llama):
     model, U_KD = _planted(tiny_llama)
     cc = _planted_crosscoder(U_KD)
