@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import params, results, stats
+from . import macros, params, results, stats
 
 PAIRS = {  # name: (internal, output)
     "ratio_kl": ("peak_ratio", "kl"),
@@ -343,9 +343,8 @@ def load_per_depth(model_names: list[str], corpus_names: list[str], layer_contro
 
 
 def finding(r: dict) -> dict:
-    """The ledger's view of a statistic: value, n, p, CI and the reason when undefined."""
-    return {k: r[k] for k in ("value", "n", "p_value", "p_method", "ci_low", "ci_high", "reason", "n_runs",
-                              "n_top_r_runs", "unit") if k in r}
+    """The ledger's view of a statistic (:func:`macros.ledger_view`), with the clamp's run counts and unit."""
+    return macros.ledger_view(r, extra=("n_runs", "n_top_r_runs", "unit"))
 
 
 PROTOCOL = {  # macro name: (notebook, where, key); "params" = the run's provenance parameters, "values" = its values

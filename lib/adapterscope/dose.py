@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import params, results, stats
+from . import macros, params, results, stats
 
 LAYER_CONTROL = "none"
 # finding key suffix: (run-table column, name in a sentence, axis label)
@@ -142,5 +142,5 @@ def first_construction(df: pd.DataFrame, corpora: list[str], col: str = "ft_only
 
 
 def finding(r: dict) -> dict:
-    """The ledger's view of a statistic: value, n, p, CI and the reason when undefined."""
-    return {k: r[k] for k in ("value", "n", "p_value", "p_method", "ci_low", "ci_high", "reason") if k in r}
+    """The ledger's view of a statistic (:func:`macros.ledger_view`)."""
+    return macros.ledger_view(r)

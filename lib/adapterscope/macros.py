@@ -10,6 +10,18 @@ from typing import Any
 from . import results
 
 DASH = r"\text{--}"
+# what the findings ledger reads of a statistic dict (paper/findings.yml); ``reason`` only when undefined
+LEDGER_KEYS = ("value", "n", "p_value", "p_method", "ci_low", "ci_high", "reason")
+
+
+def ledger_view(r: dict, extra: tuple[str, ...] = (), require: tuple[str, ...] = ()) -> dict:
+    """The findings ledger's view of a statistic dict: the :data:`LEDGER_KEYS` (and ``extra`` keys) it has.
+    ``require``: keys that must be present (a KeyError naming them otherwise), for producers whose statistics
+    always carry a test."""
+    missing = [k for k in require if k not in r]
+    if missing:
+        raise KeyError(f"statistic lacks {missing} (has {sorted(r)})")
+    return {k: r[k] for k in (*LEDGER_KEYS, *extra) if k in r}
 
 
 def key(s: str) -> str:

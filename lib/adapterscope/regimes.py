@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import cka, geometry, results, scenes, stats
+from . import cka, geometry, macros, results, scenes, stats
 
 MODELS = ("base", "adapted")
 MECHANISM = {  # mechanism classes of the escape routes, fixed before the first run
@@ -147,8 +147,8 @@ def paired_difference(a, b, n_boot: int, seed: int) -> dict:
 
 
 def finding(d: Mapping) -> dict:
-    """The ledger's keys of a result dict (value, ci_low, ci_high, p_value, p_method, n)."""
-    return {k: d[k] for k in FINDING_KEYS}
+    """The ledger's view of a result dict (:func:`macros.ledger_view`); every key of FINDING_KEYS is required."""
+    return macros.ledger_view(dict(d), require=FINDING_KEYS)
 
 
 def per_item_stability(var: pd.DataFrame, regime: str, model: str) -> pd.Series:
