@@ -243,7 +243,12 @@ for k, v in {"PeakRatioMax": df.peak_ratio.max(), "PeakRatioMin": df.peak_ratio.
              "EditNormClampMean": df.get("edit_norm_clamp", pd.Series(dtype=float)).mean(),
              "EditNormRandomMean": df.get("edit_norm_random", pd.Series(dtype=float)).mean(),
              "EditNormRandomNaturalMean": df.get("edit_norm_random_natural", pd.Series(dtype=float)).mean(),
-             "RandomNegativeShare": df.get("random_negative_share", pd.Series(dtype=float)).mean()}.items():
+             "RandomNegativeShare": df.get("random_negative_share", pd.Series(dtype=float)).mean(),
+             # the clamped sets' relative decoder norms (r > 0.9: fine-tune-only) and firing counts vs the control's
+             "RClampedMin": df.get("r_clamped_min", pd.Series(dtype=float)).min(),
+             "RClampedMax": df.get("r_clamped_max", pd.Series(dtype=float)).max(),
+             "FireMedianClamped": df.get("fire_median_clamped", pd.Series(dtype=float)).median(),
+             "FireMedianRandom": df.get("fire_median_random", pd.Series(dtype=float)).median()}.items():
     macros.number(run, k, float(v))
 for k, v in dc.protocol(list(df.run_id), on_input=run.add_input).items():  # the settings the runs used
     run.macro(k, esc(v), raw=True)

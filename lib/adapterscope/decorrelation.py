@@ -73,9 +73,12 @@ def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
         for k in ("clamp", "random", "noise"):
             fr = cs.get(f"frac_removed_{k}") or {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
             row.update({f"fr_{k}": fr["value"], f"fr_{k}_lo": fr["ci_low"], f"fr_{k}_hi": fr["ci_high"]})
-        for k in ("edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural"):
+        for k in ("edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural", "fire_median_clamped",
+                  "fire_median_random"):
             if k in cs:
                 row[k] = cs[k]
+        r_lo, r_hi = (clamp.get("r_clamped") or [math.nan, math.nan])[:2]
+        row.update(r_clamped_min=float(r_lo), r_clamped_max=float(r_hi))
         draws = cs.get("frac_removed_random_draws") or []
         if draws:
             row["random_negative_share"] = float(np.mean(np.asarray(draws, float) < 0))

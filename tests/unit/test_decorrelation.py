@@ -137,9 +137,11 @@ def test_run_row_reads_the_three_results():
     ccr = {"peak_ratio_ft": 1.4, "peak_depth": 0.8, "n_ft_only_total": 2, "n_ft_only_genuine_total": 1}
     fr = {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4}
     clamp = {"clamp": {"frac_removed_clamp": fr, "frac_removed_random": fr, "frac_removed_noise": fr,
-                       "edit_norm_clamp": 1.0, "edit_norm_random": 1.1},
-             "layer": 7, "n_clamped": 2, "clamped_set": "top_r"}
+                       "edit_norm_clamp": 1.0, "edit_norm_random": 1.1, "fire_median_clamped": 3.0,
+                       "fire_median_random": 4.0},
+             "layer": 7, "n_clamped": 2, "clamped_set": "top_r", "r_clamped": [0.61, 0.83]}
     row = dc.run_row(cap, ccr, clamp, late_frac=0.3)
+    assert (row["r_clamped_min"], row["r_clamped_max"], row["fire_median_random"]) == (0.61, 0.83, 4.0)
     assert row["late_disp"] == pytest.approx(np.mean([0.07, 0.08, 0.09, 0.10]))  # layers 7..10 of 0..10
     assert row["disagree"] == pytest.approx(0.1) and row["clamp_ft_only"] is False and row["edit_norm_random"] == 1.1
     assert "fr_clamp" not in dc.run_row(cap, ccr, None, 0.3)
