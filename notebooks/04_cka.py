@@ -154,6 +154,8 @@ run.macro("SlopeMin", float(std.slope.min()))
 run.macro("SlopeMax", float(std.slope.max()))
 run.macro("NPositiveSlope", int((std.slope_lo > 0).sum()))
 run.macro("NStdRuns", int(len(std)))
+run.macro("NFlooredLayers", int(slopes.n_floored.sum()))  # layers read at their jackknife SE (unresolved)
+run.macro("NLayersFitted", int(len(df)))
 run.macro("LateOverEarlyMedian", float(std.late_over_early.median()))
 for m in model_names:
     mm = results.tex_name(m)

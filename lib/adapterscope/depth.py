@@ -5,7 +5,9 @@ Used by ``04_cka`` (CKA displacement profiles, the equal-step control, agreement
 l = 0..L-1 sit at relative depth l / (L - 1).
 
 Definitions:
-  displacement      1 - CKA_l (debiased, unbiased HSIC), clipped below at 1e-9 so its logarithm exists.
+  displacement      1 - CKA_l (debiased, unbiased HSIC), clipped below at 1e-9 so its logarithm exists; the
+                    slope fit floors each layer at its own jackknife SE instead (:func:`resolution_floor`) and
+                    counts the floored layers (``n_floored``).
   late / early      mean over the layers with depth >= 1 - late_frac (late) and depth <= late_frac (early),
                     with 1e-9 slack so that a layer at exactly 1 - late_frac counts as late.
   slope             least-squares slope of log10 displacement against relative depth (decades per unit depth);
@@ -72,16 +74,26 @@ def late_over_early(frame: pd.DataFrame, value: str, by: str | list[str], late_f
     return late / early
 
 
-def log_slope(depth, disp) -> float:
-    """Least-squares slope of log10(disp) against depth."""
-    return float(np.polyfit(np.asarray(depth, float), np.log10(np.clip(np.asarray(disp, float), EPS, None)), 1)[0])
+def resolution_floor(se) -> np.ndarray:
+    """Per layer, the smallest displacement the fit reads: the layer's own standard error (never below 1e-9).
+    Debiased CKA can exceed 1 (a displacement of zero or below, i.e. no resolvable change); a floor of 1e-9 in
+    its place puts log10 = -9 into the fit and drives the slope by noise, while one standard error is the
+    displacement such a layer is measured to be at most."""
+    return np.maximum(np.nan_to_num(np.asarray(se, float), nan=EPS), EPS)
+
+
+def log_slope(depth, disp, floor=EPS) -> float:
+    """Least-squares slope of log10(max(disp, floor)) against depth (``floor``: a number or one per layer)."""
+    d = np.asarray(depth, float)
+    return float(np.polyfit(d, np.log10(np.maximum(np.asarray(disp, float), np.broadcast_to(floor, d.shape))), 1)[0])
 
 
 def bootstrap_slopes(depth, cka, se, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot,) slopes of log10(1 - CKA*) against depth, CKA* ~ N(cka, se^2) independently per layer."""
+    """(n_boot,) slopes of log10(max(1 - CKA*, floor)) against depth, CKA* ~ N(cka, se^2) independently per
+    layer, floor = :func:`resolution_floor` (se)."""
     d = np.asarray(depth, float)
     draws = rng.normal(np.asarray(cka, float)[None], np.asarray(se, float)[None], size=(n_boot, len(d)))
-    disp = np.clip(1 - draws, EPS, None)
+    disp = np.maximum(1 - draws, resolution_floor(se)[None])
     X = np.vstack([d, np.ones_like(d)]).T
     return np.linalg.lstsq(X, np.log10(disp).T, rcond=None)[0][0]
 
@@ -98,7 +110,10 @@ def slope_table(per_layer: pd.DataFrame, *, late_frac: float, n_boot: int, seed:
         b = bootstrap_slopes(g.depth.to_numpy(), g.cka_debiased.to_numpy(), g.se.to_numpy(), n_boot, rng)
         boots[key] = b
         late, early = late_early(g.depth, g.disp, late_frac)
-        rows.append({**dict(zip(RUN_KEYS, key)), "slope": log_slope(g.depth, g.disp),
+        floor = resolution_floor(g.se.to_numpy())
+        raw = 1 - g.cka_debiased.to_numpy(float)
+        rows.append({**dict(zip(RUN_KEYS, key)), "slope": log_slope(g.depth, raw, floor),
+                     "n_floored": int((raw < floor).sum()),
                      "slope_lo": float(np.quantile(b, 0.025)), "slope_hi": float(np.quantile(b, 0.975)),
                      "late_disp": late, "late_over_early": late / early})
     return pd.DataFrame(rows), boots

@@ -25,6 +25,19 @@ def _run(model="m", corpus="c", lc="none", seed=0, slope=1.0, level=-3.0, se=1e-
                          "depth": d, "cka_debiased": 1 - disp, "se": se, "disp": disp})
 
 
+def test_an_unresolved_layer_is_floored_at_its_standard_error_not_at_1e_9():
+    # planted slope 2 from 1e-3; the first layer's debiased CKA overshoots 1 (no resolvable change), se 1e-3
+    g = _run(slope=2.0, se=1e-3)
+    g.loc[0, "cka_debiased"] = 1 + 2e-4
+    g.loc[0, "disp"] = depth.displacement(g.loc[0, "cka_debiased"])
+    (row,) = depth.slope_table(g, late_frac=0.3, n_boot=300, seed=0)[0].to_dict("records")
+    assert row["n_floored"] == 1
+    assert row["slope"] == pytest.approx(2.0, abs=0.05)          # the floor (1e-3) is where the planted line starts
+    assert row["slope_lo"] > 1.5 and row["slope_hi"] < 2.5
+    # the old floor would read log10(1e-9) = -9 at depth 0 and report a slope several times too steep
+    assert depth.log_slope(g.depth, 1 - g.cka_debiased, depth.EPS) > 4
+
+
 def test_slope_and_late_early_are_exact_on_a_planted_profile():
     g = _run(slope=2.0)
     slopes, boots = depth.slope_table(g, late_frac=0.3, n_boot=300, seed=0)
@@ -39,10 +52,11 @@ def test_slope_and_late_early_are_exact_on_a_planted_profile():
 
 
 def test_parametric_bootstrap_covers_the_planted_slope_and_is_seeded():
-    rows = [_run(corpus=f"c{i}", slope=1.5, se=0.02, noise=0.0) for i in range(3)]
+    rows = [_run(corpus=f"c{i}", slope=1.5, level=-1.6, se=0.005, noise=0.0) for i in range(3)]
     df = pd.concat(rows, ignore_index=True)
-    # CKA redrawn with se 0.02 around 1 - disp: the CI is wide but must cover 1.5
+    # CKA redrawn with se 0.005 around 1 - disp (0.025 .. 0.8, every layer resolved): the CI must cover 1.5
     slopes, _ = depth.slope_table(df, late_frac=0.3, n_boot=500, seed=1)
+    assert (slopes.n_floored == 0).all()
     assert (slopes.slope_lo < 1.5).all() and (slopes.slope_hi > 1.5).all()
     again, _ = depth.slope_table(df, late_frac=0.3, n_boot=500, seed=1)
     pd.testing.assert_frame_equal(slopes, again)
