@@ -31,6 +31,7 @@ seeds_by_model = {}  # model -> its seeds where they differ by model (the profil
 profile = "default"  # profile name (printed in the paper)
 late_frac = 0.3  # the final share of layers that counts as late for CKA displacement
 regime_alpha = 0.05  # two-sided level of the per-corpus, per-axis t test against the seed-to-seed null
+regime_adjust = "bh"  # multiplicity over a model's corpora per axis: bh (Benjamini-Hochberg) | none
 n_boot = 2000  # bootstrap resamples for CIs
 n_perm = 9999  # Monte Carlo permutations where exact enumeration is too large
 boot_seed = 0  # seed of bootstraps and permutations
@@ -66,7 +67,7 @@ df[["model", "corpus", "seed", "kl", "disagree", "peak_ratio", "genuine", "late_
 S = {"n_boot": n_boot, "n_perm": n_perm, "seed": boot_seed}
 corrs = dc.correlation_grid(df, means, model_names, **S)
 reliab = dc.reliability(df, sorted({s for m in model_names for s in seeds_for(m)}), **S)
-regimes = dc.classify_regimes(df, alpha=regime_alpha)
+regimes = dc.classify_regimes(df, alpha=regime_alpha, adjust=regime_adjust)
 agreement = dc.regime_agreement(regimes, n_perm=n_perm, seed=boot_seed)
 clamp = dc.clamp_effects(df, **S)
 clamped_set = dc.clamped_set_description(df)
@@ -212,7 +213,8 @@ run.values.update({
     "correlations": [{"unit": u, "scope": s, "pair": p, **r} for (u, s, p), r in corrs.items()],
     "reliability": reliab, "regimes": regimes.to_dict("records"), "clamp_effects": clamp, "findings": findings,
     "clamped_set": clamped_set,
-    "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}"})
+    "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}, "
+                   f"adjusted over corpora: {regime_adjust}"})
 for key, f in findings.items():  # per-model values are in the tables; the largest model's under a fixed name
     if not any(key.endswith(m) or key.endswith(m + "_means") for m in model_names):
         macros.stat(run, macros.key(key), f)

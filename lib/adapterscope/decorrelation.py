@@ -11,9 +11,10 @@ Regime rule (fixed before looking, calibrated on a null). For each model and mea
 ratio, log neutral KL, log late-layer 1 - CKA), the null is seed-to-seed variation: the pooled within-corpus
 standard deviation s0 of the runs (with dof = runs - corpora). A corpus's contrast is its mean minus the mean of
 the model's other corpora, t = contrast / its standard error under "no corpus effect" (from s0 and the seed
-counts). *high* when t exceeds Student's t quantile 1 - alpha/2 at those dof, *low* when below minus it, else
-*typical* (within seed noise): a two-sided test at ``alpha`` per corpus and axis, not corrected for the several
-corpora and axes (so about alpha of the calls are false under the null). A measure that is NaN, or a model with
+counts). Two-sided p of t at those dof, Benjamini-Hochberg adjusted over the model's corpora for each measure
+(``adjust="none"``: raw p, i.e. Student's t quantile 1 - alpha/2 as the cut-off); *high* when the adjusted p is
+below ``alpha`` and t > 0, *low* when below and t < 0, else *typical* (within seed noise). The two axes are
+separate families (a regime needs both, which only makes calls rarer). A measure that is NaN, or a model with
 one seed per corpus (no null), is *undefined*. Regimes need both axes resolved: high/low = latent construction,
 high/high = coupled construction, low/high = reweighting, low/low = minimal change; anything else is
 *unresolved*. Unlike a median split, this rule does not create regimes by construction: corpora that differ only
@@ -218,22 +219,51 @@ def level(z: float, crit: float) -> str:
     return "high" if z > crit else "low" if z < -crit else "typical"
 
 
-def classify_regimes(df: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
-    """The regime rule of the module docstring: one row per (model, corpus), the crosscoder and CKA readings."""
+def family_q_values(z: pd.DataFrame, adjust: str = "bh") -> pd.Series:
+    """Two-sided p of every corpus's t (``corpus_contrasts`` rows) at the null's dof, adjusted within each model's
+    family of corpora: ``bh`` Benjamini-Hochberg (scipy's ``false_discovery_control``), ``none`` raw p. NaN where
+    t is NaN (and left out of the family)."""
+    from scipy import stats as sps
+
+    if adjust not in ("bh", "none"):
+        raise ValueError(f"adjust must be 'bh' or 'none', got {adjust!r}")
+    t, dof = z["z"].to_numpy(float), z["dof"].to_numpy(float)
+    ok = np.isfinite(t) & (dof > 0)
+    p = np.full(len(z), np.nan)
+    p[ok] = 2 * sps.t.sf(np.abs(t[ok]), dof[ok])
+    q = pd.Series(p, index=z.index)
+    if adjust == "bh":
+        for m in z.index.get_level_values("model").unique():
+            fam = (z.index.get_level_values("model") == m) & ok
+            if fam.any():
+                q[fam] = sps.false_discovery_control(p[fam], method="bh")
+    return q
+
+
+def level(z: float, q: float, alpha: float) -> str:
+    """high / low when the (adjusted) two-sided p is below ``alpha``, by the sign of t; else typical."""
+    if not (math.isfinite(z) and math.isfinite(q)):
+        return "undefined"
+    return ("high" if z > 0 else "low") if q < alpha else "typical"
+
+
+def classify_regimes(df: pd.DataFrame, *, alpha: float = 0.05, adjust: str = "bh") -> pd.DataFrame:
+    """The regime rule of the module docstring: one row per (model, corpus), the crosscoder and CKA readings.
+    ``adjust``: multiplicity over a model's corpora, per measure (``bh``: Benjamini-Hochberg at ``alpha``)."""
     zs = {col: corpus_contrasts(df, col).set_index(["model", "corpus"]) for col in ("peak_ratio", "kl", "late_disp")}
+    qs = {col: family_q_values(z, adjust) for col, z in zs.items()}
     means = corpus_means(df).set_index(["model", "corpus"])
     rows = []
     for key, r in means.iterrows():
-        lv, crit = {}, {}
-        for col, z in zs.items():
-            crit[col] = threshold(z.loc[key, "dof"], alpha)
-            lv[col] = level(z.loc[key, "z"], crit[col])
+        lv = {col: level(z.loc[key, "z"], qs[col].loc[key], alpha) for col, z in zs.items()}
         reg = CLASS.get((lv["peak_ratio"], lv["kl"]), UNRESOLVED)
         reg_cka = CLASS.get((lv["late_disp"], lv["kl"]), UNRESOLVED)
         rows.append({"model": key[0], "corpus": key[1], "peak_ratio": r.peak_ratio, "genuine": r.genuine,
                      "late_disp": r.late_disp, "kl": r.kl, "z_ratio": zs["peak_ratio"].loc[key, "z"],
                      "z_kl": zs["kl"].loc[key, "z"], "z_late": zs["late_disp"].loc[key, "z"],
-                     "t_crit": crit["kl"], "level_ratio": lv["peak_ratio"], "level_kl": lv["kl"],
+                     "q_ratio": qs["peak_ratio"].loc[key], "q_kl": qs["kl"].loc[key], "q_late": qs["late_disp"].loc[key],
+                     "t_crit": threshold(zs["kl"].loc[key, "dof"], alpha), "adjust": adjust,
+                     "level_ratio": lv["peak_ratio"], "level_kl": lv["kl"],
                      "level_late": lv["late_disp"], "regime": reg, "regime_cka": reg_cka, "agree": reg == reg_cka})
     return pd.DataFrame(rows)
 

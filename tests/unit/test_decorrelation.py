@@ -70,6 +70,29 @@ def test_the_threshold_is_student_t_at_the_null_dof_and_false_calls_stay_near_al
     assert np.mean(calls) < 0.09  # a normal 1.96 cut-off at 4 dof calls about 10%
 
 
+def test_regime_calls_are_bh_adjusted_over_a_models_corpora():
+    from scipy import stats as sps
+
+    df = _grid(n_seeds=2, seed=3)
+    z = dc.corpus_contrasts(df, "peak_ratio").set_index(["model", "corpus"])
+    q = dc.family_q_values(z, "bh")
+    raw = dc.family_q_values(z, "none")
+    for m in z.index.get_level_values("model").unique():
+        fam = z.index.get_level_values("model") == m
+        p = 2 * sps.t.sf(np.abs(z.z[fam]), z.dof[fam])
+        assert np.allclose(raw[fam], p) and np.allclose(q[fam], sps.false_discovery_control(p, method="bh"))
+    assert (q >= raw - 1e-15).all()
+    # 'none' reproduces the plain t cut-off; under the null, BH calls fewer corpora than it
+    null = [dc.classify_regimes(_grid(n_seeds=2, seed=s), adjust=a).level_ratio.ne("typical").mean()
+            for s in range(60) for a in ("bh", "none")]
+    assert np.mean(null[0::2]) <= np.mean(null[1::2])
+    reg = dc.classify_regimes(_grid(n_seeds=2), adjust="none")
+    hi = reg.level_ratio != "typical"
+    assert ((reg.z_ratio.abs() > reg.t_crit) == hi).all()
+    with pytest.raises(ValueError, match="adjust"):
+        dc.family_q_values(z, "holm")
+
+
 def test_agreement_is_reported_against_chance():
     reg = pd.DataFrame({"model": ["m"] * 4 + ["n"] * 4,
                         "level_ratio": ["high", "low", "high", "low", "high", "low", "typical", "typical"]})
