@@ -187,7 +187,7 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     (root / "paper" / "findings.yml").write_text(
         "findings:\n  - id: loss-med\n    hypothesis: The smoke fine-tune's final loss.\n    direction: less\n"
         "    test: none, a descriptive value whose verdict is undefined\n    notebook: 01_finetune\n"
-        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.001\n")
+        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.01\n")
     env = {**os.environ, "ADAPTERSCOPE_HOME": str(root)}
     run = lambda *a: subprocess.run([sys.executable, "-m", "adapterscope.findings", *a], cwd=root, env=env,
                                     capture_output=True, text=True, timeout=900)  # noqa: E731
