@@ -213,12 +213,6 @@ def threshold(dof: float, alpha: float) -> float:
     return float(sps.t.ppf(1 - alpha / 2, dof)) if dof > 0 else math.nan
 
 
-def level(z: float, crit: float) -> str:
-    if not (math.isfinite(z) and math.isfinite(crit)):
-        return "undefined"
-    return "high" if z > crit else "low" if z < -crit else "typical"
-
-
 def family_q_values(z: pd.DataFrame, adjust: str = "bh") -> pd.Series:
     """Two-sided p of every corpus's t (``corpus_contrasts`` rows) at the null's dof, adjusted within each model's
     family of corpora: ``bh`` Benjamini-Hochberg (scipy's ``false_discovery_control``), ``none`` raw p. NaN where

@@ -97,8 +97,11 @@ def matched_noise(delta_BTD: torch.Tensor, generator: torch.Generator) -> torch.
     return g * delta_BTD.float().norm(dim=-1, keepdim=True)
 
 
+K_NEAREST = 8  # frequency matching: a clamped latent's partner is drawn from this many nearest live latents
+
+
 def random_latent_sets(pool, size: int, n_draws: int, seed: int = 0, *, counts=None, targets=None,
-                       k_nearest: int = 8) -> list[np.ndarray]:
+                       k_nearest: int = K_NEAREST) -> list[np.ndarray]:
     """``n_draws`` sorted sets of ``size`` distinct latents drawn (seeded) from ``pool``.
 
     Without ``counts``: uniformly. With ``counts`` (firing counts indexed by latent id) and ``targets`` (the
@@ -362,9 +365,11 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
     S = np.unique(np.asarray(latents, dtype=np.int64).reshape(-1))
     if len(S) and (S.min() < 0 or S.max() >= cc.F):
         raise ValueError(f"latent indices must lie in [0, {cc.F})")
+    if fire_counts_F is not None:
+        fire_counts_F = np.asarray(fire_counts_F)
     if n_random > 0:
         if pool is None and fire_counts_F is not None:
-            pool = np.asarray(fire_counts_F) > 0
+            pool = fire_counts_F > 0
         if pool is None:
             pool = np.flatnonzero(fire_counts(peft_model, cc, rows, layer, site, batch_size, device, dtype,
                                               use_threshold, skip_first, progress) > 0)
@@ -430,11 +435,11 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
             "random_norm_match": ("one factor per draw: mean per-token edit norm equal to the clamp's"
                                   if match_random_norm else "none: the random sets' own edits"),
             "random_scale": [float(c) for c in scales],
-            "random_freq_match": ("each latent of S partnered with one of the 8 unused live latents nearest it in "
-                                  "log firing count" if fire_counts_F is not None else "none: uniform over the pool"),
-            "fire_median_clamped": (float(np.median(np.asarray(fire_counts_F)[S])) if fire_counts_F is not None
-                                    and len(S) else math.nan),
-            "fire_median_random": (float(np.median(np.asarray(fire_counts_F)[np.concatenate(random_sets)]))
+            "random_freq_match": (f"each latent of S partnered with one of the {K_NEAREST} unused live latents nearest "
+                                  "it in log firing count" if fire_counts_F is not None else "none: uniform over the pool"),
+            "fire_median_clamped": (float(np.median(fire_counts_F[S])) if fire_counts_F is not None and len(S)
+                                    else math.nan),
+            "fire_median_random": (float(np.median(fire_counts_F[np.concatenate(random_sets)]))
                                    if fire_counts_F is not None and random_sets else math.nan),
             "n_random_unmatched": int(sum(n <= 0 for n in natural[1:])) if natural is not None else 0}
     return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
