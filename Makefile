@@ -35,6 +35,10 @@ test-unit: venv
 notebook: venv models
 	$(PY) -m adapterscope.pipeline run $(NB) $(ARGS)
 
+## lab: JupyterLab on notebooks/ with the project kernel (the .py sources open as notebooks), e.g. make lab ARGS="--port 8890"
+lab: venv
+	$(PY) -m adapterscope.lab $(ARGS)
+
 ## findings: list the findings ledger (paper/findings.yml) with verdicts; exit 1 when a current value is off its record
 findings: venv
 	$(PY) -m adapterscope.findings list
@@ -81,6 +85,7 @@ tex:
 
 ## clean: remove generated results, figures, executed notebooks and the PDF (keeps caches and .venv)
 clean:
-	rm -rf results figures data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
+	find results figures -mindepth 1 -not -name README.md -delete 2>/dev/null || true
+	rm -rf data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
 
-.PHONY: help paper test test-unit notebook findings finding pdf models bench venv tex clean
+.PHONY: help paper test test-unit notebook lab findings finding pdf models bench venv tex clean

@@ -8,7 +8,7 @@ the first scenes and scored on the objects of the rest. Prints held-out accuracy
   finer       the last block output at S/16 (112 channels) folded 2 x 2 into each S/32 token (448),
   multiscale  both concatenated (1728: the "multiscale" encoder features of adapterscope.vlm).
 
-Chance: 1/6 for colour, 1/3 for shape. This is why 05_vlm uses encoder_features="multiscale": with the last
+Chance: 1/6 for colour, 1/3 for shape. This is why 05a_vlm uses encoder_features="multiscale": with the last
 map alone the projector never learned colour questions (held-out colour accuracy near chance). Multiscale tokens
 were not enough on their own: the projector also needed a longer schedule with colour questions weighted up
 (benchmarks/vlm_oracle.py and README.md).

@@ -11,7 +11,7 @@ seed 1; prediction = the candidate with the highest log-probability, as in ``vlm
               question in this many steps when the tokens are perfect?)
   pixels      each cell's 4 x 4 block means of RGB (48 channels: colour is there, but must be found)
   final       the encoder's last ImageNet map (``encoder_features="final"``)
-  multiscale  the encoder features 05_vlm uses (``encoder_features="multiscale"``)
+  multiscale  the encoder features 05a_vlm uses (``encoder_features="multiscale"``)
 
 With the same steps, a gap between ``oracle`` and ``multiscale`` is the price of the real features; a gap between
 ``text``/``oracle`` and chance says what the frozen LM can do. ``benchmarks/encoder_probe.py`` asks the

@@ -4,6 +4,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
@@ -14,6 +18,13 @@
 #
 # Writes: a peft adapter directory (+ `meta.json`), the loss curve (PDF + PNG), and
 # `results/01_finetune/<run_id>.json` with provenance.
+#
+# **Reads** the base model (`data/cache/models/`, converted once by `make models`) and one corpus
+# (`adapterscope.corpora`). **Writes** `results/01_finetune/<model>__<corpus>__<layer_control>__s<seed>.json`
+# (losses, update norms per layer), a loss figure in `figures/01_finetune/`, and the adapter under
+# `data/runs/01_finetune/<run id>/`. **Rerun alone:** `make notebook NB=01_finetune ARGS="-p corpus=seneca -p
+# steps=10"`. **Feeds** `02_capture`, `03_crosscoder`, `09_clamp` (the adapter), `04_cka` (update norms, equal-step
+# control), `11_dose`; no finding directly.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # embedded name (smollm2-135m, gemma3-270m), a local HF directory, or a hub id

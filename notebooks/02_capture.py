@@ -4,6 +4,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
@@ -18,6 +22,12 @@
 #   streamed over all tokens of both sets (BOS excluded), with a delete-one-block jackknife CI.
 #
 # Optionally writes the paired activations as safetensors shards for later notebooks.
+#
+# **Reads** `results/01_finetune/<run id>.json` and its adapter. **Writes** `results/02_capture/<run id>.json`
+# (output divergence, per-layer change and CKA) a figure in `figures/02_capture/`, and activation shards under
+# `data/runs/02_capture/<run id>/`. **Rerun alone:** `make notebook NB=02_capture ARGS="-p corpus=seneca"` (after
+# the same cell's `01_finetune`). **Feeds** `03_crosscoder`, `09_clamp`, `04_cka`, `08_divergence`,
+# `10_decorrelation`; no finding directly.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # base model of the adapter (must match the 01_finetune run)

@@ -4,6 +4,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
@@ -20,6 +24,12 @@
 #
 # Training tokens: in-domain training text plus the neutral set of `02_capture` (seeded base-model samples);
 # evaluation tokens: held-out in-domain text. Position 0 (BOS) is excluded everywhere.
+#
+# **Reads** `results/01_finetune/<run id>.json`, `results/02_capture/<run id>.json` and its activation shards.
+# **Writes** `results/03_crosscoder/<run id>.json` (cross/self ratios, latent classes per depth) and the crosscoders
+# under `data/runs/03_crosscoder/<run id>/`. **Rerun alone:** `make notebook NB=03_crosscoder ARGS="-p
+# corpus=seneca"` (after the cell's `01` and `02`). **Feeds** `09_clamp`, `10_decorrelation` (internal change),
+# `11_dose`; no finding directly.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # base model of the adapter (selects the 01_finetune run)

@@ -4,6 +4,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
@@ -26,6 +30,11 @@
 #   `depth-slope`), the mean equal-step-minus-standard slope difference over control pairs, and the mean per-run
 #   agreement rho, each with a 95% bootstrap CI over runs and a two-sided sign-flip permutation p
 #   (`adapterscope.depth`).
+#
+# **Reads** every grid cell's `results/01_finetune`, `02_capture` and `03_crosscoder` runs (standard and
+# equal-step). **Writes** `results/04_cka/grid.json`, `paper/generated/04_cka/`, `paper/generated/tables/cka_*.tex`,
+# `figures/04_cka/`. **Rerun alone:** `make notebook NB=04_cka` (after the grid). **Feeds** the depth-profile
+# results; finding `depth-slope`.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid

@@ -1,5 +1,5 @@
 """Internal vs output change over the grid: the run table, rank correlations, seed reliability, the regime rule
-and the pooled clamping effects (used by ``08_decorrelation``).
+and the pooled clamping effects (used by ``10_decorrelation``).
 
 Units. Seeds of one (model, corpus) are replicates of one adapter recipe, not independent points: a test over
 runs would count the corpus effect once per seed. The hypothesis tests therefore use **corpus means** (seeds
@@ -57,7 +57,7 @@ UNRESOLVED = "unresolved"
 
 # ------------------------------------------------------------------------------------------ the run table
 def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
-    """One run's internal and output measures from its 02_capture, 03_crosscoder and (optional) 07_clamp values."""
+    """One run's internal and output measures from its 02_capture, 03_crosscoder and (optional) 09_clamp values."""
     L = cap["num_layers"]
     disp = {int(k.split(".")[1]): 1 - x["cka_debiased"] for k, x in cap["cka"].items()}
     late = [d for l, d in disp.items() if l / (L - 1) >= 1 - late_frac - 1e-9]
@@ -97,15 +97,15 @@ def load_runs(model_names: list[str], corpus_names: list[str], layer_control: st
             for s in seeds_for(m):
                 rid = params.run_key(m, c, layer_control, f"s{s}")
                 recs = {}
-                for nb in ("02_capture", "03_crosscoder", "07_clamp"):
+                for nb in ("02_capture", "03_crosscoder", "09_clamp"):
                     path = results.results_path(nb, rid)
-                    if nb == "07_clamp" and not path.exists():
+                    if nb == "09_clamp" and not path.exists():
                         continue
                     recs[nb] = results.load(nb, rid)["values"]
                     if on_input:
                         on_input(f"{nb[:2]}/{rid}", results.sha256_file(path))
                 rows.append({"model": m, "corpus": c, "seed": s, "run_id": rid,
-                             **run_row(recs["02_capture"], recs["03_crosscoder"], recs.get("07_clamp"), late_frac)})
+                             **run_row(recs["02_capture"], recs["03_crosscoder"], recs.get("09_clamp"), late_frac)})
     return pd.DataFrame(rows)
 
 
@@ -381,8 +381,8 @@ PROTOCOL = {  # macro name: (notebook, where, key); "params" = the run's provena
     "SeqLen": ("01_finetune", "params", "seq_len"), "ComputeDtypes": ("01_finetune", "values", "compute_dtype"),
     "CcExpansion": ("03_crosscoder", "params", "expansion"), "CcK": ("03_crosscoder", "params", "k"),
     "CcEpochs": ("03_crosscoder", "params", "epochs"), "CcTrainRows": ("03_crosscoder", "params", "train_rows"),
-    "ClampRandomDraws": ("07_clamp", "params", "n_random"), "ClampNoiseDraws": ("07_clamp", "params", "n_noise"),
-    "ClampRows": ("07_clamp", "params", "n_rows"), "ClampFallbackTopR": ("07_clamp", "params", "fallback_top_r"),
+    "ClampRandomDraws": ("09_clamp", "params", "n_random"), "ClampNoiseDraws": ("09_clamp", "params", "n_noise"),
+    "ClampRows": ("09_clamp", "params", "n_rows"), "ClampFallbackTopR": ("09_clamp", "params", "fallback_top_r"),
 }
 
 

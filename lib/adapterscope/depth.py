@@ -1,7 +1,7 @@
 """Where in depth an adapter moves the representation: depth profiles, their slopes, and tests over runs.
 
 Used by ``04_cka`` (CKA displacement profiles, the equal-step control, agreement with the crosscoder) and
-``06_divergence`` (late/early activation change). A *run* is one model x corpus x layer control x seed; its layers
+``08_divergence`` (late/early activation change). A *run* is one model x corpus x layer control x seed; its layers
 l = 0..L-1 sit at relative depth l / (L - 1).
 
 Definitions:

@@ -1,5 +1,5 @@
 """Training dose: how an adapter's internal and output change grow with how hard it was trained (used by
-``09_dose``).
+``11_dose``).
 
 Dose is ``steps x lr`` of the 01_finetune run (constant learning rate, so the summed step sizes). The runs are
 the profile's ``grid.dose`` cells (layer_control none, run id = the main cell's id + ``__<dose tag>``) and the

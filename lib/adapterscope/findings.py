@@ -9,7 +9,7 @@
         null: 0                             # the value of no effect (default 0)
         test: two-sided p and 95% CI ...    # how value, CI and p are computed (one line)
         alpha: 0.05                         # significance level, fixed in advance (default 0.05)
-        notebook: 08_decorrelation          # the notebook run that computes it
+        notebook: 10_decorrelation          # the notebook run that computes it
         run_id: grid                        # "grid" for summary notebooks, a cell id for cell notebooks
         key: findings.rho_ratio_kl_pooled   # dotted path into that run's ``values``: a number or a dict with
                                             # value / ci_low / ci_high / n / p_value
@@ -35,172 +35,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import latex, params, paths, pipeline, results
-
-LEDGER = Path("paper") / "findings.yml"
-RECORDED = Path("paper") / "findings_recorded.json"
-SCOPE_KEYS = {"models": "models", "corpora": "corpora", "seeds": "seeds"}
-DIRECTIONS = ("greater", "less", "two-sided")
-VERDICTS = ("supported", "contradicted", "inconclusive", "undefined")
-REQUIRED = {"id", "hypothesis", "direction", "test", "notebook", "key", "tolerance"}
-OPTIONAL = {"run_id", "scope", "null", "alpha"}
-
-
-class FindingError(ValueError):
-    pass
-
-
-@dataclass
-class Finding:
-    id: str
-    hypothesis: str
-    notebook: str
-    key: str
-    tolerance: float
-    run_id: str = "grid"
-    scope: dict[str, list] = field(default_factory=dict)
-    direction: str = "two-sided"
-    test: str = ""
-    null: float = 0.0
-    alpha: float = 0.05
-
-
-def load_ledger(root: Path | None = None) -> dict[str, Finding]:
-    import yaml
-
-    path = (root or paths.project_root()) / LEDGER
-    if not path.is_file():
-        raise FindingError(f"no findings ledger at {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    out: dict[str, Finding] = {}
-    for i, e in enumerate(raw.get("findings") or []):
-        missing = REQUIRED - set(e)
-        if missing:
-            raise FindingError(f"{path}: entry {i} lacks {sorted(missing)}")
-        extra = set(e) - REQUIRED - OPTIONAL
-        if extra:
-            raise FindingError(f"{path}: entry {e['id']!r} has unknown field(s) {sorted(extra)}")
-        bad = set(e.get("scope") or {}) - set(SCOPE_KEYS)
-        if bad:
-            raise FindingError(f"{path}: entry {e['id']!r}: scope keys must be among {sorted(SCOPE_KEYS)}, got {sorted(bad)}")
-        if e["id"] in out:
-            raise FindingError(f"{path}: duplicate id {e['id']!r}")
-        if e["notebook"] not in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS:
-            raise FindingError(f"{path}: entry {e['id']!r}: unknown notebook {e['notebook']!r}")
-        if e["direction"] not in DIRECTIONS:
-            raise FindingError(f"{path}: entry {e['id']!r}: direction must be one of {list(DIRECTIONS)}, "
-                               f"got {e['direction']!r}")
-        alpha = float(e.get("alpha", 0.05))
-        if not 0 < alpha < 1:
-            raise FindingError(f"{path}: entry {e['id']!r}: alpha must be in (0, 1), got {alpha}")
-        out[e["id"]] = Finding(id=e["id"], hypothesis=" ".join(str(e["hypothesis"]).split()), notebook=e["notebook"],
-                               key=e["key"], tolerance=float(e["tolerance"]), run_id=str(e.get("run_id", "grid")),
-                               scope=dict(e.get("scope") or {}), direction=e["direction"],
-                               test=" ".join(str(e["test"]).split()), null=float(e.get("null", 0.0)), alpha=alpha)
-    return out
-
-
-def get(ledger: dict[str, Finding], fid: str) -> Finding:
-    if fid not in ledger:
-        raise FindingError(f"unknown finding {fid!r}; known: {', '.join(sorted(ledger))} (see `make findings`)")
-    return ledger[fid]
-
-
-def _dig(values: dict, key: str) -> Any:
-    cur: Any = values
-    for part in key.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            raise FindingError(f"results have no value at {key!r} (missing {part!r})")
-        cur = cur[part]
-    return cur
-
-
-def measured(f: Finding) -> dict[str, Any]:
-    """The finding's current value from its results file: a dict with at least ``value``."""
-    rec = results.load(f.notebook, f.run_id)
-    v = _dig(rec["values"], f.key)
-    out = dict(v) if isinstance(v, dict) else {"value": v}
-    if "value" not in out:
-        raise FindingError(f"{f.id}: {f.key} is a dict without 'value'")
-    out["git_sha"] = rec["provenance"]["git"].get("sha")
-    out["profile"] = rec["provenance"]["params"].get("profile")
-    return out
-
-
-def _num(v: dict, k: str) -> float:
-    x = v.get(k)
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def verdict(f: Finding, v: dict | None) -> tuple[str, str]:
-    """(verdict, reason) of one finding from its measured dict (``value``, optional ``ci_low``/``ci_high``,
-    ``p_value``, ``reason``). Significant means p < alpha where a p is given and the 95% CI excludes the null
-    where a CI is given (at least one of the two is required); the side is the CI's where there is one, else the
-    value's. See the module docstring for the four verdicts."""
-    if v is None:
-        return "undefined", "not computed in this profile"
-    value = _num(v, "value")
-    if not math.isfinite(value):
-        return "undefined", str(v.get("reason") or "the value is not a number")
-    p, lo, hi = _num(v, "p_value"), _num(v, "ci_low"), _num(v, "ci_high")
-    has_p, has_ci = math.isfinite(p), math.isfinite(lo) and math.isfinite(hi)
-    if not (has_p or has_ci):
-        return "undefined", str(v.get("reason") or "no test statistic (neither a p-value nor a CI)")
-    sig = (not has_p or p < f.alpha) and (not has_ci or lo > f.null or hi < f.null)
-    if not sig:
-        why = []
-        if has_p:
-            why.append(f"p={p:.3g} >= {f.alpha:g}" if p >= f.alpha else f"p={p:.3g}")
-        if has_ci and lo <= f.null <= hi:
-            why.append(f"95% CI [{lo:.3g}, {hi:.3g}] spans {f.null:g}")
-        return "inconclusive", "; ".join(why)
-    side = (1 if lo > f.null else -1) if has_ci else (1 if value > f.null else -1 if value < f.null else 0)
-    if f.direction == "two-sided" or (f.direction == "greater") == (side > 0):
-        return "supported", f"significant, {'above' if side > 0 else 'below'} {f.null:g}"
-    return "contradicted", f"significant in the other direction ({'above' if side > 0 else 'below'} {f.null:g})"
-
-
-def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:
-    """(reproduced, |difference|). Two numbers reproduce within the tolerance; an undefined value reproduces
-    only as undefined for the same stated reason (difference 0 then, NaN otherwise)."""
-    a, b = _num(new, "value"), _num(old, "value")
-    if math.isnan(a) or math.isnan(b):
-        same = (math.isnan(a) and math.isnan(b) and bool(new.get("reason"))
-                and new.get("reason") == old.get("reason"))
-        return same, 0.0 if same else math.nan
-    diff = abs(a - b)
-    return bool(diff <= f.tolerance), diff
-
-
-def describe(v: dict) -> str:
-    if not math.isfinite(_num(v, "value")):
-        return f"undefined ({v.get('reason') or 'no reason given'})"
-    s = results.format_number(v["value"], 3)
-    if "ci_low" in v and v["ci_low"] is not None:
-        s += f" [{results.format_number(v['ci_low'], 3)}, {results.format_number(v['ci_high'], 3)}]"
-    if "n" in v:
-        s += f" (n={v['n']}"
-        s += f", p={results.format_number(v['p_value'], 3)})" if "p_value" in v else ")"
-    return s
-
-
-def load_recorded(root: Path | None = None) -> dict[str, dict]:
-    p = (root or paths.project_root()) / RECORDED
-    return json.loads(p.read_text()) if p.is_file() else {}
+from . import params, paths, pipeline, results
+from .ledger import (  # noqa: F401  (re-exported: the ledger's data and verdicts live in ledger.py)
+    DIRECTIONS, LEDGER, OPTIONAL, RECORDED, REQUIRED, SCOPE_KEYS, VERDICTS, Finding, FindingError, _dig, _num,
+    compare, describe, get, load_ledger, load_recorded, measured, verdict, verdict_macro, write_outputs)
 
 
 def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
@@ -242,7 +89,7 @@ def record(ids: list[str] | None = None) -> Path:
 
 def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
     """The profile restricted to what the finding needs: its scope, no control runs unless its notebook reads
-    them (04_cka), and no training-dose runs unless it is 09_dose's (whose dose block is then scoped too)."""
+    them (04_cka), and no training-dose runs unless it is 11_dose's (whose dose block is then scoped too)."""
     g = dict(prof["grid"])
     by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
     if by_model is not None:
@@ -257,7 +104,7 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
         g["seeds"] = {m: [s for s in by_model[m] if s in g["seeds"]] for m in g["models"]}
     if f.notebook != "04_cka":
         g.pop("control", None)
-    if f.notebook != "09_dose" and "__dose-" not in f.run_id:  # a dose cell's own run keeps its block
+    if f.notebook != "11_dose" and "__dose-" not in f.run_id:  # a dose cell's own run keeps its block
         g.pop("dose", None)
     elif g.get("dose"):
         d = dict(g["dose"])
@@ -389,58 +236,6 @@ def check(log=print) -> int:
         log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g}); "
             f"verdict {verdict(f, new)[0]}")
     return 0 if bad == 0 else 1
-
-
-def verdict_macro(fid: str) -> str:
-    """The LaTeX command that prints a finding's verdict, e.g. ``\\VerdictDecorPooled``."""
-    return "\\" + results.tex_name("verdict", fid)
-
-
-def write_outputs() -> tuple[Path, Path]:
-    """The paper's view of the ledger, from the current results files:
-
-    * ``paper/generated/tables/findings.tex``: per finding its id, hypothesis and test, value, n, 95% CI, p and
-      verdict; an entry the profile did not compute shows a dash and the verdict *undefined*;
-    * ``paper/generated/findings/ledger.tex``: ``\\Verdict<Id>`` (the verdict word) and ``\\Verdict<Id>Why``
-      (its reason) for every finding, and ``\\NFindings``, ``\\NFindingsSupported``, ..., so that a sentence
-      of the paper can print a verdict instead of asserting an effect.
-    """
-    fmt = results.format_number
-    rows, macros, counts = [], [], {k: 0 for k in VERDICTS}
-    for fid, f in load_ledger().items():
-        try:
-            v = measured(f)
-        except (FileNotFoundError, FindingError):
-            v = None
-        word, why = verdict(f, v)
-        counts[word] += 1
-        name = verdict_macro(fid)
-        macros += [f"\\newcommand{{{name}}}{{\\emph{{{word}}}}}",
-                   f"\\newcommand{{{name}Why}}{{{results.tex_escape(why)}}}"]
-        if v is None or not math.isfinite(_num(v, "value")):
-            val = n = ci = p = "--"
-        else:
-            val = fmt(v["value"], 3)
-            n = str(v.get("n", "--"))
-            ci = (f"[{fmt(v['ci_low'], 2)}, {fmt(v['ci_high'], 2)}]"
-                  if math.isfinite(_num(v, "ci_low")) and math.isfinite(_num(v, "ci_high")) else "--")
-            p = fmt(v["p_value"], 2) if math.isfinite(_num(v, "p_value")) else "--"
-        hyp = (f"{results.tex_escape(f.hypothesis)} \\newline {{\\footnotesize\\itshape test: "
-               f"{results.tex_escape(f.test)}}}")
-        tid = results.tex_escape(fid).replace("-", "-{}\\allowbreak ")  # ids break at hyphens in the narrow column
-        rows.append(f"\\texttt{{{tid}}} & {hyp} & {val} & {n} & {ci} & {p} & \\emph{{{word}}}")
-    head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & verdict \\")
-    table = "\n".join([r"\begin{longtable}{>{\raggedright\arraybackslash}p{0.12\linewidth}"
-                       r">{\raggedright\arraybackslash}p{0.39\linewidth}rrlrl}",
-                       r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
-                       r"\bottomrule", r"\endlastfoot", *[r + r" \\" for r in rows], r"\end{longtable}"]) + "\n"
-    macros.append(f"\\newcommand{{\\NFindings}}{{{sum(counts.values())}}}")
-    macros += [f"\\newcommand{{\\NFindings{k.capitalize()}}}{{{c}}}" for k, c in counts.items()]
-    gen = paths.macros_dir()
-    t = paths.write_text_atomic(gen / "tables" / "findings.tex", table)
-    m = paths.write_text_atomic(gen / "findings" / "ledger.tex",
-                                "% generated by adapterscope.findings; do not edit\n" + "\n".join(macros) + "\n")
-    return t, m
 
 
 def main(argv: list[str] | None = None) -> int:

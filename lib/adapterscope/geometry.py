@@ -1,6 +1,6 @@
 """Geometry of displacements: principal subspaces, principal angles, subspace overlap, regime separation.
 
-Pure tool: numpy only, imports nothing from the project. Used by ``05_regime_probing`` on hidden states at
+Pure tool: numpy only, imports nothing from the project. Used by ``05b_regime_probing`` on hidden states at
 one position (the answer position), but nothing here knows about models.
 
 Conventions (shapes in names: N rows = items or variants, D = width, K = subspace dimension):

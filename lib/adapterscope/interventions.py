@@ -35,7 +35,7 @@ here, unlike divergence.py's headline KL which includes position 0). Conditions:
 Fraction of KL removed = 1 - mean_rows(KL_edit) / mean_rows(KL_ft) (a ratio of means; every row has the same
 number of positions). Per-row arrays are kept so :meth:`ClampResult.summary` can attach paired bootstrap CIs.
 
-Choosing what to clamp (``07_clamp``): :func:`choose_layer` (the crosscoder layer with the most live
+Choosing what to clamp (``09_clamp``): :func:`choose_layer` (the crosscoder layer with the most live
 fine-tune-only latents, the peak cross/self layer, or a given one) and :func:`choose_latents` (the live
 fine-tune-only latents, or the top-r live latents by relative decoder norm, requested or as the fallback when no
 fine-tune-only latent fires), which also names the set in words for the paper.

@@ -23,28 +23,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import params, paths, results
+from . import ledger, params, paths, results
 
 LOCK_FILE = "requirements.lock"
 # Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
-CELL_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder", "07_clamp")
+CELL_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder", "09_clamp")
 UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_capture"],
-            "07_clamp": ["01_finetune", "02_capture", "03_crosscoder"]}
+            "09_clamp": ["01_finetune", "02_capture", "03_crosscoder"]}
 # Cell notebooks that run only for the main grid, not for the depth-profile control runs.
-MAIN_ONLY = ("03_crosscoder", "07_clamp")
+MAIN_ONLY = ("03_crosscoder", "09_clamp")
 # What a training-dose cell (grid.dose) runs, and its layer control: its lowest dose is the main grid's cell.
 DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
 DOSE_LAYER_CONTROL = "none"
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
-SUMMARY_NOTEBOOKS = ("06_divergence", "04_cka", "05_vlm", "05_regime_probing", "08_decorrelation", "09_dose")
+SUMMARY_NOTEBOOKS = ("08_divergence", "04_cka", "05a_vlm", "05b_regime_probing", "06_escape_routes",
+                     "10_decorrelation", "11_dose")
 # The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
 # notebooks it reads.
-SUMMARY_READS = {"06_divergence": ["01_finetune", "02_capture"],
+SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
                  "04_cka": ["01_finetune", "02_capture", "03_crosscoder"],
-                 "08_decorrelation": ["01_finetune", "02_capture", "03_crosscoder", "07_clamp"],
-                 "09_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
-                 "05_vlm": [], "05_regime_probing": []}  # the VLM notebooks do not read the language grid
-SUMMARY_AFTER: dict[str, list[str]] = {"05_regime_probing": ["05_vlm"]}
+                 "10_decorrelation": ["01_finetune", "02_capture", "03_crosscoder", "09_clamp"],
+                 "11_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
+                 "05a_vlm": [], "05b_regime_probing": [],  # the VLM notebooks do not read the language grid
+                 "06_escape_routes": []}
+SUMMARY_AFTER: dict[str, list[str]] = {"05b_regime_probing": ["05a_vlm"],
+                                       "06_escape_routes": ["05a_vlm", "05b_regime_probing"]}
 
 
 class PipelineError(RuntimeError):
@@ -155,6 +158,7 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     log(f"[run ] {nb} {run_id} {overrides}")
     t0 = time.time()
     os.environ["ADAPTERSCOPE_CONTENT_DIGEST"] = digest
+    os.environ["ADAPTERSCOPE_EXECUTOR"] = "pipeline"  # the kernel inherits it; results.Run records who ran it
     os.environ.setdefault("TQDM_MININTERVAL", "5")
     try:
         papermill.execute_notebook(str(src), str(out), parameters=overrides, kernel_name="python3",
@@ -164,6 +168,7 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
                             f"  executed notebook: {out}") from None
     finally:
         os.environ.pop("ADAPTERSCOPE_CONTENT_DIGEST", None)
+        os.environ.pop("ADAPTERSCOPE_EXECUTOR", None)
     rec = results.load(nb, run_id)
     if rec["provenance"].get("content_digest") != digest:
         raise PipelineError(f"{nb} {run_id} did not write its results JSON")
@@ -347,10 +352,10 @@ def cell_closure(notebooks) -> list[str]:
 
 
 def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
-    """The grid cells a summary notebook reads: 09_dose the dose cells and the main-grid cells they start from
+    """The grid cells a summary notebook reads: 11_dose the dose cells and the main-grid cells they start from
     (their lowest dose), every other one the main and control cells."""
     main = grid_cells(prof, "main")
-    if nb == "09_dose":
+    if nb == "11_dose":
         dose = grid_cells(prof, "dose")
         starts = {(c["model"], c["corpus"], c["seed"]) for c in dose}
         base = [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL
@@ -522,9 +527,7 @@ def _parse_kv(items: list[str]) -> dict[str, Any]:
 
 
 def _findings_table() -> None:
-    from . import findings  # imports this module
-
-    findings.write_outputs()
+    ledger.write_outputs()
     write_timing_table()
 
 

@@ -1,4 +1,4 @@
-"""Regime probing of one VLM with and without its adapter: the analysis behind ``05_regime_probing``.
+"""Regime probing of one VLM with and without its adapter: the analysis behind ``05b_regime_probing``.
 
 Inputs are tables with one row per model input. ``meta`` has columns ``item`` (0..n-1), ``regime`` ("clean" for
 the clean input of an item, else a key of ``scenes.REGIMES``), ``kind``, ``suggested`` (the suggested wrong

@@ -192,6 +192,8 @@ class Run:
             "started_utc": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
             "wall_time_s": round(time.time() - self.started, 3),
             "content_digest": os.environ.get("ADAPTERSCOPE_CONTENT_DIGEST"),
+            # "pipeline" (papermill, headless) or "interactive" (JupyterLab, `make lab`, any other kernel)
+            "executor": os.environ.get("ADAPTERSCOPE_EXECUTOR", "interactive"),
             "argv": sys.argv[:1],
         }
 

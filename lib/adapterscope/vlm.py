@@ -412,7 +412,7 @@ def _images_or_feats(vlm, images, image_features, idx, device) -> dict[str, torc
 
 
 # ---------------------------------------------------------------------------------------------- training
-PROJECTOR_WARMUP = 20  # warm-up steps of a projector's schedule (05_vlm and the check of its committed projector)
+PROJECTOR_WARMUP = 20  # warm-up steps of a projector's schedule (05a_vlm and the check of its committed projector)
 
 
 @dataclass

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from adapterscope import escapes
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -25,18 +27,25 @@ def _pipeline(root, *args, timeout=1800):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One smoke run shared by the tests of this module."""
-    mp = pytest.MonkeyPatch()
-    from tests.conftest import REPO  # noqa: F401  (same copy logic as the fixture, done once per module)
-    root = tmp_path_factory.mktemp("smoke") / "proj"
+def _copy_project(root):
+    """The checkout's tracked and untracked-but-not-ignored files, copied under ``root``."""
+    from tests.conftest import REPO
+
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
         if (REPO / f).is_file():
             (root / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, root / f)
+    return REPO
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run shared by the tests of this module."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("smoke") / "proj"
+    REPO = _copy_project(root)
     mp.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
     if shutil.which("latexmk") is None:
         pytest.fail("latexmk is missing: `make test` installs TeX as root; otherwise apt-get install latexmk ...")
@@ -83,6 +92,7 @@ def test_results_have_values_and_provenance(smoke, corpus):
     prov = ft["provenance"]
     assert prov["params"]["steps"] == 4 and prov["params"]["corpus"] == corpus
     assert prov["content_digest"] and prov["libraries"]["torch"].startswith("2.13.0") and prov["wall_time_s"] > 0
+    assert prov["executor"] == "pipeline"
     assert set(prov["inputs"]) >= {"corpus", "model"}
     cap = _load(root, "02_capture", rid)["values"]
     for split in ("neutral", "heldout"):
@@ -98,7 +108,7 @@ def test_results_have_values_and_provenance(smoke, corpus):
 def test_summary_macros_and_rerun_is_skipped(smoke):
     root, proc = smoke
     assert proc.returncode == 0
-    grid = _load(root, "06_divergence", "grid")
+    grid = _load(root, "08_divergence", "grid")
     assert grid["values"]["n_runs"] == 2
     cka = _load(root, "04_cka", "grid")["values"]
     assert cka["n_runs"] == 3 and len(cka["control"]) == 1  # two standard runs + one equal-step control
@@ -108,8 +118,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert not (root / "results" / "03_crosscoder" / "smollm2-135m__meditations__equal_step__s0.json").exists()
     allm = (root / "paper" / "generated" / "all.tex").read_text()
     assert "\\ProfileName" in allm
-    tex = (root / "paper" / "generated" / "06_divergence" / "grid.tex").read_text()
-    assert "\\newcommand{\\ZeroSixDivergenceGridMaxKL}" in tex
+    tex = (root / "paper" / "generated" / "08_divergence" / "grid.tex").read_text()
+    assert "\\newcommand{\\ZeroEightDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
     # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 6 summary notebooks
@@ -123,8 +133,8 @@ def test_dose_cell_and_summary(smoke):
     ft = _load(root, "01_finetune", rid)
     assert ft["provenance"]["params"]["steps"] == 8 and ft["provenance"]["params"]["lr"] == 0.002
     assert _load(root, "03_crosscoder", rid)["values"]["peak_ratio_ft"] > 0
-    assert not (root / "results" / "07_clamp" / f"{rid}.json").exists()  # dose cells stop at the crosscoder
-    d = _load(root, "09_dose", "grid")["values"]
+    assert not (root / "results" / "09_clamp" / f"{rid}.json").exists()  # dose cells stop at the crosscoder
+    d = _load(root, "11_dose", "grid")["values"]
     assert len(d["runs"]) == 2  # the main cell (4 steps) and the dose level
     f = d["findings"]["rho_dose_kl"]
     assert math.isnan(f["value"]) and f["reason"]  # n = 2 runs: undefined, with its reason
@@ -133,18 +143,26 @@ def test_dose_cell_and_summary(smoke):
 def test_vlm_notebooks_ran(smoke):
     root, proc = smoke
     assert proc.returncode == 0
-    v = _load(root, "05_vlm", "grid")["values"]
+    v = _load(root, "05a_vlm", "grid")["values"]
     assert v["projector_source"] == "reference"  # the committed projector matches the default projector_* params
     assert len(v["lora_losses"]) == 4 and all(math.isfinite(x) for x in v["lora_losses"])
     assert (root / v["adapter_dir"] / "adapter_model.safetensors").is_file()
     acc = {r["family"]: r for r in v["accuracy"]}
     assert set(acc) == {"colour", "shape", "count", "position", "presence", "all"} and acc["all"]["n"] == 20
-    r = _load(root, "05_regime_probing", "grid")["values"]
+    r = _load(root, "05b_regime_probing", "grid")["values"]
     assert r["n_items"] == 8 and r["n_inputs"] == 8 * 15 and r["num_layers"] == 30
     assert all(1 <= c <= 30 for c in r["critical_layer"].values())
     stab = {(s["model"], s["regime"]): s["stability"] for s in r["stability"]}
     assert all(0 <= stab[(m, g)] <= 1 for m in ("base", "adapted") for g in ("prompt", "visual", "pressure"))
     assert (root / "paper" / "generated" / "tables" / "regime_stability.tex").is_file()
+    e = _load(root, "06_escape_routes", "grid")["values"]
+    assert e["n_items"] == 12 and e["critical_layer"] == r["critical_layer"]["base"]  # chosen on 05b's items
+    assert {c["condition"] for c in e["conditions"]} == set(escapes.CONDITIONS) and len(e["conditions"]) == 28
+    for key in ("escape_selective", "escape_clusters", "escape_predictable", "escape_internal_vs_output",
+                "pathway_divergence"):
+        f = e["findings"][key]
+        assert math.isfinite(f["value"]) or f.get("reason"), key  # a number, or undefined with its reason
+    assert all((root / "figures" / "06_escape_routes" / f"{n}.pdf").is_file() for n in ("conditions", "pathways"))
 
 
 def test_bad_inputs_fail_clearly_without_artefacts(smoke):
@@ -165,11 +183,11 @@ def test_bad_inputs_fail_clearly_without_artefacts(smoke):
 def test_summary_decorrelation_and_clamp(smoke):
     root, proc = smoke
     assert proc.returncode == 0
-    dec = _load(root, "08_decorrelation", "grid")["values"]
+    dec = _load(root, "10_decorrelation", "grid")["values"]
     assert len(dec["runs"]) == 2 and len(dec["regimes"]) == 2
     assert "rho_ratio_kl_pooled" in dec["findings"] and dec["findings"]["rho_ratio_kl_pooled"]["n"] == 2
     for corpus in ("meditations", "instructions"):
-        cl = _load(root, "07_clamp", f"smollm2-135m__{corpus}__none__s0")["values"]
+        cl = _load(root, "09_clamp", f"smollm2-135m__{corpus}__none__s0")["values"]
         assert cl["n_rows"] == 8 and cl["layer"] in _load(root, "03_crosscoder", f"smollm2-135m__{corpus}__none__s0")["values"]["layers"]
         s = cl["clamp"]  # the smoke profile clamps the 8 live latents of largest r (latent_set top_r:8)
         assert cl["n_clamped"] == 8 and s["n_latents"] == 8 and s["n_random"] == 2 and s["n_noise"] == 2
@@ -201,3 +219,31 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     assert run("check").returncode == 1
     p = run("reproduce", "nope", "--profile", "smoke")
     assert p.returncode == 2 and "unknown finding 'nope'" in p.stderr
+
+
+def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines_run(tmp_path, monkeypatch):
+    """What `make lab` does when a researcher opens 01_finetune and runs all cells with its defaults: the
+    project kernel, the notebooks folder as working directory; the same run id as the pipeline's cell."""
+    import jupytext
+    import nbclient
+
+    from adapterscope import lab, params, pipeline
+
+    root = tmp_path / "proj"
+    REPO = _copy_project(root)
+    lab.install_kernelspec(tmp_path / "prefix")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "prefix" / "share" / "jupyter"))
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(root))
+    monkeypatch.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
+    for k in ("ADAPTERSCOPE_EXECUTOR", "ADAPTERSCOPE_CONTENT_DIGEST"):
+        monkeypatch.delenv(k, raising=False)
+    src = root / "notebooks" / "01_finetune.py"
+    note = jupytext.read(src)
+    assert note.metadata["kernelspec"]["name"] == lab.KERNEL_NAME
+    nbclient.NotebookClient(note, kernel_name=lab.KERNEL_NAME, timeout=1800,
+                            resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    d = params.parse_parameters_cell(src)
+    rid = pipeline.cell_id({k: d[k] for k in ("model", "corpus", "layer_control", "seed")})
+    rec = _load(root, "01_finetune", rid)
+    assert rec["provenance"]["executor"] == "interactive" and rec["provenance"]["content_digest"] is None
+    assert rec["provenance"]["params"]["steps"] == d["steps"] and len(rec["values"]["losses"]) == d["steps"]

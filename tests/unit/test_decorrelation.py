@@ -1,4 +1,4 @@
-"""The grid analysis of 08_decorrelation on planted data: regimes from a seed-noise null, their agreement against
+"""The grid analysis of 10_decorrelation on planted data: regimes from a seed-noise null, their agreement against
 chance, stratified correlations, clamping pooled over model x corpus units, and the reasons for undefined values."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training-dose analysis of 09_dose on planted data: trends found where planted and not where absent,
+"""The training-dose analysis of 11_dose on planted data: trends found where planted and not where absent,
 the reasons for undefined values, the construction threshold, and the run table read through the results API."""
 
 from __future__ import annotations

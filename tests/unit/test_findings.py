@@ -11,7 +11,7 @@ from adapterscope import findings, params, pipeline, results
 
 PROFILE = {"grid": {"models": ["m1", "m2"], "corpora": ["a", "b"], "layer_controls": ["none"], "seeds": [0, 1],
                     "control": {"layer_control": "equal_step", "corpora": ["a"], "seeds": [0]}},
-           "notebooks": {"07_clamp": {"n_rows": 4}}, "_name": "test"}
+           "notebooks": {"09_clamp": {"n_rows": 4}}, "_name": "test"}
 
 
 def _ledger(root, text):
@@ -29,14 +29,16 @@ def test_the_committed_ledger_parses_and_points_at_known_notebooks():
 
 
 @pytest.mark.parametrize("text, msg", [
-    ("findings:\n  - id: x\n    hypothesis: c\n    direction: greater\n    test: t\n    notebook: 08_decorrelation\n    key: k\n", "lacks ['tolerance']"),
+    ("findings:\n  - id: x\n    hypothesis: c\n    direction: greater\n    test: t\n    notebook: 10_decorrelation\n    key: k\n", "lacks ['tolerance']"),
     ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 99_nope, key: k, tolerance: 1}\n", "unknown notebook '99_nope'"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1, colour: red}\n",
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, colour: red}\n",
      "unknown field(s) ['colour']"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n"
-     "  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n"
+     "  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
      "scope keys must be among"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, null: 0.5}\n",
+     'write it quoted, "null"'),
 ])
 def test_bad_ledgers_fail_clearly(project, text, msg):
     _ledger(project, text)
@@ -45,23 +47,23 @@ def test_bad_ledgers_fail_clearly(project, text, msg):
 
 
 def test_unknown_id_names_the_known_ones(project):
-    _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: k, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="unknown finding 'beta'; known: alpha"):
         findings.get(findings.load_ledger(), "beta")
     assert findings.main(["reproduce", "beta"]) == 2
 
 
 def test_plan_of_a_summary_finding_reruns_only_its_scope_and_reads():
-    f = findings.Finding("x", "c", "08_decorrelation", "findings.k", 0.1, scope={"models": ["m2"], "seeds": [1]})
+    f = findings.Finding("x", "c", "10_decorrelation", "findings.k", 0.1, scope={"models": ["m2"], "seeds": [1]})
     prof = findings.scoped_profile(f, PROFILE)
     steps = findings.plan(f, prof)
     cells = {rid for nb, rid, _ in steps if rid != "grid"}
     assert cells == {"m2__a__none__s1", "m2__b__none__s1"}  # no control runs, no other model or seed
     nbs = [nb for nb, rid, _ in steps]
-    assert nbs[-1] == "08_decorrelation" and set(nbs[:-1]) == {"01_finetune", "02_capture", "03_crosscoder", "07_clamp"}
+    assert nbs[-1] == "10_decorrelation" and set(nbs[:-1]) == {"01_finetune", "02_capture", "03_crosscoder", "09_clamp"}
     ov = dict((nb, o) for nb, rid, o in steps)
-    assert ov["07_clamp"]["n_rows"] == 4 and ov["08_decorrelation"]["model_names"] == ["m2"]
-    assert ov["08_decorrelation"]["seeds"] == [1]
+    assert ov["09_clamp"]["n_rows"] == 4 and ov["10_decorrelation"]["model_names"] == ["m2"]
+    assert ov["10_decorrelation"]["seeds"] == [1]
 
 
 def test_plan_of_cka_keeps_control_runs_and_skips_clamps():
@@ -69,7 +71,7 @@ def test_plan_of_cka_keeps_control_runs_and_skips_clamps():
     steps = findings.plan(f, findings.scoped_profile(f, PROFILE))
     rids = {rid for nb, rid, _ in steps}
     assert "m1__a__equal-step__s0" in rids
-    assert not any(nb == "07_clamp" for nb, _, _ in steps)
+    assert not any(nb == "09_clamp" for nb, _, _ in steps)
     assert not any(nb == "03_crosscoder" and "equal-step" in rid for nb, rid, _ in steps)
 
 
@@ -79,17 +81,17 @@ def test_plan_of_a_cell_finding_and_bad_scope():
     f = findings.Finding("x", "c", "02_capture", "k", 0.1, run_id="m9__b__none__s0")
     with pytest.raises(findings.FindingError, match="not a cell"):
         findings.plan(f, PROFILE)
-    f = findings.Finding("x", "c", "08_decorrelation", "k", 0.1, scope={"models": ["m9"]})
+    f = findings.Finding("x", "c", "10_decorrelation", "k", 0.1, scope={"models": ["m9"]})
     with pytest.raises(findings.FindingError, match=r"scope models \['m9'\] not in"):
         findings.scoped_profile(f, PROFILE)
 
 
 def test_measured_record_check_and_compare(project):
     _ledger(project, "findings:\n"
-            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05}\n"
             "  - {id: s, hypothesis: a scalar, direction: greater, test: t, notebook: 02_capture, run_id: m1__a__none__s0, key: divergence.kl, "
             "tolerance: 0.001}\n")
-    run = results.Run("08_decorrelation", "grid", params={"profile": "test"}, seed=0)
+    run = results.Run("10_decorrelation", "grid", params={"profile": "test"}, seed=0)
     run.values["findings"] = {"rho": {"value": 0.5, "n": 8, "p_value": 0.2, "ci_low": -0.1, "ci_high": 0.9}}
     run.write()
     run = results.Run("02_capture", "m1__a__none__s0", params={}, seed=0)
@@ -120,9 +122,9 @@ def test_measured_record_check_and_compare(project):
     assert r"\newcommand{\VerdictS}{\emph{undefined}}" in macros  # a bare number: no test statistic
     assert r"\newcommand{\NFindingsInconclusive}{1}" in macros
     timing = pipeline.write_timing_table().read_text()
-    assert "08\\_decorrelation & all & 1" in timing and "02\\_capture & all & 1" in timing
+    assert "10\\_decorrelation & all & 1" in timing and "02\\_capture & all & 1" in timing
     with pytest.raises(findings.FindingError, match="no value at 'findings.nope'"):
-        findings.measured(findings.Finding("t", "c", "08_decorrelation", "findings.nope", 1.0))
+        findings.measured(findings.Finding("t", "c", "10_decorrelation", "findings.nope", 1.0))
 
 
 def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(project):
@@ -132,11 +134,11 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
     prof = {k: v for k, v in PROFILE.items() if k != "_name"}
     (project / "notebooks" / "profiles" / "test.yml").write_text(yaml.safe_dump({"description": "t", **prof}))
     _ledger(project, "findings:\n"
-            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05}\n"
-            "  - {id: r1, hypothesis: a rho, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 0.05, "
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: r1, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05, "
             "scope: {models: [m1]}}\n"
-            "  - {id: v, hypothesis: a vlm value, direction: greater, test: t, notebook: 05_regime_probing, key: findings.g, tolerance: 0.05}\n")
-    for nb, prm in (("08_decorrelation", {"profile": "test"}), ("05_regime_probing", {})):
+            "  - {id: v, hypothesis: a vlm value, direction: greater, test: t, notebook: 05b_regime_probing, key: findings.g, tolerance: 0.05}\n")
+    for nb, prm in (("10_decorrelation", {"profile": "test"}), ("05b_regime_probing", {})):
         run = results.Run(nb, "grid", params=prm, seed=0)
         run.values["findings"] = {"rho": {"value": 0.5}, "g": {"value": 0.1}}
         run.write()
@@ -155,7 +157,7 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
 
 
 def test_reproduce_without_a_record_says_how_to_make_one(project):
-    _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 08_decorrelation, key: findings.rho, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
         findings.reproduce("r", "smoke")
 
@@ -170,7 +172,7 @@ def test_profiles_parameters_of_summary_notebooks_exist():
 
 
 def _f(direction="greater", null=0.0, alpha=0.05):
-    return findings.Finding("x", "h", "08_decorrelation", "k", 0.1, direction=direction, null=null, alpha=alpha)
+    return findings.Finding("x", "h", "10_decorrelation", "k", 0.1, direction=direction, null=null, alpha=alpha)
 
 
 @pytest.mark.parametrize("direction, v, expected", [
@@ -202,11 +204,11 @@ def test_verdict_uses_the_null_and_alpha():
 
 
 def test_ledger_rejects_a_bad_direction_or_alpha(project):
-    _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: up, test: t, notebook: 08_decorrelation, "
+    _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: up, test: t, notebook: 10_decorrelation, "
                      "key: k, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="direction must be one of"):
         findings.load_ledger()
     _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: less, test: t, alpha: 5, "
-                     "notebook: 08_decorrelation, key: k, tolerance: 1}\n")
+                     "notebook: 10_decorrelation, key: k, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="alpha must be in"):
         findings.load_ledger()

@@ -15,13 +15,13 @@ def test_resolve_jobs():
 
 def test_independent_summaries_read_no_grid_and_keep_their_order():
     side = pipeline.independent_summaries()
-    assert side == ["05_vlm", "05_regime_probing"]
+    assert side == ["05a_vlm", "05b_regime_probing", "06_escape_routes"]
     for nb in side:
         assert pipeline.SUMMARY_READS[nb] == []
         assert all(u in side[:side.index(nb)] for u in pipeline.SUMMARY_AFTER.get(nb, []))
     prof = params.load_profile(pipeline.paths.project_root() / "notebooks" / "profiles" / "smoke.yml")
-    assert pipeline.summary_upstream("05_regime_probing", prof) == [("05_vlm", "grid")]
-    assert pipeline.summary_upstream("05_vlm", prof) == []
+    assert pipeline.summary_upstream("05b_regime_probing", prof) == [("05a_vlm", "grid")]
+    assert pipeline.summary_upstream("05a_vlm", prof) == []
 
 
 def test_run_cell_and_summaries_reject_bad_names():
@@ -91,7 +91,7 @@ def test_findings_scope_narrows_a_seed_mapping():
 
     prof = {"grid": {"models": ["a", "b"], "corpora": ["x"], "layer_controls": ["none"],
                      "seeds": {"a": [0, 1], "b": [0]}}}
-    f = findings.Finding(id="t", hypothesis="c " * 8, notebook="08_decorrelation", key="k", tolerance=0.1,
+    f = findings.Finding(id="t", hypothesis="c " * 8, notebook="10_decorrelation", key="k", tolerance=0.1,
                          scope={"models": ["b"]})
     g = findings.scoped_profile(f, prof)["grid"]
     assert g["models"] == ["b"] and g["seeds"] == {"b": [0]}
@@ -108,12 +108,12 @@ def test_single_run_ids():
     the run `grid` (the id their code uses), with their upstream runs."""
     rid, ups = pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 1})
     assert rid == "m__c__none__s1" and ups == [("01_finetune", rid)]
-    assert pipeline.single_run("05_vlm", {"lm": "smollm2-135m"}) == ("grid", [])
-    assert pipeline.single_run("05_regime_probing", {}) == ("grid", [("05_vlm", "grid")])
-    assert pipeline.single_run("05_vlm", {}, "grid")[0] == "grid"
+    assert pipeline.single_run("05a_vlm", {"lm": "smollm2-135m"}) == ("grid", [])
+    assert pipeline.single_run("05b_regime_probing", {}) == ("grid", [("05a_vlm", "grid")])
+    assert pipeline.single_run("05a_vlm", {}, "grid")[0] == "grid"
     # the notebook names its results: another id would run it and then find no results under that name
     with pytest.raises(pipeline.PipelineError, match="writes the run 'grid'"):
-        pipeline.single_run("05_vlm", {}, "mine")
+        pipeline.single_run("05a_vlm", {}, "mine")
     with pytest.raises(pipeline.PipelineError, match="m__c__none__s1"):
         pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 1}, "x")
 
@@ -145,7 +145,7 @@ def test_dose_cells_ids_overrides_and_notebooks():
         "model": "a", "corpus": "x", "layer_control": "none", "seed": 0, "dose_tag": "dose-n200-lr0.002", "seq_len": 8}
     assert pipeline.cell_overrides(main[0], "01_finetune", per_nb) == {**main[0], **per_nb["01_finetune"]}
     ctl = pipeline.grid_cells(prof, "control")[0]
-    assert pipeline.cell_notebooks(c, main) == ["01_finetune", "02_capture", "03_crosscoder"]  # no 07_clamp
+    assert pipeline.cell_notebooks(c, main) == ["01_finetune", "02_capture", "03_crosscoder"]  # no 09_clamp
     assert pipeline.cell_notebooks(main[0], main) == list(pipeline.CELL_NOTEBOOKS)
     assert pipeline.cell_notebooks(ctl, main) == ["01_finetune", "02_capture"]
     for nb in pipeline.DOSE_NOTEBOOKS:  # every notebook a dose cell runs declares its tag
@@ -159,27 +159,27 @@ def test_dose_cells_ids_overrides_and_notebooks():
 
 def test_dose_summary_reads_its_cells_and_the_main_cells_they_start_from():
     prof = {"grid": _dose_grid()}
-    ups = pipeline.summary_upstream("09_dose", prof)
+    ups = pipeline.summary_upstream("11_dose", prof)
     rids = list(dict.fromkeys(r for _, r in ups))
     assert rids == ["a__x__none__s0", "a__y__none__s0", "a__x__none__s0__dose-n50-lr0.0006",
                     "a__x__none__s0__dose-n200-lr0.002", "a__y__none__s0__dose-n50-lr0.0006",
                     "a__y__none__s0__dose-n200-lr0.002"]
     assert {nb for nb, _ in ups} == {"01_finetune", "02_capture", "03_crosscoder"}
     # the other summary notebooks do not read (or wait for) the dose runs
-    assert not any("dose" in r for _, r in pipeline.summary_upstream("08_decorrelation", prof))
+    assert not any("dose" in r for _, r in pipeline.summary_upstream("10_decorrelation", prof))
     sp = pipeline.summary_params("p", prof)
     assert sp["dose_models"] == ["a"] and sp["dose_corpora"] == ["x", "y"] and sp["dose_seeds"] == [0]
     assert sp["dose_levels"] == prof["grid"]["dose"]["levels"]
-    declared = params.parse_parameters_cell(pipeline.notebook_path("09_dose"))
+    declared = params.parse_parameters_cell(pipeline.notebook_path("11_dose"))
     assert {k for k in sp if k.startswith("dose_")} <= set(declared)
-    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="09_dose")
-    # a profile without a dose block: 09_dose reads nothing and gets empty dose lists
+    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="11_dose")
+    # a profile without a dose block: 11_dose reads nothing and gets empty dose lists
     bare = {"grid": {k: v for k, v in prof["grid"].items() if k != "dose"}}
-    assert pipeline.grid_cells(bare, "dose") == [] and pipeline.summary_upstream("09_dose", bare) == []
+    assert pipeline.grid_cells(bare, "dose") == [] and pipeline.summary_upstream("11_dose", bare) == []
     sp = pipeline.summary_params("p", bare)
-    assert sp["dose_models"] == sp["dose_levels"] == [] and "09_dose" in pipeline.SUMMARY_NOTEBOOKS
-    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="09_dose")
-    assert pipeline.SUMMARY_NOTEBOOKS.index("09_dose") == pipeline.SUMMARY_NOTEBOOKS.index("08_decorrelation") + 1
+    assert sp["dose_models"] == sp["dose_levels"] == [] and "11_dose" in pipeline.SUMMARY_NOTEBOOKS
+    params.validate(declared, {k: v for k, v in sp.items() if k in declared}, where="11_dose")
+    assert pipeline.SUMMARY_NOTEBOOKS.index("11_dose") == pipeline.SUMMARY_NOTEBOOKS.index("10_decorrelation") + 1
 
 
 @pytest.mark.parametrize("dose, match", [
@@ -218,7 +218,7 @@ def test_dose_cells_in_findings_plans_and_single_runs():
     from adapterscope import findings
 
     prof = {"grid": _dose_grid(), "notebooks": {"01_finetune": {"steps": 4}}, "_name": "p"}
-    f = findings.Finding(id="t", hypothesis="h", notebook="09_dose", key="findings.rho_dose_kl", tolerance=0.1,
+    f = findings.Finding(id="t", hypothesis="h", notebook="11_dose", key="findings.rho_dose_kl", tolerance=0.1,
                          scope={"corpora": ["y"]})
     sp = findings.scoped_profile(f, prof)
     assert sp["grid"]["dose"]["corpora"] == ["y"] and "control" not in sp["grid"]
@@ -226,11 +226,11 @@ def test_dose_cells_in_findings_plans_and_single_runs():
     assert [(nb, rid) for nb, rid, _ in steps] == [
         *[(nb, rid) for rid in ("a__y__none__s0", "a__y__none__s0__dose-n50-lr0.0006",
                                 "a__y__none__s0__dose-n200-lr0.002")
-          for nb in ("01_finetune", "02_capture", "03_crosscoder")], ("09_dose", "grid")]
+          for nb in ("01_finetune", "02_capture", "03_crosscoder")], ("11_dose", "grid")]
     assert steps[3][2]["steps"] == 50 and steps[3][2]["dose_tag"] == "dose-n50-lr0.0006"
     assert steps[0][2]["steps"] == 4 and "dose_tag" not in steps[0][2]
     assert steps[-1][2]["dose_corpora"] == ["y"]
-    f8 = findings.Finding(id="t8", hypothesis="h", notebook="08_decorrelation", key="k", tolerance=0.1)
+    f8 = findings.Finding(id="t8", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1)
     sp8 = findings.scoped_profile(f8, prof)
     assert "dose" not in sp8["grid"] and not any("dose" in rid for _, rid, _ in findings.plan(f8, sp8))
     fc = findings.Finding(id="tc", hypothesis="h", notebook="03_crosscoder", key="k", tolerance=0.1,

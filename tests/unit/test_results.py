@@ -8,7 +8,7 @@ from adapterscope import paths, results
 
 
 def test_tex_name_and_numbers():
-    assert results.tex_name("06_divergence", "grid", "max_kl") == "ZeroSixDivergenceGridMaxKl"
+    assert results.tex_name("08_divergence", "grid", "max_kl") == "ZeroEightDivergenceGridMaxKl"
     name = results.tex_name("01_finetune", "smollm2-135m__meditations__none__s0", "final_loss")
     assert name == "ZeroOneFinetuneSmollmTwoOneThreeFiveMMeditationsNoneSZeroFinalLoss"
     assert results.format_number(0.000123456) == "0.000123"

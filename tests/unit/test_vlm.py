@@ -270,12 +270,12 @@ def test_projector_refuses_other_encoder_features(tiny_vlm, tmp_path):
         V.load_projector(out, tiny_vlm)
 
 
-def test_committed_projector_matches_05_vlm_defaults():
-    """Every profile that keeps 05_vlm's projector_* defaults must load the committed projector, not retrain it
+def test_committed_projector_matches_05a_vlm_defaults():
+    """Every profile that keeps 05a_vlm's projector_* defaults must load the committed projector, not retrain it
     (1500 steps: about 50 min on 2 cores, far beyond the smoke budget)."""
     from adapterscope import params, paths
 
-    p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05_vlm.py")
+    p = params.parse_parameters_cell(paths.project_root() / "notebooks" / "05a_vlm.py")
     assert p["projector"] == "reference"
     cfg = V.TrainConfig(steps=p["projector_steps"], batch_size=p["projector_batch"], lr=p["projector_lr"],
                         warmup_steps=V.PROJECTOR_WARMUP, seed=p["projector_seed"], stop_after=p["projector_stop_after"])
@@ -289,4 +289,4 @@ def test_committed_projector_matches_05_vlm_defaults():
     for prof in ("smoke", "default", "full"):
         over = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{prof}.yml")
         assert not any(k.startswith(("projector", "encoder_features", "image_size", "lm"))
-                       for k in (over.get("notebooks") or {}).get("05_vlm", {})), prof
+                       for k in (over.get("notebooks") or {}).get("05a_vlm", {})), prof

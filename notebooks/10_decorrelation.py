@@ -4,23 +4,33 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 08 — Internal vs output change: the scatter, its statistics, regimes, perplexity, clamping
+# # 10 — Internal vs output change: the scatter, its statistics, regimes, perplexity, clamping
 # **Measures** whether internal change (the crosscoder's peak cross/self ratio; fine-tune-only latents; CKA's
 # late-layer displacement as a cross-check) and output change (next-token KL(base||ft) and 1 - top-1 agreement
 # on neutral text) go together across the grid's adapters; classifies corpora into regimes; pools the clamping
-# effects of `07_clamp`. **Reads** every main-grid run of `02_capture`, `03_crosscoder` and `07_clamp`.
-# **Writes** `results/08_decorrelation/grid.json`, the figures under `figures/08_decorrelation/`, the tables
+# effects of `09_clamp`. **Reads** every main-grid run of `02_capture`, `03_crosscoder` and `09_clamp`.
+# **Writes** `results/10_decorrelation/grid.json`, the figures under `figures/10_decorrelation/`, the tables
 # `decorrelation_stats`, `seed_reference`, `regimes`, `crosscoder` and its macros. **Rerun alone:**
-# `make notebook NB=08_decorrelation` (after the grid). **Feeds** the findings decor-pooled, decor-smollm2,
+# `make notebook NB=10_decorrelation` (after the grid). **Feeds** the findings decor-pooled, decor-smollm2,
 # decor-gemma3, ppl-novel, clamp-vs-random, clamp-vs-noise (`paper/findings.yml`).
 #
 # The analysis is `adapterscope.decorrelation` (its docstring states the units, the stratified pooling and the
 # regime rule, fixed before the run): tests use corpus means over seeds as units; pooling over models ranks within
 # each model; regimes are called only where a corpus differs from the model's other corpora by more than seed
 # noise (a t test at `regime_alpha` against the seed-to-seed null).
+#
+# **Reads** every main-grid cell's `results/01_finetune`, `02_capture`, `03_crosscoder` and `09_clamp` runs.
+# **Writes** `results/10_decorrelation/grid.json`, `paper/generated/10_decorrelation/`,
+# `paper/generated/tables/{decorrelation_stats,regimes,crosscoder,seed_reference}.tex`, `figures/10_decorrelation/`.
+# **Rerun alone:** `make notebook NB=10_decorrelation` (after the grid). **Feeds** findings `decor-pooled`,
+# `decor-smollm2`, `decor-gemma3`, `ppl-novel`, `clamp-vs-random`, `clamp-vs-noise`.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -52,7 +62,7 @@ from adapterscope import decorrelation as dc
 from adapterscope import macros, plotting, results
 
 plotting.setup()
-NB = "08_decorrelation"
+NB = "10_decorrelation"
 run = results.Run(NB, "grid", params=P, seed=boot_seed)
 seeds_for = lambda m: seeds_by_model.get(m, seeds)  # noqa: E731
 df = dc.load_runs(model_names, corpus_names, layer_controls[0], seeds_for, late_frac, on_input=run.add_input)

@@ -4,10 +4,14 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 05 — An embedded VLM and a VQA adapter
+# # 05a — An embedded VLM and a VQA adapter
 # The embedded vision-language model of `adapterscope.vlm`: the ImageNet EfficientNet-Lite0 (frozen, from
 # its wheel) gives 16 visual tokens per 128 x 128 image (with `encoder_features="multiscale"` each token is the
 # last 4 x 4 map plus the 8 x 8 map of the last 112-channel block folded into it: the last ImageNet map alone
@@ -24,8 +28,14 @@
 #    (prediction = the candidate answer with the highest log-probability; chance = 1 / number of candidates),
 #    with paired bootstrap CIs of the change.
 #
-# Writes the projector (when trained) and the adapter under `data/runs/05_vlm/grid/`, a figure, and
-# `results/05_vlm/grid.json`; `05_regime_probing` reads both through this run's results.
+# Writes the projector (when trained) and the adapter under `data/runs/05a_vlm/grid/`, a figure, and
+# `results/05a_vlm/grid.json`; `05b_regime_probing` reads both through this run's results.
+#
+# **Reads** the embedded SmolLM2-135M-Instruct and EfficientNet-Lite0, the reference projector in
+# `data/reference/vlm_projector/` (or trains one). **Writes** `results/05a_vlm/grid.json` (VQA accuracy base vs
+# adapted), the projector and the VQA adapter under `data/runs/05a_vlm/`, `paper/generated/05a_vlm/`,
+# `figures/05a_vlm/`. **Rerun alone:** `make notebook NB=05a_vlm`. **Feeds** `05b_regime_probing` and
+# `06_escape_routes` (the VLM and its adapter); no finding directly.
 
 # %% tags=["parameters"]
 lm = "smollm2-135m"  # language model (embedded name)
@@ -74,7 +84,7 @@ from adapterscope import finetune, models, paths, plotting, results, scenes, sta
 from adapterscope import vlm as V
 
 plotting.setup()
-NB = "05_vlm"
+NB = "05a_vlm"
 RUN_ID = "grid"
 run = results.Run(NB, RUN_ID, params=P, seed=lora_seed, device=device)
 t_start = time.perf_counter()

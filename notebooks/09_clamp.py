@@ -4,10 +4,14 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 07 — Causal clamping: does moving the fine-tune-only latents back to base undo the output shift?
+# # 09 — Causal clamping: does moving the fine-tune-only latents back to base undo the output shift?
 # For one adapter (`01_finetune`) and its crosscoders (`03_crosscoder`), picks one layer, takes the crosscoder's
 # fine-tune-only latents S there (relative decoder norm r > 0.9, live on the measured rows; where none is live,
 # the top-r set: the `fallback_top_r` live latents of largest r, and the results say so), and during the
@@ -22,6 +26,11 @@
 # firing count) and each draw's edit rescaled by one factor so that its mean per-token norm equals the clamped set's (both norms
 # are reported), and `n_noise` draws of Gaussian noise rescaled per token to the clamp edit's norm — with paired
 # bootstrap CIs over rows and the paired clamp-vs-control effects.
+#
+# **Reads** `results/01_finetune`, `02_capture` and `03_crosscoder` of the same cell (adapter, activations,
+# crosscoder). **Writes** `results/09_clamp/<run id>.json` (KL removed by clamping vs random-latent and noise
+# controls, edit norms). **Rerun alone:** `make notebook NB=09_clamp ARGS="-p corpus=seneca"` (after the cell's
+# `01`-`03`). **Feeds** `10_decorrelation` (the clamping units); no finding directly.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # base model of the adapter (selects the upstream runs)
@@ -57,7 +66,7 @@ import numpy as np
 from adapterscope import corpora, crosscoder, finetune, interventions, models, paths, plotting, results
 
 plotting.setup()
-NB = "07_clamp"
+NB = "09_clamp"
 RUN_ID = params.run_key(model, corpus, layer_control, f"s{seed}")
 run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 up_ft = results.load("01_finetune", RUN_ID)

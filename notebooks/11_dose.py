@@ -4,17 +4,21 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 09 — Training dose: does construction appear when the adapter is trained harder?
+# # 11 — Training dose: does construction appear when the adapter is trained harder?
 # **Measures** how the fine-tune-only latent count (all and genuine), the crosscoder's peak cross/self ratio,
 # neutral KL(base||ft), 1 - top-1 agreement and the held-out perplexity grow with training dose = steps x lr, and
 # per corpus the lowest dose at which a fine-tune-only latent first appears. **Reads** `01_finetune`,
 # `02_capture` and `03_crosscoder` of the profile's `grid.dose` runs (run id = the cell id + `__dose-...`) and
-# of the main-grid cells they start from (the lowest dose). **Writes** `results/09_dose/grid.json`, the figure
-# `figures/09_dose/dose.{pdf,png}`, the tables `dose` (runs) and `dose_trends` (statistics) and its macros.
-# **Rerun alone:** `make notebook NB=09_dose` (after the dose cells). **Feeds** the findings on
+# of the main-grid cells they start from (the lowest dose). **Writes** `results/11_dose/grid.json`, the figure
+# `figures/11_dose/dose.{pdf,png}`, the tables `dose` (runs) and `dose_trends` (statistics) and its macros.
+# **Rerun alone:** `make notebook NB=11_dose` (after the dose cells). **Feeds** the findings on
 # `findings.rho_dose_ftonly`, `findings.rho_dose_ratio`, `findings.rho_dose_kl` and
 # `findings.first_construction_dose.<corpus>`.
 #
@@ -22,6 +26,11 @@
 # dose and each measure with ranks within each corpus's dose series, exact within-corpus permutation null.
 # A profile without a dose block writes NaN findings with the reason "no dose block in this profile" and
 # placeholder tables and figure.
+#
+# **Reads** the dose cells' and their main-grid cells' `results/01_finetune`, `02_capture` and `03_crosscoder` runs.
+# **Writes** `results/11_dose/grid.json`, `paper/generated/11_dose/`, `paper/generated/tables/dose*.tex`,
+# `figures/11_dose/`. **Rerun alone:** `make notebook NB=11_dose` (after the dose block). **Feeds** findings
+# `dose-ftonly`, `dose-ratio`, `dose-kl`.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -53,7 +62,7 @@ import seaborn as sns
 from adapterscope import dose, macros, plotting, results
 
 plotting.setup()
-NB = "09_dose"
+NB = "11_dose"
 run = results.Run(NB, "grid", params=P, seed=boot_seed)
 NO_BLOCK = "no dose block in this profile"
 has_block = bool(dose_levels and dose_models and dose_corpora and dose_seeds)

@@ -4,22 +4,27 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 05 — Regime probing: one VLM, one adapter, three kinds of input variation
+# # 05b — Regime probing: one VLM, one adapter, three kinds of input variation
 # The same held-out items (a scene, a question, its true answer) under three regimes of variation, each of
 # which keeps the true answer (`adapterscope.scenes.REGIMES`): **prompt** (paraphrase, formatting, politeness,
 # order of the options), **visual** (pixel noise, blur, occlusion of empty regions, distractor objects that do
 # not match the question, background colour jitter) and **pressure** (text only: a suggested wrong answer, a
 # confident wrong assertion, an authority cue, a neutral prefilled answer prefix, a prefix agreeing with a
-# suggested wrong answer). For the base VLM (adapter off) and the adapted VLM (the VQA adapter of `05_vlm`,
+# suggested wrong answer). For the base VLM (adapter off) and the adapted VLM (the VQA adapter of `05a_vlm`,
 # adapter on; same backbone), with the analysis in `adapterscope.regimes`:
 #
 # 1. **Output stability**: share of variants whose answer equals the clean prediction; flip directions; for
 #    pressure, the share landing on the suggested answer. 95% CIs by bootstrap over items.
 # 2. **Escape routes**: conditions whose stability is below `escape_below`, in mechanism classes fixed in
-#    advance (`regimes.MECHANISM`).
+#    advance (`regimes.MECHANISM`); descriptive here, tested on more items in `06_escape_routes`, which also
+#    reuses this notebook's critical layer.
 # 3. **Geometry at every layer** (decoder layer outputs; the last after the final norm) at the answer position:
 #    displacement d = h(varied) - h(clean), its relative size, each regime's principal subspace (top
 #    `subspace_k` right singular vectors, uncentred), principal angles, overlap, linear CKA of per-item means.
@@ -30,11 +35,17 @@
 #    bootstrap CI over items and a regime-label permutation p (`regimes.heldout_peak_margin`).
 # 5. **Cross-regime prediction**: across items, does stability or displacement (at the critical layer) in one
 #    regime predict it in another? Spearman's rho with permutation p and bootstrap CI.
+#
+# **Reads** `results/05a_vlm/<vlm_run>.json` (projector, adapter). **Writes**
+# `results/05b_regime_probing/grid.json`, `paper/generated/05b_regime_probing/`,
+# `paper/generated/tables/regime_*.tex`, `figures/05b_regime_probing/`. **Rerun alone:** `make notebook
+# NB=05b_regime_probing` (after `05a_vlm`). **Feeds** the paper's VLM section and `06_escape_routes` (the critical
+# layer); findings `vlm-pressure-gap`, `vlm-adapter-pressure`, `vlm-critical-layer`.
 
 # %% tags=["parameters"]
-vlm_run = "grid"  # run id of 05_vlm whose projector and adapter are probed
+vlm_run = "grid"  # run id of 05a_vlm whose projector and adapter are probed
 n_items = 48  # held-out items (families in turn)
-item_seed = 3  # seed of the items (differs from 05_vlm's training and evaluation seeds)
+item_seed = 3  # seed of the items (differs from 05a_vlm's training and evaluation seeds)
 variant_seed = 0  # seed of the variants
 visual_strength = 1.0  # strength of noise, blur and occlusion
 subspace_k = 4  # dimension of each regime's principal subspace
@@ -73,16 +84,16 @@ from adapterscope import finetune, paths, plotting, regimes, results, scenes
 from adapterscope import vlm as V
 
 plotting.setup()
-NB, RUN_ID, MODELS = "05_regime_probing", "grid", regimes.MODELS
+NB, RUN_ID, MODELS = "05b_regime_probing", "grid", regimes.MODELS
 run = results.Run(NB, RUN_ID, params=P, seed=seed, device=device)
 t_start = time.perf_counter()
 if threads:
     torch.set_num_threads(threads)
-up = results.load("05_vlm", vlm_run)
-run.add_input(f"05_vlm/{vlm_run}", results.sha256_file(results.results_path("05_vlm", vlm_run)))
+up = results.load("05a_vlm", vlm_run)
+run.add_input(f"05a_vlm/{vlm_run}", results.sha256_file(results.results_path("05a_vlm", vlm_run)))
 upp = up["provenance"]["params"]
 if item_seed in (upp["projector_seed"], upp["lora_seed"], upp["eval_seed"]):
-    raise ValueError(f"item_seed {item_seed} was used by 05_vlm {vlm_run}; pick an unseen seed")
+    raise ValueError(f"item_seed {item_seed} was used by 05a_vlm {vlm_run}; pick an unseen seed")
 REGIMES = list(scenes.REGIMES)
 
 # %% [markdown]

@@ -4,15 +4,24 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#   kernelspec:
+#     display_name: adapterscope
+#     language: python
+#     name: adapterscope
 # ---
 
 # %% [markdown]
-# # 06 — Output divergence across the grid
+# # 08 — Output divergence across the grid
 # Reads every `01_finetune` and `02_capture` run of the grid (through the results API) and draws the
 # paper's spine figures: loss curves, KL(base||ft) and top-1 agreement per corpus x model, and the
 # per-layer activation change (and its late/early ratio per model: mean relative change over the final
 # `late_frac` share of layers over the first `late_frac` share, `adapterscope.depth.late_over_early`).
 # Writes a LaTeX table and the macros the text quotes.
+#
+# **Reads** every main-grid cell's `results/01_finetune` and `02_capture` runs. **Writes**
+# `results/08_divergence/grid.json`, `paper/generated/08_divergence/`, `paper/generated/tables/divergence.tex`,
+# `figures/08_divergence/`. **Rerun alone:** `make notebook NB=08_divergence` (after the grid). **Feeds** the
+# output-change table of the results section; no finding directly.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -37,7 +46,7 @@ import seaborn as sns
 from adapterscope import depth, plotting, results
 
 plotting.setup()
-NB = "06_divergence"
+NB = "08_divergence"
 run = results.Run(NB, "grid", params=P, seed=None)
 rows, curves, layer_rows = [], [], []
 for m in model_names:
