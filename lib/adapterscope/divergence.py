@@ -75,6 +75,7 @@ class DivergenceAccumulator:
     nll_ft: float = 0.0
     n: int = 0
     row_kl: list[float] = field(default_factory=list)   # per-row mean KL, for bootstrap CIs
+    row_agree: list[float] = field(default_factory=list)  # per-row top-1 agreement, likewise
 
     @torch.no_grad()
     def update(self, logits_base: torch.Tensor, logits_ft: torch.Tensor, input_ids: torch.Tensor) -> None:
@@ -88,7 +89,9 @@ class DivergenceAccumulator:
         tgt = input_ids[:, 1:].to(lf.device)[..., None]
         self.kl_sum += float(kl.sum())
         self.row_kl.extend(kl.mean(-1).tolist())
-        self.agree += int((bk.x_BTV[:, :-1].argmax(-1) == lf[:, :-1].argmax(-1)).sum())
+        same = bk.x_BTV[:, :-1].argmax(-1) == lf[:, :-1].argmax(-1)
+        self.agree += int(same.sum())
+        self.row_agree.extend(same.double().mean(-1).tolist())
         self.nll_base += float((bk.lse_BT[:, :-1] - bk.x_BTV[:, :-1].gather(-1, tgt).squeeze(-1).double()).sum())
         self.nll_ft += float((lse_f[:, :-1] - lf[:, :-1].gather(-1, tgt).squeeze(-1).double()).sum())
         self.n += kl.numel()

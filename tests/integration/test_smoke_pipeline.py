@@ -122,8 +122,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroEightDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 07) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 6 summary notebooks
-    assert again.stdout.count("[skip]") == 19 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 7 summary notebooks
+    assert again.stdout.count("[skip]") == 20 and "[run ]" not in again.stdout
 
 
 def test_dose_cell_and_summary(smoke):

@@ -1,0 +1,462 @@
+"""The two-axis audit of a (base model, peft LoRA adapter) pair: ``adapterscope audit``.
+
+Auditing a fine-tune needs both axes, at two or more depths, because each adaptation regime is invisible to one
+of them (reweighting barely moves the crosscoder; construction can leave next-token outputs almost unchanged).
+One paired pass (the adapter switched off and on over the same rows, ``capture.iter_paired``) gives both:
+
+* **output axis**: next-token KL(base || adapted) and top-1 agreement on base-model samples (``neutral``) and,
+  with ``--text``, on the user's text; 95% bootstrap CIs over rows;
+* **internal axis**: per-layer linear CKA between base and adapted residual streams (displacement 1 - CKA,
+  debiased, jackknife SEs) and its depth profile (slope of log10 displacement against relative depth, with a
+  bootstrap CI as in ``04_cka``); at each chosen relative depth a two-model crosscoder (``crosscoder_train``)
+  with its cross/self reconstruction-error ratio and fine-tune-only latents.
+
+Each number is then placed against this project's own grid of adapters of the same base model (the runs in
+``results/`` when there are any, else the committed ``data/reference/audit_reference.json``): its percentile
+and whether it is within the reference range or beyond it, per axis. There is never one combined score.
+
+Outputs (atomically, into ``--out``): ``audit.json`` (values + provenance like every run), ``audit.html``
+(self-contained: figures embedded), ``figures/*.pdf|png``. The terminal gets a summary table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import paths, results
+
+REFERENCE_FILE = Path("data") / "reference" / "audit_reference.json"
+DEPTHS = (0.4, 0.9)  # two of 03_crosscoder's default depths, so the reference compares like with like
+AXES = {"output": ("kl_neutral", "top1_neutral"), "internal": ("slope", "displacement", "ratio_ft", "n_ft_only")}
+
+
+class AuditError(ValueError):
+    """Bad input to an audit: the message names the file and the fix."""
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def check_adapter_dir(path: str | Path) -> dict[str, Any]:
+    """The adapter's ``adapter_config.json``, after checking that ``path`` is a peft LoRA directory whose
+    weights are in safetensors (a pickle is never loaded)."""
+    d = Path(path)
+    if not d.is_dir():
+        raise AuditError(f"adapter {d} is not a directory; pass a peft adapter directory (save_pretrained output)")
+    cfg_p = d / "adapter_config.json"
+    if not cfg_p.is_file():
+        raise AuditError(f"{d} is not a peft adapter directory (no adapter_config.json); pass the folder that "
+                         "PeftModel.save_pretrained wrote")
+    try:
+        cfg = json.loads(cfg_p.read_text())
+    except json.JSONDecodeError as e:
+        raise AuditError(f"{cfg_p} is not valid JSON ({e}); re-save the adapter with save_pretrained") from None
+    kind = str(cfg.get("peft_type", "")).upper()
+    if kind != "LORA":
+        raise AuditError(f"{d} holds a peft {kind or 'unknown'} adapter, not LoRA; audit reads LoRA adapters only")
+    if not (d / "adapter_model.safetensors").is_file():
+        if (d / "adapter_model.bin").is_file():
+            raise AuditError(f"{d} holds only adapter_model.bin (a pickle), which audit never loads; re-save it "
+                             "with save_pretrained(..., safe_serialization=True)")
+        raise AuditError(f"{d} has no adapter_model.safetensors; re-save the adapter with save_pretrained")
+    return cfg
+
+
+def load_pair(base: str, adapter_dir: str | Path, device: str = "cpu"):
+    """(peft model, tokenizer): the base model with the adapter attached; a pair that does not fit is refused
+    with one error naming both."""
+    from . import finetune, models
+
+    cfg = check_adapter_dir(adapter_dir)
+    model, tok = models.load_model(base, device=device)
+    made_for = cfg.get("base_model_name_or_path") or "an unnamed base"
+    try:
+        pm = finetune.load_adapter(model, adapter_dir)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise AuditError(f"adapter {adapter_dir} (made for {made_for}) does not fit base model {base!r}: {first}; "
+                         "pass the base model the adapter was trained on") from None
+    n_lora = sum(1 for n, _ in pm.named_modules() if n.endswith("lora_A"))
+    if n_lora == 0:
+        raise AuditError(f"adapter {adapter_dir} attached no LoRA module to {base!r} (target modules "
+                         f"{cfg.get('target_modules')} not found); pass the base model it was trained on")
+    return pm.to(device), tok
+
+
+def text_rows(tok, text: str, n_rows: int, seq_len: int, seed: int):
+    """Rows of the user's text (a corpus name, ``file:PATH``, ``url:``/``hf:``), packed to ``seq_len`` tokens,
+    a seeded sample of ``n_rows``."""
+    import torch
+
+    from . import corpora, finetune
+
+    c = corpora.load_corpus(text, heldout_frac=0.5, seed=seed)
+    rows = finetune.pack_documents(tok, c.train + c.heldout, seq_len)
+    if len(rows) == 0:
+        raise AuditError(f"text {text!r} packs into no row of {seq_len} tokens; give more text or lower --seq-len")
+    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n_rows]
+    return rows[pick], c.digest
+
+
+# ------------------------------------------------------------------------------------------ measurement
+def depth_layers(n_layers: int, depths: Sequence[float]) -> list[int]:
+    """round(depth * (L - 1)) for each depth in [0, 1], distinct, sorted."""
+    bad = [d for d in depths if not 0 <= d <= 1]
+    if bad:
+        raise AuditError(f"depths must lie in [0, 1], got {bad}")
+    if len(set(depths)) < 2:
+        raise AuditError("the audit needs at least two distinct depths (each regime hides from one)")
+    return sorted({int(round(d * (n_layers - 1))) for d in depths})
+
+
+def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, device: str = "cpu",
+            expansion: int = 4, k: int = 32, epochs: int = 8, batch_tokens: int = 1024, n_boot: int = 1000,
+            seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Both axes from one paired pass over each set of rows (``sets``: name -> (rows, T) token ids; the first
+    set also trains the crosscoders, 80/20 by row, with every other set's rows on the training side)."""
+    import torch
+
+    from . import capture, cka, crosscoder_train, depth, divergence, models
+
+    L = models.num_layers(pm)
+    layers = list(range(L))
+    cc_layers = depth_layers(L, depths)
+    keys = [models.hook_key(l, "resid_post") for l in layers]
+    ckas = {k_: cka.BlockedCKA(n_blocks=5) for k_ in keys}
+    out: dict[str, Any] = {"output": {}, "layers": L}
+    cc_train, cc_eval = {k_: [] for k_ in cc_layers}, {k_: [] for k_ in cc_layers}
+    for si, (name, rows) in enumerate(sets.items()):
+        acc = divergence.DivergenceAccumulator()
+        n_train = int(round(0.8 * len(rows))) if si == 0 else len(rows)
+        for b0, b in enumerate(capture.iter_paired(pm, rows, layers, ["resid_post"], batch_size=8, device=device,
+                                                   progress=progress)):
+            acc.update(b.logits_base, b.logits_ft, b.input_ids)
+            for key in keys:  # row by row, so that the jackknife's blocks fill even from a few batches
+                pair = b.tokens(key)
+                for rp in pair.reshape(len(b.input_ids), -1, 2, pair.shape[-1]):
+                    ckas[key].update(rp[:, 0], rp[:, 1])
+            first = b0 * 8
+            for l in cc_layers:
+                pair = b.tokens(models.hook_key(l, "resid_post"))
+                per_row = pair.reshape(len(b.input_ids), -1, 2, pair.shape[-1])
+                for r in range(len(per_row)):
+                    (cc_train if first + r < n_train else cc_eval)[l].append(per_row[r])
+        r = acc.result()
+        lo, hi = divergence.bootstrap_mean_ci(acc.row_kl, n_boot=n_boot, seed=seed)
+        tlo, thi = divergence.bootstrap_mean_ci(acc.row_agree, n_boot=n_boot, seed=seed)
+        out["output"][name] = {"kl": r["kl"], "kl_lo": lo, "kl_hi": hi, "top1": r["top1_agreement"],
+                               "top1_lo": tlo, "top1_hi": thi, "n_tokens": r["n_tokens"], "n_rows": r["n_rows"]}
+    prof = []
+    for l, key in zip(layers, keys):
+        j = ckas[key].jackknife(debiased=True)
+        prof.append({"layer": l, "depth": l / max(L - 1, 1), "cka": j["value"], "se": j["se"],
+                     "displacement": float(depth.displacement([j["value"]])[0])})
+    out["profile"] = prof
+    d = np.array([p["depth"] for p in prof])
+    c, se = np.array([p["cka"] for p in prof]), np.array([p["se"] for p in prof])
+    floor = depth.resolution_floor(se)
+    boots = depth.bootstrap_slopes(d, c, se, n_boot, np.random.default_rng(seed))
+    out["slope"] = {"value": depth.log_slope(d, depth.displacement(c), floor),
+                    "ci_low": float(np.quantile(boots, 0.025)), "ci_high": float(np.quantile(boots, 0.975))}
+    out["crosscoder"] = []
+    dtype = models.compute_dtype("auto", device)
+    for l in cc_layers:
+        tr, ev = torch.cat(cc_train[l]), torch.cat(cc_eval[l])
+        if len(tr) < 64 or len(ev) < 16:
+            raise AuditError(f"too few tokens for a crosscoder at layer {l} ({len(tr)} train, {len(ev)} eval); "
+                             "raise --tokens")
+        cfg = crosscoder_train.fit_config(len(tr), tr.shape[-1], expansion=expansion, k=k, epochs=epochs,
+                                          batch_tokens=batch_tokens, lr=1e-3, seed=seed)
+        fit = crosscoder_train.fit_and_measure(tr, ev, cfg, stream_seed=seed + l, device=device, dtype=dtype,
+                                               progress=progress)
+        row = {key: fit.row[key] for key in ("ratio_ft", "ratio_base", "n_ft_only", "fve_base", "fve_ft", "l0",
+                                             "dead_fraction", "train_tokens") if key in fit.row}
+        out["crosscoder"].append({"layer": l, "depth": l / max(L - 1, 1), **row})
+    out["displacement_at"] = {str(l): prof[l]["displacement"] for l in cc_layers}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ reference
+def _nearest(rows: list[dict], depth_: float, key: str) -> float:
+    if not rows:
+        return math.nan
+    r = min(rows, key=lambda r: abs(r["depth"] - depth_))
+    return float(r.get(key, math.nan))
+
+
+def summarise(m: dict[str, Any], depths: Sequence[float]) -> dict[str, float]:
+    """The audit's comparable numbers: neutral KL and top-1, the depth slope, and per depth the displacement,
+    the cross/self ratio and the fine-tune-only count."""
+    s = {"kl_neutral": m["output"]["neutral"]["kl"], "top1_neutral": m["output"]["neutral"]["top1"],
+         "slope": m["slope"]["value"]}
+    for dd in depths:
+        s[f"displacement@{dd:g}"] = _nearest(m["profile"], dd, "displacement")
+        s[f"ratio_ft@{dd:g}"] = _nearest(m["crosscoder"], dd, "ratio_ft")
+        s[f"n_ft_only@{dd:g}"] = _nearest(m["crosscoder"], dd, "n_ft_only")
+    return s
+
+
+def reference_from_results(model: str, depths: Sequence[float] = DEPTHS) -> list[dict[str, Any]]:
+    """One row per main-grid adapter of ``model`` in ``results/`` (02_capture and, where it ran, 03_crosscoder)."""
+    from . import depth
+
+    out = []
+    for cap in results.find("02_capture", model=model):
+        p = cap["provenance"]["params"]
+        if p.get("layer_control") != "none" or p.get("dose_tag"):
+            continue
+        rid = cap["provenance"]["run_id"]
+        cl = cap["values"].get("cka") or {}
+        prof = []
+        L = max((int(k.split(".")[1]) for k in cl), default=0)
+        for k, v in cl.items():
+            l = int(k.split(".")[1])
+            prof.append({"layer": l, "depth": l / max(L, 1), "cka": v["cka_debiased"], "se": v["cka_debiased_se"],
+                         "displacement": float(depth.displacement([v["cka_debiased"]])[0])})
+        prof.sort(key=lambda r: r["layer"])
+        d = np.array([r["depth"] for r in prof])
+        slope = (depth.log_slope(d, [r["displacement"] for r in prof], depth.resolution_floor([r["se"] for r in prof]))
+                 if len(prof) > 2 else math.nan)
+        try:
+            cc = results.load("03_crosscoder", rid)["values"]["per_layer"]
+        except FileNotFoundError:
+            cc = []
+        neutral = cap["values"]["divergence"]["neutral"]
+        m = {"output": {"neutral": {"kl": neutral["kl"], "top1": neutral["top1_agreement"]}}, "profile": prof,
+             "slope": {"value": slope}, "crosscoder": cc}
+        out.append({"run_id": rid, "corpus": p.get("corpus"), "seed": p.get("seed"), **summarise(m, depths)})
+    return out
+
+
+def load_reference(model: str, depths: Sequence[float] = DEPTHS, root: Path | None = None) -> dict[str, Any]:
+    """The reference adapters of ``model``: from ``results/`` when the grid ran here, else from the committed
+    ``data/reference/audit_reference.json``; ``{"source", "runs"}`` (``runs`` empty when neither has any)."""
+    runs = reference_from_results(model, depths)
+    if runs:
+        return {"source": "results/ (this checkout's grid)", "runs": runs}
+    f = (root or paths.project_root()) / REFERENCE_FILE
+    if f.is_file():
+        ref = json.loads(f.read_text())
+        if list(ref.get("depths", [])) == list(depths):
+            runs = ref.get("models", {}).get(model, [])
+            return {"source": f"{REFERENCE_FILE} (recorded {ref.get('recorded_utc', '?')}, git "
+                              f"{str(ref.get('git_sha', '?'))[:10]})", "runs": runs}
+    return {"source": "none", "runs": []}
+
+
+def write_reference(models_: Sequence[str], depths: Sequence[float] = DEPTHS) -> Path:
+    """Record the reference of each model from ``results/`` into ``data/reference/audit_reference.json``."""
+    from datetime import datetime, timezone
+
+    data = {"depths": list(depths), "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_sha": results.git_state().get("sha"), "models": {m: reference_from_results(m, depths) for m in models_}}
+    if not any(data["models"].values()):
+        raise AuditError(f"no grid runs of {list(models_)} in results/: run `make paper` first")
+    return paths.write_text_atomic(paths.project_root() / REFERENCE_FILE, json.dumps(data, indent=1) + "\n")
+
+
+def place(value: float, ref: Sequence[float]) -> dict[str, Any]:
+    """Where ``value`` falls among the reference values: percentile (share of references at or below it, ties
+    counted half), range, and the call ``within`` / ``above`` / ``below`` the reference range (or ``no
+    reference`` / ``undefined``)."""
+    r = np.asarray([x for x in ref if x is not None and np.isfinite(x)], float)
+    out = {"value": float(value), "n_ref": int(len(r)), "ref_min": float(r.min()) if len(r) else math.nan,
+           "ref_max": float(r.max()) if len(r) else math.nan, "percentile": math.nan}
+    if not np.isfinite(value):
+        return {**out, "call": "undefined"}
+    if not len(r):
+        return {**out, "call": "no reference"}
+    out["percentile"] = float(100 * ((r < value).sum() + 0.5 * (r == value).sum()) / len(r))
+    out["call"] = "above" if value > r.max() else "below" if value < r.min() else "within"
+    return out
+
+
+def placements(summary: dict[str, float], ref_runs: list[dict]) -> dict[str, dict[str, Any]]:
+    return {k: place(v, [r.get(k, math.nan) for r in ref_runs]) for k, v in summary.items()}
+
+
+# ------------------------------------------------------------------------------------------ report
+LABELS = {"kl_neutral": "KL(base||adapted), neutral text", "top1_neutral": "top-1 agreement, neutral text",
+          "slope": "depth slope of log10(1 - CKA)", "displacement": "1 - CKA", "ratio_ft": "crosscoder cross/self",
+          "n_ft_only": "fine-tune-only latents"}
+
+
+def axis_of(key: str) -> str:
+    return "output" if key.split("@")[0] in AXES["output"] else "internal"
+
+
+def label(key: str) -> str:
+    base, _, dd = key.partition("@")
+    return LABELS[base] + (f" at depth {dd}" if dd else "")
+
+
+def figures(m: dict[str, Any], ref_runs: list[dict], summary: dict[str, float], out_dir: Path) -> dict[str, Path]:
+    """Two figures, written as PDF and PNG: the depth profile (internal axis) and the placement of every
+    number among the reference adapters (both axes, side by side)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    plotting.setup()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    d = [p["depth"] for p in m["profile"]]
+    ax.errorbar(d, [p["displacement"] for p in m["profile"]], yerr=[p["se"] for p in m["profile"]], marker="o",
+                ms=3, label="audited adapter")
+    ax.set_yscale("log")
+    for c in m["crosscoder"]:
+        ax.axvline(c["depth"], ls=":", c="grey", lw=0.8)
+    ax.set_xlabel("relative depth")
+    ax.set_ylabel("displacement 1 - CKA (debiased)")
+    ax.set_title(f"Depth profile, slope {m['slope']['value']:.2f} decades/depth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    files["profile"] = _save(fig, out_dir / "profile")
+    keys = list(summary)
+    fig, axes = plt.subplots(1, len(keys), figsize=(1.6 * len(keys), 3.0))
+    for ax, k in zip(np.atleast_1d(axes), keys):
+        ref = [r.get(k, math.nan) for r in ref_runs]
+        ref = [x for x in ref if x is not None and np.isfinite(x)]
+        ax.scatter(np.zeros(len(ref)) + np.random.default_rng(0).uniform(-0.15, 0.15, len(ref)), ref, s=10,
+                   c="grey", alpha=0.6, label="reference adapters")
+        ax.scatter([0], [summary[k]], s=40, c="C3" if axis_of(k) == "output" else "C0", marker="D",
+                   label="audited", zorder=3)
+        ax.set_xticks([])
+        ax.set_title(f"{axis_of(k)}\n{label(k)}", fontsize=6)
+    h, lab = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    files["placement"] = _save(fig, out_dir / "placement")
+    return files
+
+
+def _save(fig, stem: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(stem.with_suffix(".pdf"))
+    fig.savefig(stem.with_suffix(".png"), dpi=130)
+    plt.close(fig)
+    return stem.with_suffix(".png")
+
+
+def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(axis, measure, value, reference range (n), call) per number, output axis first."""
+    rows = []
+    for k, p in sorted(rep["placement"].items(), key=lambda kv: (axis_of(kv[0]) != "output", kv[0])):
+        rng = (f"{p['ref_min']:.3g} - {p['ref_max']:.3g} (n={p['n_ref']})" if p["n_ref"] else "none")
+        call = p["call"] + (f" (percentile {p['percentile']:.0f})" if np.isfinite(p["percentile"]) else "")
+        rows.append((axis_of(k), label(k), f"{p['value']:.4g}", rng, call))
+    return rows
+
+
+def terminal_table(rep: dict[str, Any]) -> str:
+    rows = [("axis", "measure", "value", "reference range", "call")] + summary_rows(rep)
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    return "\n".join([lines[0], "  ".join("-" * x for x in w), *lines[1:]])
+
+
+def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
+    """A self-contained page: the two axes side by side, the figures embedded as data URIs, how to read it."""
+    e = html.escape
+    img = {k: "data:image/png;base64," + base64.b64encode(Path(p).read_bytes()).decode() for k, p in pngs.items()}
+    cols = {}
+    for ax_ in ("output", "internal"):
+        trs = "".join(f"<tr><td>{e(m)}</td><td>{e(v)}</td><td>{e(r)}</td><td class='call'>{e(c)}</td></tr>"
+                      for a, m, v, r, c in summary_rows(rep) if a == ax_)
+        cols[ax_] = (f"<div class='axis' id='{ax_}'><h2>{ax_} axis</h2><table><tr><th>measure</th><th>value</th>"
+                     f"<th>reference range</th><th>call</th></tr>{trs}</table></div>")
+    out = rep["measure"]["output"]
+    outrows = "".join(f"<tr><td>{e(n)}</td><td>{o['kl']:.4g} [{o['kl_lo']:.3g}, {o['kl_hi']:.3g}]</td>"
+                      f"<td>{o['top1']:.3f} [{o['top1_lo']:.3f}, {o['top1_hi']:.3f}]</td><td>{o['n_tokens']}</td></tr>"
+                      for n, o in out.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>adapterscope audit</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}} .axes{{display:flex;gap:2em}}
+.axis{{flex:1}} table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #ddd;padding:3px 6px;font-size:13px}}
+.call{{font-weight:bold}} img{{max-width:100%}}</style></head><body>
+<h1>Two-axis audit</h1>
+<p>base <code>{e(rep['base'])}</code>, adapter <code>{e(str(rep['adapter']))}</code>; reference:
+{e(rep['reference']['source'])} ({len(rep['reference']['runs'])} adapters of the same base).</p>
+<div class="axes">{cols['output']}{cols['internal']}</div>
+<h2>Output change per text (95% CI over rows)</h2>
+<table><tr><th>text</th><th>KL(base||adapted)</th><th>top-1 agreement</th><th>tokens</th></tr>{outrows}</table>
+<h2>Figures</h2>
+<figure><img alt="depth profile" src="{img['profile']}"><figcaption>Internal axis by depth: displacement
+1 - CKA between base and adapted residual streams per layer (jackknife SE); dotted: the crosscoder depths.
+</figcaption></figure>
+<figure><img alt="placement" src="{img['placement']}"><figcaption>Every number (diamond) among this project's
+reference adapters of the same base (grey), output axis in red, internal axis in blue.</figcaption></figure>
+<h2>How to read this</h2>
+<ul><li>Read the two axes separately; there is no combined score. An adapter can be far beyond the reference on
+one axis and ordinary on the other: reweighting existing circuitry moves outputs with little new internal
+structure; construction adds features (fine-tune-only latents, a high cross/self ratio) that next-token outputs
+may barely show.</li>
+<li><b>within</b> / <b>above</b> / <b>below</b>: the value against the range of the reference adapters (LoRA rank
+16 on q/k/v/o, 50 steps, on contrasting corpora); the percentile is the share of references at or below it.
+The references saw other text and a different token budget; treat small differences as noise.</li>
+<li>Crosscoder numbers depend on the token budget (<code>--tokens</code>); the reference used about 12k
+training tokens per depth.</li></ul>
+<p style="font-size:11px">git {e(str(rep['provenance']['git'].get('sha', '?'))[:12])}, {e(rep['provenance']['device'])},
+wall time {rep['wall_s']:.0f} s.</p></body></html>
+"""
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | None = None, tokens: int = 4096,
+              seq_len: int = 64, depths: Sequence[float] = DEPTHS, device: str = "cpu", seed: int = 0,
+              n_boot: int = 1000, epochs: int = 8, progress: bool = True, log=print) -> dict[str, Any]:
+    """Audit one pair and write ``out/audit.json``, ``out/audit.html`` and ``out/figures/`` (atomically: a
+    failed audit leaves no partial report)."""
+    from . import corpora
+
+    t0 = time.time()
+    if tokens < 16 * seq_len:
+        raise AuditError(f"--tokens {tokens} is below 16 rows of {seq_len} tokens; raise it (default 4096)")
+    check_adapter_dir(adapter)
+    depth_layers(10_000, depths)  # range and count checked before any model loads
+    if text is not None:
+        try:
+            corpora.check_name(text)
+        except corpora.CorpusError as e:
+            raise AuditError(f"--text: {e}") from None
+    run = results.Run("audit", "audit", params={"base": base, "adapter": str(adapter), "text": text,
+                                                "tokens": tokens, "seq_len": seq_len, "depths": list(depths),
+                                                "seed": seed, "n_boot": n_boot, "epochs": epochs},
+                      seed=seed, device=device)
+    pm, tok = load_pair(base, adapter, device)
+    run.add_input("adapter", adapter)
+    n_rows = tokens // seq_len
+    n_neutral = n_rows if text is None else n_rows // 2
+    sets = {"neutral": corpora.neutral_samples(pm, tok, n=n_neutral, length=seq_len, seed=seed, device=device)}
+    if text is not None:
+        rows, digest = text_rows(tok, text, n_rows - n_neutral, seq_len, seed)
+        sets["text"] = rows
+        run.add_input("text", digest)
+    log(f"auditing {adapter} on {base}: {sum(len(r) for r in sets.values())} rows x {seq_len} tokens, "
+        f"depths {list(depths)}")
+    m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress)
+    summ = summarise(m, depths)
+    ref = load_reference(base, depths)
+    rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
+           "placement": placements(summ, ref["runs"])}
+    out = Path(out)
+    with paths.atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        pngs = figures(m, ref["runs"], summ, tmp / "figures")
+        rep["wall_s"] = time.time() - t0
+        rep["provenance"] = run.provenance()
+        (tmp / "audit.json").write_text(json.dumps(results._jsonable(rep), indent=1, allow_nan=True) + "\n")
+        (tmp / "audit.html").write_text(render_html(rep, pngs))
+    log(terminal_table(rep))
+    log(f"report: {out / 'audit.html'}")
+    return rep

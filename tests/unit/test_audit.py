@@ -1,0 +1,162 @@
+"""adapterscope.audit without models: input checks, placement against a reference, the reference read from a
+grid's results files, the terminal table and the self-contained HTML (the end-to-end audit of real adapters is
+in tests/integration/test_audit.py)."""
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from adapterscope import audit, cli, results
+
+
+def _adapter(d, peft_type="LORA", weights="adapter_model.safetensors"):
+    d.mkdir(parents=True)
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": peft_type, "base_model_name_or_path": "x"}))
+    if weights:
+        (d / weights).write_bytes(b"\0")
+    return d
+
+
+def test_check_adapter_dir_refuses_what_is_not_a_safetensors_lora(tmp_path):
+    assert audit.check_adapter_dir(_adapter(tmp_path / "ok"))["peft_type"] == "LORA"
+    cases = [(tmp_path / "missing", "is not a directory"),
+             (tmp_path, "no adapter_config.json"),
+             (_adapter(tmp_path / "prefix", peft_type="PREFIX_TUNING"), "PREFIX_TUNING adapter, not LoRA"),
+             (_adapter(tmp_path / "pickle", weights="adapter_model.bin"), "a pickle), which audit never loads"),
+             (_adapter(tmp_path / "none", weights=None), "no adapter_model.safetensors")]
+    for d, msg in cases:
+        with pytest.raises(audit.AuditError, match=re.escape(msg)):
+            audit.check_adapter_dir(d)
+    bad = tmp_path / "badjson"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text("{nope")
+    with pytest.raises(audit.AuditError, match="not valid JSON"):
+        audit.check_adapter_dir(bad)
+
+
+def test_depth_layers():
+    assert audit.depth_layers(30, (0.4, 0.9)) == [12, 26]
+    with pytest.raises(audit.AuditError, match=r"\[0, 1\]"):
+        audit.depth_layers(30, (0.4, 1.5))
+    with pytest.raises(audit.AuditError, match="at least two distinct depths"):
+        audit.depth_layers(30, (0.5,))
+
+
+def test_place_percentile_range_and_call():
+    ref = [1.0, 2.0, 3.0, 4.0]
+    p = audit.place(2.0, ref)
+    assert p["percentile"] == pytest.approx(37.5) and p["call"] == "within" and p["n_ref"] == 4
+    assert audit.place(9.0, ref)["call"] == "above" and audit.place(9.0, ref)["percentile"] == 100
+    assert audit.place(0.5, ref)["call"] == "below" and audit.place(0.5, ref)["percentile"] == 0
+    assert audit.place(2.0, [])["call"] == "no reference"
+    assert audit.place(math.nan, ref)["call"] == "undefined"
+    assert audit.place(2.0, [math.nan, 1.0, None, 3.0])["n_ref"] == 2
+
+
+def _fake_measure(L=10, slope_up=True):
+    prof = [{"layer": l, "depth": l / (L - 1), "cka": 1 - 10 ** (-3 + 2 * l / (L - 1)), "se": 1e-4,
+             "displacement": 10 ** (-3 + 2 * l / (L - 1))} for l in range(L)]
+    return {"output": {"neutral": {"kl": 0.05, "kl_lo": 0.04, "kl_hi": 0.06, "top1": 0.9, "top1_lo": 0.88,
+                                   "top1_hi": 0.92, "n_tokens": 630, "n_rows": 10}},
+            "profile": prof, "slope": {"value": 2.0, "ci_low": 1.9, "ci_high": 2.1}, "layers": L,
+            "crosscoder": [{"layer": 4, "depth": 4 / 9, "ratio_ft": 1.1, "n_ft_only": 0},
+                           {"layer": 8, "depth": 8 / 9, "ratio_ft": 1.4, "n_ft_only": 3}]}
+
+
+def test_summarise_reads_the_nearest_layer_of_each_depth():
+    s = audit.summarise(_fake_measure(), (0.4, 0.9))
+    assert s["kl_neutral"] == 0.05 and s["slope"] == 2.0
+    assert s["ratio_ft@0.4"] == 1.1 and s["ratio_ft@0.9"] == 1.4 and s["n_ft_only@0.9"] == 3
+    assert s["displacement@0.9"] == pytest.approx(10 ** (-3 + 2 * 8 / 9))
+
+
+def _write(root, nb, rid, values, params):
+    d = root / "results" / nb
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{rid}.json").write_text(json.dumps({"values": values, "provenance": {"run_id": rid, "params": params}}))
+
+
+def test_reference_from_a_grids_results_skips_controls_and_dose_cells(project):
+    for i, (lc, tag) in enumerate([("none", ""), ("none", ""), ("equal_step", ""), ("none", "dose-n200")]):
+        rid = f"smollm2-135m__c{i}__{lc}__s0" + (f"__{tag}" if tag else "")
+        cl = {f"blocks.{l}.hook_resid_post": {"cka_debiased": 1 - 10 ** (-3 + 2 * l / 9) * (i + 1),
+                                              "cka_debiased_se": 1e-5} for l in range(10)}
+        _write(project, "02_capture", rid, {"divergence": {"neutral": {"kl": 0.01 * (i + 1), "top1_agreement": 0.9}},
+                                            "cka": cl},
+               {"model": "smollm2-135m", "corpus": f"c{i}", "layer_control": lc, "seed": 0, "dose_tag": tag})
+        _write(project, "03_crosscoder", rid, {"per_layer": [{"layer": 4, "depth": 4 / 9, "ratio_ft": 1.0 + i,
+                                                             "n_ft_only": i}]}, {})
+    _write(project, "02_capture", "gemma3-270m__c0__none__s0", {"divergence": {"neutral": {"kl": 9, "top1_agreement": 0}},
+                                                                "cka": {}},
+           {"model": "gemma3-270m", "layer_control": "none", "seed": 0})
+    ref = audit.reference_from_results("smollm2-135m")
+    assert [r["corpus"] for r in ref] == ["c0", "c1"]
+    assert [r["kl_neutral"] for r in ref] == [0.01, 0.02]
+    assert ref[1]["ratio_ft@0.4"] == 2.0 and ref[0]["slope"] == pytest.approx(2.0, abs=1e-6)
+    loaded = audit.load_reference("smollm2-135m")
+    assert loaded["source"].startswith("results/") and len(loaded["runs"]) == 2
+    path = audit.write_reference(["smollm2-135m"])
+    rec = json.loads(path.read_text())
+    assert rec["depths"] == [0.4, 0.9] and len(rec["models"]["smollm2-135m"]) == 2
+    import shutil
+
+    shutil.rmtree(project / "results")  # a clean clone: the committed reference is read instead
+    fallback = audit.load_reference("smollm2-135m")
+    assert fallback["source"].startswith(str(audit.REFERENCE_FILE)) and len(fallback["runs"]) == 2
+    assert audit.load_reference("smollm2-135m", depths=(0.2, 0.8))["runs"] == []  # other depths: not comparable
+    with pytest.raises(audit.AuditError, match="run `make paper` first"):
+        audit.write_reference(["smollm2-135m"])
+
+
+class _Imgs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.ids = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if "id" in a:
+            self.ids.append(a["id"])
+
+
+def test_report_figures_table_and_self_contained_html(tmp_path, project):
+    m = _fake_measure()
+    summ = audit.summarise(m, (0.4, 0.9))
+    ref = [{**summ, "kl_neutral": x} for x in (0.01, 0.02, 0.03)]
+    rep = {"base": "smollm2-135m", "adapter": "a/b", "measure": m, "summary": summ,
+           "reference": {"source": "test", "runs": ref}, "placement": audit.placements(summ, ref), "wall_s": 3.0,
+           "provenance": results.Run("audit", "audit", params={}).provenance()}
+    assert rep["placement"]["kl_neutral"]["call"] == "above"
+    pngs = audit.figures(m, ref, summ, tmp_path / "fig")
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"profile.pdf", "profile.png", "placement.pdf",
+                                                             "placement.png"}
+    t = audit.terminal_table(rep)
+    first = t.splitlines()[2]
+    assert first.startswith("output") and "above" in t and "within" in t
+    page = audit.render_html(rep, pngs)
+    p = _Imgs()
+    p.feed(page)
+    assert len(p.imgs) == 2 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.imgs)
+    assert {"output", "internal"} <= set(p.ids) and "How to read this" in page
+
+
+def test_cli_help_and_bad_input_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["audit", "--help"])
+    assert e.value.code == 0 and "--adapter" in capsys.readouterr().out
+    rc = cli.main(["audit", "--base", "smollm2-135m", "--adapter", str(tmp_path / "nope"), "--out",
+                   str(tmp_path / "rep")])
+    assert rc == 2 and "is not a directory" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+    rc = cli.main(["audit", "--base", "smollm2-135m", "--adapter", str(_adapter(tmp_path / "a")), "--depths", "0.5",
+                   "--out", str(tmp_path / "rep")])
+    assert rc == 2 and "two distinct depths" in capsys.readouterr().err
+    rc = cli.main(["audit", "--base", "smollm2-135m", "--adapter", str(tmp_path / "a"), "--text", "file:/no/such",
+                   "--out", str(tmp_path / "rep")])
+    assert rc == 2 and "--text" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+    assert np.isfinite(audit.place(1.0, [1.0])["percentile"])
