@@ -35,6 +35,7 @@ from . import paths, results
 
 REFERENCE_FILE = Path("data") / "reference" / "audit_reference.json"
 DEPTHS = (0.4, 0.9)  # two of 03_crosscoder's default depths, so the reference compares like with like
+NEUTRAL_ROWS, NEUTRAL_LEN = 32, 64  # 02_capture's neutral set (neutral_n, neutral_len defaults)
 AXES = {"output": ("kl_neutral", "top1_neutral"), "internal": ("slope", "displacement", "ratio_ft", "n_ft_only")}
 
 
@@ -230,7 +231,8 @@ def reference_from_results(model: str, depths: Sequence[float] = DEPTHS) -> list
         neutral = cap["values"]["divergence"]["neutral"]
         m = {"output": {"neutral": {"kl": neutral["kl"], "top1": neutral["top1_agreement"]}}, "profile": prof,
              "slope": {"value": slope}, "crosscoder": cc}
-        out.append({"run_id": rid, "corpus": p.get("corpus"), "seed": p.get("seed"), **summarise(m, depths)})
+        out.append({"run_id": rid, "corpus": p.get("corpus"), "seed": p.get("seed"),
+                    "git_sha": (cap["provenance"].get("git") or {}).get("sha"), **summarise(m, depths)})
     return out
 
 
@@ -255,7 +257,8 @@ def write_reference(models_: Sequence[str], depths: Sequence[float] = DEPTHS) ->
     from datetime import datetime, timezone
 
     data = {"depths": list(depths), "recorded_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_sha": results.git_state().get("sha"), "models": {m: reference_from_results(m, depths) for m in models_}}
+            "git_sha": results.git_state().get("sha"),  # of the recording; each run keeps the sha it ran at
+            "models": {m: reference_from_results(m, depths) for m in models_}}
     if not any(data["models"].values()):
         raise AuditError(f"no grid runs of {list(models_)} in results/: run `make paper` first")
     return paths.write_text_atomic(paths.project_root() / REFERENCE_FILE, json.dumps(data, indent=1) + "\n")
@@ -417,11 +420,12 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
               n_boot: int = 1000, epochs: int = 8, progress: bool = True, log=print) -> dict[str, Any]:
     """Audit one pair and write ``out/audit.json``, ``out/audit.html`` and ``out/figures/`` (atomically: a
     failed audit leaves no partial report)."""
-    from . import corpora
+    from . import corpora, models
 
     t0 = time.time()
-    if tokens < 16 * seq_len:
-        raise AuditError(f"--tokens {tokens} is below 16 rows of {seq_len} tokens; raise it (default 4096)")
+    if tokens < NEUTRAL_ROWS * NEUTRAL_LEN:
+        raise AuditError(f"--tokens {tokens} is below the {NEUTRAL_ROWS} x {NEUTRAL_LEN} neutral tokens every audit "
+                         "measures; raise it (default 4096)")
     check_adapter_dir(adapter)
     depth_layers(10_000, depths)  # range and count checked before any model loads
     if text is not None:
@@ -435,13 +439,23 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
                       seed=seed, device=device)
     pm, tok = load_pair(base, adapter, device)
     run.add_input("adapter", adapter)
-    n_rows = tokens // seq_len
-    n_neutral = n_rows if text is None else n_rows // 2
-    sets = {"neutral": corpora.neutral_samples(pm, tok, n=n_neutral, length=seq_len, seed=seed, device=device)}
+    # the output axis's neutral set is the grid's own (02_capture: 32 x 64 tokens, same seed, same cache), so
+    # an adapter of the grid audited with seed 0 reproduces its reference KL; the rest of the budget is the
+    # user's text, or more base-model samples (another seed) that feed the internal axis
+    key = f"{base}__{models.fingerprint(base)[:12]}" if base in models.EMBEDDED else None
+    sets = {"neutral": corpora.neutral_samples(pm, tok, n=NEUTRAL_ROWS, length=NEUTRAL_LEN, seed=seed, device=device,
+                                               cache_key=key)}
+    extra = (tokens - NEUTRAL_ROWS * NEUTRAL_LEN) // seq_len
     if text is not None:
-        rows, digest = text_rows(tok, text, n_rows - n_neutral, seq_len, seed)
+        if extra < 1:
+            raise AuditError(f"--tokens {tokens} leaves no row for --text; raise it above "
+                             f"{NEUTRAL_ROWS * NEUTRAL_LEN + seq_len}")
+        rows, digest = text_rows(tok, text, extra, seq_len, seed)
         sets["text"] = rows
         run.add_input("text", digest)
+    elif extra > 0:
+        sets["neutral_extra"] = corpora.neutral_samples(pm, tok, n=extra, length=seq_len, seed=seed + 1,
+                                                        device=device)
     log(f"auditing {adapter} on {base}: {sum(len(r) for r in sets.values())} rows x {seq_len} tokens, "
         f"depths {list(depths)}")
     m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress)

@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                    "adapter_model.safetensors), trained by this project or not")
     a.add_argument("--text", default=None, help="also measure the output axis on this text: a corpus name, "
                    "file:PATH (.txt/.jsonl/.json), url:URL or hf:NAME (default: base-model samples only)")
-    a.add_argument("--tokens", type=int, default=4096, help="token budget of the paired pass (default 4096: "
-                   "64 rows of 64 tokens)")
+    a.add_argument("--tokens", type=int, default=4096, help="token budget of the paired pass (default 4096): "
+                   "the grid's 32 x 64 neutral base-model rows, then the rest as --text rows or, without --text, "
+                   "more base-model samples for the internal axis; at least 2048")
     a.add_argument("--seq-len", type=int, default=64, help="tokens per row (default 64)")
     a.add_argument("--depths", type=float, nargs="+", default=[0.4, 0.9], help="relative depths of the "
                    "crosscoders, at least two (default 0.4 0.9, as in the reference grid)")

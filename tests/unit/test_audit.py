@@ -1,6 +1,6 @@
 """adapterscope.audit without models: input checks, placement against a reference, the reference read from a
 grid's results files, the terminal table and the self-contained HTML (the end-to-end audit of real adapters is
-in tests/integration/test_audit.py)."""
+in tests/integration/test_audit_end_to_end.py)."""
 
 import json
 import math

@@ -70,7 +70,8 @@ def _check_report(out: Path, proc):
     assert set(rep["measure"]["output"]) >= {"neutral"} and rep["measure"]["output"]["neutral"]["kl"] > 0
     assert len(rep["measure"]["crosscoder"]) == 2 and len(rep["measure"]["profile"]) == 30
     assert {"kl_neutral", "top1_neutral", "slope", "ratio_ft@0.4", "ratio_ft@0.9"} <= set(rep["placement"])
-    assert rep["provenance"]["git"] and rep["provenance"]["params"]["tokens"] == 1024
+    assert rep["provenance"]["git"] and rep["provenance"]["params"]["tokens"] in (2048, 2560)
+    assert rep["measure"]["output"]["neutral"]["n_rows"] == 32  # the grid's neutral set
     page = _Page()
     page.feed((out / "audit.html").read_text())
     assert len(page.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
@@ -84,7 +85,7 @@ def test_audit_of_an_external_plain_peft_adapter_with_user_text(tmp_path, base_d
     text.write_text("\n\n".join(f"Entry {i}: {t}" for i, t in enumerate(TEXT * 3)))  # distinct documents
     out = tmp_path / "report"
     proc = _cli("audit", "--base", "smollm2-135m", "--adapter", str(adapter), "--text", f"file:{text}",
-                "--tokens", "1024", "--epochs", "2", "--out", str(out), "--no-progress")
+                "--tokens", "2560", "--epochs", "2", "--out", str(out), "--no-progress")
     rep = _check_report(out, proc)
     assert "text" in rep["measure"]["output"]
 
@@ -99,7 +100,7 @@ def test_audit_of_a_project_adapter(tmp_path, base_dir):
     finetune.train(pm, rows, cfg, progress=False)
     adapter = finetune.save_adapter(pm, tmp_path / "grid_adapter", {"model": "smollm2-135m"})
     out = tmp_path / "report"
-    _check_report(out, _cli("audit", "--base", "smollm2-135m", "--adapter", str(adapter), "--tokens", "1024",
+    _check_report(out, _cli("audit", "--base", "smollm2-135m", "--adapter", str(adapter), "--tokens", "2048",
                             "--epochs", "2", "--out", str(out), "--no-progress"))
 
 
