@@ -71,7 +71,6 @@ from adapterscope import latex, params
 P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
 
 # %%
-import contextlib
 import time
 
 import matplotlib.pyplot as plt
@@ -115,17 +114,8 @@ print(f"{n_items} items x (clean + {n_variants} variants) = {len(rows)} inputs p
 # ## Predictions and answer-position states, adapter off and on
 
 # %%
-exs = [r["ex"] for r in rows]
-feats = V.encode_images(vlm, [e.image for e in exs], device=device)
-hs, t0 = {}, time.perf_counter()
-for m in MODELS:
-    with pm.disable_adapter() if m == "base" else contextlib.nullcontext():
-        r = V.score(pm, None, [e.prompt for e in exs], [e.question.candidates for e in exs], [e.answer for e in exs],
-                    image_features=feats, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
-                    hidden_states=True)
-    hs[m] = r.pop("hidden_states").double().numpy()  # (rows, L+1, D)
-    meta[f"pred_{m}"], meta[f"correct_{m}"] = r["pred"], r["correct"]
-forward_s = time.perf_counter() - t0
+hs, _, forward_s = regimes.forward_models(vlm, pm, rows, meta, MODELS, device=device, batch_size=batch_size,
+                                          dtype=dtype, progress=progress)  # (rows, L+1, D) per model
 L1, width = hs["base"].shape[1:]  # embedding output + one per decoder layer; residual width
 print(f"forwards: {forward_s:.0f}s for {2 * len(rows)} inputs; {L1 - 1} decoder layers, width {width}")
 

@@ -72,7 +72,6 @@ from adapterscope import latex, params
 P = params.check(globals())  # a typo'd or mistyped papermill parameter stops the run here
 
 # %%
-import contextlib
 import time
 
 import matplotlib.pyplot as plt
@@ -115,17 +114,8 @@ run.add_input("projector", proj_dir)
 run.add_input("adapter", adapter_dir)
 items = scenes.make_examples(n_items, seed=item_seed, size=upp["image_size"])
 rows, meta = regimes.input_rows(items, variant_seed, visual_strength)
-exs = [r["ex"] for r in rows]
-feats = V.encode_images(vlm, [e.image for e in exs], device=device)
-H, logprobs, t0 = {}, {}, time.perf_counter()
-for m in MODELS:
-    with pm.disable_adapter() if m == "base" else contextlib.nullcontext():
-        r = V.score(pm, None, [e.prompt for e in exs], [e.question.candidates for e in exs], [e.answer for e in exs],
-                    image_features=feats, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
-                    hidden_states=True)
-    H[m] = r.pop("hidden_states").double().numpy()  # (rows, L+1, D)
-    meta[f"pred_{m}"], meta[f"correct_{m}"], logprobs[m] = r["pred"], r["correct"], r["logprobs"]
-forward_s = time.perf_counter() - t0
+H, logprobs, forward_s = regimes.forward_models(vlm, pm, rows, meta, MODELS, device=device, batch_size=batch_size,
+                                               dtype=dtype, progress=progress)
 L1 = H["base"].shape[1]
 LATER = later_layer % L1
 clean, var = regimes.variant_table(meta)

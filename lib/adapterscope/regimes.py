@@ -64,6 +64,28 @@ def input_rows(items: Sequence, variant_seed: int, strength: float) -> tuple[lis
     return rows, meta
 
 
+def forward_models(vlm, pm, rows: Sequence[dict], meta: pd.DataFrame, models: Sequence[str] = MODELS, *,
+                   device: str = "cpu", **score_kw) -> tuple[dict[str, np.ndarray], dict[str, list], float]:
+    """Score every row (``input_rows``) with the VLM's adapter (``pm``, a peft model over ``vlm``) off
+    (``base``) and on (``adapted``), one image encoding shared: fills ``meta``'s ``pred_<m>`` / ``correct_<m>`` and returns (answer-position residual states
+    per model, (rows, L+1, D) float64; candidate log-probabilities per model; forward seconds)."""
+    import contextlib
+    import time
+
+    from . import vlm as V
+
+    exs = [r["ex"] for r in rows]
+    feats = V.encode_images(vlm, [e.image for e in exs], device=device)
+    H, logprobs, t0 = {}, {}, time.perf_counter()
+    for m in models:
+        with pm.disable_adapter() if m == "base" else contextlib.nullcontext():
+            r = V.score(pm, None, [e.prompt for e in exs], [e.question.candidates for e in exs],
+                        [e.answer for e in exs], image_features=feats, device=device, hidden_states=True, **score_kw)
+        H[m] = r.pop("hidden_states").double().numpy()
+        meta[f"pred_{m}"], meta[f"correct_{m}"], logprobs[m] = r["pred"], r["correct"], r["logprobs"]
+    return H, logprobs, time.perf_counter() - t0
+
+
 def variant_table(meta: pd.DataFrame, models: Sequence[str] = MODELS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(clean, var): the clean rows indexed by item (``row`` = their position in ``meta``) and the variant rows
     (meta's index kept) with, per model m, ``clean_pred_m``, ``clean_correct_m``, ``same_m`` (prediction equals
