@@ -16,6 +16,7 @@ import ast
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -509,12 +510,28 @@ def build_pdf(log=print) -> Path:
         raise PipelineError(f"latexmk failed:\n{tail}")
     pdf = paper / "build" / "main.pdf"
     final = paper / "adapterscope.pdf"
-    shutil.copyfile(pdf, final)
+    with paths.atomic_path(final) as tmp:  # a reader never sees a half-copied PDF
+        shutil.copyfile(pdf, tmp)
     log(f"paper: {final}")
     return final
 
 
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _floats(v: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot in the mantissa) as a string: standard float notation becomes a float."""
+    if isinstance(v, str) and _EXP_FLOAT.fullmatch(v.strip()):
+        return float(v)
+    if isinstance(v, list):
+        return [_floats(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _floats(x) for k, x in v.items()}
+    return v
+
+
 def _parse_kv(items: list[str]) -> dict[str, Any]:
+    """``-p name=value`` overrides, each value read as YAML (``1e-3`` is a float, as in Python)."""
     import yaml
 
     out = {}
@@ -522,7 +539,11 @@ def _parse_kv(items: list[str]) -> dict[str, Any]:
         if "=" not in it:
             raise PipelineError(f"parameter {it!r} must look like name=value")
         k, v = it.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = _floats(yaml.safe_load(v))
+        except yaml.YAMLError as e:
+            raise PipelineError(f"parameter {k}: value {v!r} is not a literal ({str(e).splitlines()[0]}); "
+                                "quote strings, write lists as [a, b]") from None
     return out
 
 

@@ -240,3 +240,13 @@ def test_dose_cells_in_findings_plans_and_single_runs():
     rid, ups = pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 0,
                                                   "dose_tag": "dose-n8"})
     assert rid == "m__c__none__s0__dose-n8" and ups == [("01_finetune", rid)]
+
+
+def test_parameter_overrides_read_standard_float_notation():
+    kv = pipeline._parse_kv(["lr=1e-3", "scale=2E5", "xs=[1e-3, 2, .5e-2]", "name=abc", "n=3", "f=0.5"])
+    assert kv == {"lr": 1e-3, "scale": 2e5, "xs": [1e-3, 2, 5e-3], "name": "abc", "n": 3, "f": 0.5}
+    assert isinstance(kv["n"], int) and isinstance(kv["lr"], float)
+    with pytest.raises(pipeline.PipelineError, match="must look like name=value"):
+        pipeline._parse_kv(["lr"])
+    with pytest.raises(pipeline.PipelineError, match="is not a literal"):
+        pipeline._parse_kv(["xs=[1, 2"])
