@@ -118,9 +118,19 @@ def to_ipynb(nb: str, out: Path) -> Path:
 
 
 def preflight(merged: dict[str, Any]) -> None:
-    """Fail before a kernel starts on names that cannot resolve (model, corpus, lists of them)."""
+    """Fail before a kernel starts on names that cannot resolve (model, corpus, lists of them) and on a CUDA
+    device where there is none."""
     from . import corpora, models
 
+    dev = merged.get("device")
+    if isinstance(dev, str) and dev.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PipelineError(f"device={dev}: no CUDA device on this machine; use device=cpu")
+        idx = dev.partition(":")[2]
+        if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
+            raise PipelineError(f"device={dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     try:
         for key in ("model", "model_names"):
             for m in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):

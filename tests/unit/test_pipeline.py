@@ -250,3 +250,17 @@ def test_parameter_overrides_read_standard_float_notation():
         pipeline._parse_kv(["lr"])
     with pytest.raises(pipeline.PipelineError, match="is not a literal"):
         pipeline._parse_kv(["xs=[1, 2"])
+
+
+def test_preflight_refuses_a_cuda_device_that_is_not_there(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(pipeline.PipelineError, match="device=cuda: no CUDA device on this machine; use device=cpu"):
+        pipeline.preflight({"device": "cuda", "model": "smollm2-135m"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(pipeline.PipelineError, match="has 1 CUDA device"):
+        pipeline.preflight({"device": "cuda:3"})
+    pipeline.preflight({"device": "cuda:0"})
+    pipeline.preflight({"device": "cpu"})
