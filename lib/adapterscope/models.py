@@ -132,10 +132,15 @@ def resolve(name_or_path: str, allow_hub: bool | None = None) -> str:
         if not (p / "config.json").is_file():
             raise ModelError(f"{p} is a directory without config.json; point at a saved HF model folder")
         return str(p)
-    looks_like_hub = "/" in name_or_path and not name_or_path.startswith((".", "/", "~"))
-    if not looks_like_hub:
+    looks_like_path = name_or_path.startswith((".", "/", "~"))
+    owner_less = "/" not in name_or_path and not looks_like_path  # e.g. gpt2: a legacy hub id or a typo
+    if owner_less and hub_allowed(allow_hub):
+        return name_or_path
+    if owner_less or looks_like_path:
+        hint = ("; if it is a hub id without an owner (like gpt2), hub access is off: set "
+                "ADAPTERSCOPE_ALLOW_HUB=1 (needs internet)") if owner_less else ": no such directory"
         raise ModelError(f"unknown model {name_or_path!r}: use one of {sorted(EMBEDDED)}, a local model "
-                         "directory, or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct")
+                         f"directory, or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct{hint}")
     if not hub_allowed(allow_hub):
         raise ModelError(f"{name_or_path!r} is a hub id but hub access is off; set ADAPTERSCOPE_ALLOW_HUB=1 "
                          "(needs internet) or use an embedded model: " + ", ".join(sorted(EMBEDDED)))

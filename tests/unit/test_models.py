@@ -12,6 +12,17 @@ def test_unknown_name_and_offline_hub_id():
         models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
+def test_an_owner_less_hub_id_names_hub_access_and_a_missing_path_says_so(tmp_path):
+    with pytest.raises(models.ModelError, match="unknown model 'gpt2'.*hub access is off: set ADAPTERSCOPE_ALLOW_HUB=1"):
+        models.resolve("gpt2", allow_hub=False)
+    assert models.resolve("gpt2", allow_hub=True) == "gpt2"
+    with pytest.raises(models.ModelError, match="no such directory"):
+        models.resolve(str(tmp_path / "missing_model"), allow_hub=True)
+    with pytest.raises(models.ModelError, match="hub access is off"):
+        models.resolve("Qwen/Qwen2.5-0.5B", allow_hub=False)
+    assert models.resolve("Qwen/Qwen2.5-0.5B", allow_hub=True) == "Qwen/Qwen2.5-0.5B"
+
+
 def test_local_dir_without_config(tmp_path):
     with pytest.raises(models.ModelError, match="without config.json"):
         models.resolve(str(tmp_path))
