@@ -44,6 +44,11 @@ def _pval(null: np.ndarray, obs: float) -> float:
     return float((1 + np.sum(null >= obs - 1e-12)) / (1 + len(null)))
 
 
+def _ci(draws) -> tuple[float, float]:
+    """Percentile 95% interval of resampled values (NaNs when there are none)."""
+    return tuple(float(q) for q in np.quantile(draws, [0.025, 0.975])) if len(draws) else (math.nan, math.nan)
+
+
 def _item_resamples(items: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Row indices of ``n_boot`` bootstrap resamples of the distinct items (an item drawn twice counts twice)."""
     uniq = np.unique(items)
@@ -105,7 +110,7 @@ def selective_breakability(F: np.ndarray, n_perm: int, n_boot: int, seed: int, n
     for _ in range(n_boot):
         Fb = F[rng.integers(0, n, n)]
         boot.append(sd(Fb) - np.mean([sd(rng.permuted(Fb, axis=1)) for _ in range(n_inner)]))
-    lo, hi = np.quantile(boot, [0.025, 0.975]) if n_boot else (math.nan, math.nan)
+    lo, hi = _ci(boot)
     s = 1.0 - F.mean(0)
     return {"value": obs - base, "ci_low": float(lo), "ci_high": float(hi), "p_value": _pval(null, obs),
             "p_method": "permutation", "n": int(n), "observed_sd": obs, "null_sd": base,
@@ -176,10 +181,10 @@ def cluster_escapes(X: np.ndarray, items: Sequence, classes: Sequence | None = N
             stab.append(adjusted_rand_score(lab[idx], lb))
             if cls is not None:
                 boot_ari.append(adjusted_rand_score(cls[idx], lb))
+    slo, shi = _ci(stab)
     out = {"k": int(k), "silhouette": sil, "labels": lab.tolist(), "n": int(n), "n_items": int(len(set(items))),
            "stability": float(np.mean(stab)) if stab else math.nan,
-           "stability_lo": float(np.quantile(stab, 0.025)) if stab else math.nan,
-           "stability_hi": float(np.quantile(stab, 0.975)) if stab else math.nan, "n_boot": len(stab)}
+           "stability_lo": slo, "stability_hi": shi, "n_boot": len(stab)}
     if cls is None:
         return {**out, **{k_: v for k_, v in _undefined("no classes given").items() if k_ not in out}}
     if len(set(cls)) < 2:
@@ -187,7 +192,7 @@ def cluster_escapes(X: np.ndarray, items: Sequence, classes: Sequence | None = N
                           .items() if k_ not in out}}
     ari = float(adjusted_rand_score(cls, lab))
     null = np.array([adjusted_rand_score(rng.permutation(cls), lab) for _ in range(n_perm)])
-    lo, hi = (np.quantile(boot_ari, [0.025, 0.975]) if boot_ari else (math.nan, math.nan))
+    lo, hi = _ci(boot_ari)
     return {**out, "value": ari, "ci_low": float(lo), "ci_high": float(hi), "p_value": _pval(null, ari),
             "p_method": "permutation", "null_ari_mean": float(null.mean()),
             "null_ari_q95": float(np.quantile(null, 0.95)), "n_perm": int(n_perm), "n_classes": int(len(set(cls)))}
@@ -288,7 +293,7 @@ def predict_flips(y: Sequence, groups: Sequence, feature_sets: Mapping[str, tupl
             null = np.array([roc_auc_score(yp, _oof(X, yp, folds, dense.shape[1], pca_dims, seed))
                              for yp in (rng.permutation(y) for _ in range(n_perm))])
             boot = [roc_auc_score(y[i], s[i]) for i in _item_resamples(groups, n_boot, rng) if len(set(y[i])) > 1]
-            lo, hi = np.quantile(boot, [0.025, 0.975]) if boot else (math.nan, math.nan)
+            lo, hi = _ci(boot)
             out[name] = {"value": auc, "ci_low": float(lo), "ci_high": float(hi),
                          "p_value": _pval(null, auc) if n_perm else math.nan,
                          "p_method": "permutation" if n_perm else "", "n": int(n),
@@ -317,7 +322,7 @@ def compare_auc(y: Sequence, groups: Sequence, a: np.ndarray, b: np.ndarray, *, 
         null.append(roc_auc_score(y, np.where(sw, b, a)) - roc_auc_score(y, np.where(sw, a, b)))
     boot = [roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i])
             for i in _item_resamples(groups, n_boot, rng) if len(set(y[i])) > 1]
-    lo, hi = np.quantile(boot, [0.025, 0.975]) if boot else (math.nan, math.nan)
+    lo, hi = _ci(boot)
     p = float((1 + np.sum(np.abs(null) >= abs(d) - 1e-12)) / (1 + n_perm))
     return {"value": d, "ci_low": float(lo), "ci_high": float(hi), "p_value": p, "p_method": "permutation",
             "n": int(len(y)), "n_items": int(len(uniq)), "n_perm": int(n_perm)}
