@@ -427,6 +427,7 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         raise AuditError(f"--tokens {tokens} is below the {NEUTRAL_ROWS} x {NEUTRAL_LEN} neutral tokens every audit "
                          "measures; raise it (default 4096)")
     check_adapter_dir(adapter)
+    models.check_device(device)  # ModelError: the CLI's exit 2
     depth_layers(10_000, depths)  # range and count checked before any model loads
     if text is not None:
         try:

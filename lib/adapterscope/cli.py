@@ -50,11 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if a.cmd == "audit":
-            if a.device.startswith("cuda"):
-                import torch
-
-                if not torch.cuda.is_available():
-                    raise audit.AuditError(f"--device {a.device}: no CUDA device here; use --device cpu")
             audit.run_audit(a.base, a.adapter, a.out, text=a.text, tokens=a.tokens, seq_len=a.seq_len,
                             depths=a.depths, device=a.device, seed=a.seed, epochs=a.epochs,
                             progress=not a.no_progress)

@@ -147,6 +147,19 @@ def resolve(name_or_path: str, allow_hub: bool | None = None) -> str:
     return name_or_path
 
 
+def check_device(device: str) -> None:
+    """Raise :class:`ModelError` now if ``device`` names a CUDA device this machine does not have."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ModelError(f"device={device}: no CUDA device on this machine; use device=cpu")
+    idx = str(device).partition(":")[2]
+    if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
+        raise ModelError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def torch_dtype(dtype: str):
     import torch
 

@@ -122,16 +122,9 @@ def preflight(merged: dict[str, Any]) -> None:
     device where there is none."""
     from . import corpora, models
 
-    dev = merged.get("device")
-    if isinstance(dev, str) and dev.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PipelineError(f"device={dev}: no CUDA device on this machine; use device=cpu")
-        idx = dev.partition(":")[2]
-        if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
-            raise PipelineError(f"device={dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     try:
+        if isinstance(merged.get("device"), str):
+            models.check_device(merged["device"])
         for key in ("model", "model_names"):
             for m in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
                 models.check_name(m)
