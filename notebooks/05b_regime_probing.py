@@ -101,10 +101,10 @@ REGIMES = list(scenes.REGIMES)
 # %%
 root = paths.project_root()
 proj_dir, adapter_dir = (root / up["values"][k] for k in ("projector_dir", "adapter_dir"))  # absolute stays
-vlm = V.load_vlm(upp["lm"], projector=proj_dir, device=device, image_size=upp["image_size"])
-pm = finetune.load_adapter(vlm, adapter_dir)
 run.add_input("projector", proj_dir)
 run.add_input("adapter", adapter_dir)
+vlm = V.load_vlm(upp["lm"], projector=proj_dir, device=device, image_size=upp["image_size"])
+pm = finetune.load_adapter(vlm, adapter_dir)
 items = scenes.make_examples(n_items, seed=item_seed, size=upp["image_size"])
 rows, meta = regimes.input_rows(items, variant_seed, visual_strength)  # one row per (item, condition)
 n_variants = len(rows) // n_items - 1

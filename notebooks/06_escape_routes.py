@@ -108,10 +108,10 @@ CRIT = int(probe["values"]["critical_layer"]["base"])
 # %%
 root = paths.project_root()
 proj_dir, adapter_dir = (root / up["values"][k] for k in ("projector_dir", "adapter_dir"))
-vlm = V.load_vlm(upp["lm"], projector=proj_dir, device=device, image_size=upp["image_size"])
-pm = finetune.load_adapter(vlm, adapter_dir)
 run.add_input("projector", proj_dir)
 run.add_input("adapter", adapter_dir)
+vlm = V.load_vlm(upp["lm"], projector=proj_dir, device=device, image_size=upp["image_size"])
+pm = finetune.load_adapter(vlm, adapter_dir)
 items = scenes.make_examples(n_items, seed=item_seed, size=upp["image_size"])
 rows, meta = regimes.input_rows(items, variant_seed, visual_strength)
 H, logprobs, forward_s = regimes.forward_models(vlm, pm, rows, meta, MODELS, device=device, batch_size=batch_size,

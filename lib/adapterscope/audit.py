@@ -61,11 +61,12 @@ def check_adapter_dir(path: str | Path) -> dict[str, Any]:
     kind = str(cfg.get("peft_type", "")).upper()
     if kind != "LORA":
         raise AuditError(f"{d} holds a peft {kind or 'unknown'} adapter, not LoRA; audit reads LoRA adapters only")
-    if not (d / "adapter_model.safetensors").is_file():
-        if (d / "adapter_model.bin").is_file():
-            raise AuditError(f"{d} holds only adapter_model.bin (a pickle), which audit never loads; re-save it "
-                             "with save_pretrained(..., safe_serialization=True)")
-        raise AuditError(f"{d} has no adapter_model.safetensors; re-save the adapter with save_pretrained")
+    from . import finetune
+
+    try:
+        finetune.check_safetensors(d)
+    except finetune.FinetuneError as e:
+        raise AuditError(str(e)) from None
     return cfg
 
 

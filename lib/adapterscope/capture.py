@@ -18,7 +18,11 @@ from tqdm.auto import tqdm
 
 from . import models, paths
 from .finetune import autocast
-from .results import write_sidecar
+from .results import sha256_file, write_sidecar
+
+
+class ShardError(ValueError):
+    """An activation shard that does not match its checksum or holds non-finite values."""
 
 
 @dataclass
@@ -108,6 +112,7 @@ class ShardWriter:
         self.count = 0
         self.shards = 0
         self.total = 0
+        self.sha256: dict[str, str] = {}
 
     def add(self, batch: PairedBatch, skip_first: int = 1) -> None:
         for k in self.keys:
@@ -121,8 +126,17 @@ class ShardWriter:
 
         if self.count == 0:
             return
-        save_file({k: torch.cat(v).contiguous() for k, v in self.buf.items()},
-                  str(self.tmp / f"shard_{self.shards:05d}.safetensors"))
+        f = self.tmp / f"shard_{self.shards:05d}.safetensors"
+        try:
+            save_file({k: torch.cat(v).contiguous() for k, v in self.buf.items()}, str(f))
+        except OSError as e:  # disk full, quota: drop the partial shards, keep whatever was in place before
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise ShardError(f"writing {f.name} for {self.final} failed ({e}); nothing was kept (the previous "
+                             f"shards, if any, are untouched). Free space under {self.final.parent} and rerun, "
+                             "or capture with write_shards=false") from None
+        self.sha256[f.name] = sha256_file(f)
         self.total += self.count
         self.shards += 1
         self.buf = {k: [] for k in self.keys}
@@ -131,12 +145,9 @@ class ShardWriter:
     def close(self) -> Path:
         self._flush()
         write_sidecar(self.tmp, {**self.meta, "keys": self.keys, "n_tokens": self.total, "shards": self.shards,
-                                 "layout": "(N, 2, D): index 0 base, 1 fine-tuned", "dtype": str(self.dtype)})
-        if self.final.exists():
-            import shutil
-
-            shutil.rmtree(self.final)
-        self.tmp.rename(self.final)
+                                 "layout": "(N, 2, D): index 0 base, 1 fine-tuned", "dtype": str(self.dtype),
+                                 "sha256": self.sha256})
+        paths.replace_dir(self.tmp, self.final)  # one exchange: the old shards stay readable until it
         return self.final
 
 
@@ -148,8 +159,17 @@ def iter_shards(shard_dir: str | Path, key: str, batch_tokens: int = 4096) -> It
     meta = json.loads((d / "meta.json").read_text())
     if key not in meta["keys"]:
         raise KeyError(f"{key!r} not captured in {d}; captured: {meta['keys']}")
-    for f in sorted(d.glob("shard_*.safetensors")):
+    fix = "rerun 02_capture for this run (with write_shards=true)"
+    sums = meta.get("sha256")
+    files = sorted(d.glob("shard_*.safetensors"))
+    if sums is not None and sorted(sums) != [f.name for f in files]:
+        raise ShardError(f"{d} holds shards {[f.name for f in files]} but its meta.json lists {sorted(sums)}; {fix}")
+    for f in files:
+        if sums is not None and sha256_file(f) != sums[f.name]:
+            raise ShardError(f"{f} differs from the checksum its meta.json recorded (damaged on disk); {fix}")
         with safe_open(str(f), framework="pt") as s:
             t = s.get_tensor(key)
+        if not torch.isfinite(t).all():
+            raise ShardError(f"{f} holds non-finite activations for {key}; {fix}")
         for i in range(0, len(t), batch_tokens):
             yield t[i:i + batch_tokens].float()

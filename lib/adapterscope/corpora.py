@@ -171,8 +171,12 @@ def check_name(name: str) -> None:
     if name in NAMED:
         return
     if name.startswith("file:"):
-        if not Path(name[5:]).expanduser().is_file():
+        f = Path(name[5:]).expanduser()
+        if not f.is_file():
             raise CorpusError(f"corpus file {name[5:]} not found")
+        if not f.read_bytes().strip():
+            raise CorpusError(f"corpus file {name[5:]} is empty: give it documents (blank-line separated text, or "
+                              "JSON lines with a 'text' field)")
         return
     if name.startswith(("url:", "hf:")):
         return

@@ -1,6 +1,7 @@
 """Model-diffing crosscoder: a sparse dictionary trained jointly on paired activations.
 
-Pure tool: imports only torch / numpy / safetensors / stdlib (training: ``crosscoder_train``).
+Pure tool: imports only torch / numpy / safetensors / stdlib and ``paths`` (itself stdlib only; for the atomic
+folder exchange). Training: ``crosscoder_train``.
 
 Shapes are carried in names: B tokens, M models (0 = base, 1 = fine-tuned), D model
 dimension, F latents.  Inputs are ``x_BMD`` (B, M, D) raw activations.
@@ -38,6 +39,8 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.nn as nn
+
+from .paths import replace_dir
 
 FORMAT = "adapterscope.crosscoder/1"
 SPARSITIES = ("batchtopk", "l1")
@@ -248,13 +251,8 @@ class Crosscoder(nn.Module):
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """``src`` in place of ``dst`` by one atomic exchange where the system has it (:func:`paths.replace_dir`)."""
+    replace_dir(src, dst)
 
 
 def scaling_factors_from_norms(mean_norm_M: torch.Tensor, d_model: int) -> torch.Tensor:

@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "check":
             return check()
         return reproduce(a.id, a.profile, a.keep)
-    except (FindingError, pipeline.PipelineError, params.ParameterError, FileNotFoundError) as e:
+    except (FindingError, pipeline.PipelineError, params.ParameterError, results.ResultsError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

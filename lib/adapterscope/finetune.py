@@ -210,6 +210,10 @@ def train(peft_model, rows: torch.Tensor, cfg: FinetuneConfig, device: str = "cp
         res.tokens_seen += ids.numel()
         bar.set_postfix(loss=f"{res.losses[-1]:.3f}")
     peft_model.eval()
+    bad = [n for n, p in peft_model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:  # the last step's update can overflow after a finite loss
+        raise FinetuneError(f"the adapter's weights became non-finite in the last step ({bad[0]} and "
+                            f"{len(bad) - 1} more); lower lr or use float32")
     res.layer_ratios = layer_update_ratios(peft_model)
     return res
 
@@ -239,6 +243,30 @@ def save_adapter(peft_model, out_dir: str | Path, meta: dict[str, Any]) -> Path:
     return out
 
 
+def check_safetensors(d: str | Path) -> Path:
+    """``d/adapter_model.safetensors``, refusing an adapter folder that holds only a pickle (``adapter_model.bin``,
+    which peft would otherwise unpickle) or no weights, and a safetensors file whose header does not parse (a
+    truncated or damaged file)."""
+    from safetensors import SafetensorError, safe_open
+
+    d = Path(d)
+    f = d / "adapter_model.safetensors"
+    if not f.is_file():
+        if any((d / n).is_file() for n in ("adapter_model.bin", "adapter_model.pt", "pytorch_model.bin")):
+            raise FinetuneError(f"{d} holds its weights only as a pickle (adapter_model.bin), which is never loaded: "
+                                "re-save the adapter with save_pretrained(..., safe_serialization=True)")
+        raise FinetuneError(f"{d} has no adapter_model.safetensors; re-save the adapter with save_pretrained")
+    try:
+        with safe_open(str(f), framework="pt") as fh:  # parses the header, checks the file covers it
+            names = list(fh.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FinetuneError(f"{f} is not a readable safetensors file ({e}); it is truncated or damaged: rerun the "
+                            "run that wrote it (01_finetune, or re-save the adapter)") from None
+    if not names:
+        raise FinetuneError(f"{f} holds no tensors; rerun the run that wrote it (01_finetune)")
+    return f
+
+
 def load_adapter(model, adapter_dir: str | Path, model_name: str | None = None):
     """Attach a saved adapter to ``model``; refuse one made for another base model."""
     from peft import PeftModel
@@ -246,6 +274,7 @@ def load_adapter(model, adapter_dir: str | Path, model_name: str | None = None):
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise FinetuneError(f"{d} is not a peft adapter directory (no adapter_config.json); run 01_finetune first")
+    check_safetensors(d)
     meta_p = d / "meta.json"
     if meta_p.is_file():
         meta = json.loads(meta_p.read_text())

@@ -252,6 +252,17 @@ def decoder_layers(model):
     raise ModelError(f"cannot find decoder layers in {type(model).__name__}")
 
 
+def config_num_layers(name_or_path: str) -> int | None:
+    """The decoder layer count a model's config.json declares (its text config for a multimodal one), without
+    loading weights; None where no local config says (a hub id)."""
+    cfg_p = Path(resolve(name_or_path)) / "config.json"
+    if not cfg_p.is_file():
+        return None
+    cfg = json.loads(cfg_p.read_text())
+    n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get("num_hidden_layers")
+    return n if isinstance(n, int) else None
+
+
 def num_layers(model) -> int:
     return len(decoder_layers(model))
 

@@ -134,10 +134,16 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         avail = sorted(q.stem for q in p.parent.glob("*.yml")) or ["none"]
         raise FileNotFoundError(f"profile {p.stem!r} not found; available: {', '.join(avail)} ({p.parent})")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ParameterError(f"profile {p} is not valid YAML{at} ({getattr(e, 'problem', None) or e}); fix it "
+                             f"(`git checkout -- {p.name}` in {p.parent} restores a committed profile)") from None
     if not isinstance(data, dict):
         raise ParameterError(f"profile {p} must be a mapping")
-    known = {"description", "grid", "notebooks"}
+    known = {"description", "grid", "notebooks", "resources"}
     extra = set(data) - known
     if extra:
         raise ParameterError(f"profile {p}: unknown top-level key(s) {sorted(extra)}; allowed: {sorted(known)}")

@@ -62,11 +62,51 @@ def macros_dir() -> Path:
     return project_root() / "paper" / "generated"
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), exchange) == 0
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put directory ``new`` in place of ``final`` (which may exist): one atomic exchange where the system has it,
+    so a reader (or a kill) never finds ``final`` missing or half-replaced; the old contents are deleted after."""
+    import shutil
+
+    new, final = Path(new), Path(final)
+    if not final.exists():
+        new.rename(final)
+        return
+    if final.is_dir() and not final.is_symlink() and _exchange(new, final):
+        shutil.rmtree(new)  # now holds the old contents
+        return
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old)
+
+
 @contextmanager
 def atomic_path(final: Path, suffix: str = ""):
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
     Works for files and directories (whatever the block creates at the yielded path)."""
+    import shutil
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
@@ -75,21 +115,39 @@ def atomic_path(final: Path, suffix: str = ""):
         yield target
         if not target.exists():
             raise FileNotFoundError(f"nothing was written to {target}")
-        if final.is_dir() and not final.is_symlink():
-            import shutil
-
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            final.rename(old)
-            target.rename(final)
-            shutil.rmtree(old)
+        if target.is_dir():
+            replace_dir(target, final)
         else:
             os.replace(target, final)
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# hidden temporaries that atomic writes leave when the process is killed mid-write
+_TEMP_PATTERNS = (".*.tmp", ".*.tmp-*", ".*.partial", ".*.old", ".*.old-*")
+
+
+def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
+    """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.tmp-*``, ``.<name>.partial``, ``.<name>.old``) that killed runs
+    left under results/, figures/, paper/generated/ and data/runs/; ones younger than ``min_age_s`` are kept (an
+    interactive kernel may be writing them). Returns what was removed. The pipeline calls it under its lock."""
+    import shutil
+    import time
+
+    now, removed = time.time(), []
+    for top in (results_dir(), figures_dir(), macros_dir(), runs_dir()):
+        if not top.is_dir():
+            continue
+        for pat in _TEMP_PATTERNS:
+            for q in sorted(top.rglob(pat)):
+                try:
+                    if now - q.lstat().st_mtime < min_age_s:
+                        continue
+                    shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink()
+                    removed.append(q)
+                except FileNotFoundError:
+                    continue
+    return removed
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import ledger, params, paths, results
+from . import executors, ledger, params, paths, results
 
 LOCK_FILE = "requirements.lock"
 # Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
@@ -118,8 +118,9 @@ def to_ipynb(nb: str, out: Path) -> Path:
 
 
 def preflight(merged: dict[str, Any]) -> None:
-    """Fail before a kernel starts on names that cannot resolve (model, corpus, lists of them) and on a CUDA
-    device where there is none."""
+    """Fail before a kernel starts on what cannot work: names that cannot resolve (model, corpus, lists of them),
+    a CUDA device where there is none, a site that does not exist, a relative depth outside [0, 1], and layer
+    indices outside the model (read from its config.json, without loading weights)."""
     from . import corpora, models
 
     try:
@@ -131,14 +132,34 @@ def preflight(merged: dict[str, Any]) -> None:
         for key in ("corpus", "corpus_names"):
             for c in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
                 corpora.check_name(c)
+        for site in merged.get("sites") or []:
+            models.hook_key(0, site)
+        bad = [d for d in merged.get("depths") or [] if not 0 <= d <= 1]
+        if bad:
+            raise PipelineError(f"depths {bad} are outside [0, 1]: a depth is a fraction of the model's layers "
+                                "(0 first, 1 last)")
+        if merged.get("layers") and isinstance(merged.get("model"), str):
+            n = models.config_num_layers(merged["model"])
+            out = [layer for layer in merged["layers"] if n is not None and not -n <= layer < n]
+            if out:
+                raise PipelineError(f"layers {out} are out of range: {merged['model']} has {n} layers "
+                                    f"(0..{n - 1}; negatives count from the end)")
     except (models.ModelError, corpora.CorpusError) as e:
         raise PipelineError(str(e)) from None
+
+
+def upstream_digest(record: dict[str, Any]) -> str:
+    """What a downstream digest takes from a run it reads: that run's content digest and its artefacts' digests
+    (a redone upstream whose artefacts came out different reruns what reads it)."""
+    prov = record["provenance"]
+    return (prov.get("content_digest") or "") + ":" + results.sha256_json(prov.get("outputs") or {})
 
 
 def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list[tuple[str, str]] = (),
                  force: bool = False, log=print) -> dict[str, Any]:
     """Execute one notebook run unless its content digest is unchanged; returns its results record."""
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     declared = params.parse_parameters_cell(notebook_path(nb))
     merged = params.validate(declared, overrides, where=nb)
@@ -146,16 +167,29 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     ups = []
     for up_nb, up_id in upstream:
         try:
-            ups.append(results.load(up_nb, up_id)["provenance"].get("content_digest") or "")
+            up = results.load(up_nb, up_id)
         except FileNotFoundError as e:
             raise PipelineError(f"{nb} {run_id} needs {up_nb} {up_id} first: {e}") from e
+        bad = results.verify_outputs(up)
+        if bad:
+            raise PipelineError(f"{nb} {run_id} reads {up_nb} {up_id}, whose artefacts do not match its record "
+                                f"({'; '.join(bad)}): a killed or damaged run. Rerun {up_nb} with its parameters "
+                                "(or `make paper`): the pipeline redoes it")
+        ups.append(upstream_digest(up))
     digest = content_digest(nb, merged, ups)
     target = results.results_path(nb, run_id)
     if target.is_file() and not force:
-        old = json.loads(target.read_text())
-        if old["provenance"].get("content_digest") == digest:
-            log(f"[skip] {nb} {run_id}: unchanged (digest {digest[:12]})")
-            return old
+        try:
+            old = results.read_record(target)
+        except results.ResultsError as e:
+            old = None
+            log(f"[redo] {nb} {run_id}: {e}")
+        if old is not None and old["provenance"].get("content_digest") == digest:
+            bad = results.verify_outputs(old)
+            if not bad:
+                log(f"[skip] {nb} {run_id}: unchanged (digest {digest[:12]})")
+                return old
+            log(f"[redo] {nb} {run_id}: its artefacts do not match its record ({'; '.join(bad)})")
     exe = paths.data_dir() / "executed" / nb
     src = to_ipynb(nb, exe / f"{run_id}.input.ipynb")
     out = exe / f"{run_id}.ipynb"
@@ -170,6 +204,10 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     except papermill.PapermillExecutionError as e:
         raise PipelineError(f"{nb} {run_id} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                             f"  executed notebook: {out}") from None
+    except DeadKernelError:
+        raise PipelineError(f"{nb} {run_id}: the kernel died (killed, or out of memory) before the run finished; "
+                            "nothing of it was recorded. Run the same command again: the unfinished run is redone"
+                            ) from None
     finally:
         os.environ.pop("ADAPTERSCOPE_CONTENT_DIGEST", None)
         os.environ.pop("ADAPTERSCOPE_EXECUTOR", None)
@@ -332,7 +370,7 @@ def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> 
     model / corpus / layer_control / seed parameters, a summary notebook writes the run ``grid``. The notebook
     itself names the results it writes, so a ``run_id`` other than that one is refused before anything runs."""
     if nb in SUMMARY_NOTEBOOKS:
-        rid, ups = "grid", [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
+        rid, ups = "grid", present_upstream(nb, declared) + [(u, "grid") for u in SUMMARY_AFTER.get(nb, [])]
     else:
         rid = params.cell_run_id(declared.get("model", "x"), declared.get("corpus", "x"),
                                  declared.get("layer_control", "x"), declared.get("seed", 0),
@@ -342,6 +380,21 @@ def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> 
         raise PipelineError(f"{nb} writes the run {rid!r} (its parameters name it), not {run_id!r}: drop --run-id, "
                             f"or copy results/{nb}/{rid}.json aside before a variant run overwrites it")
     return rid, ups
+
+
+def present_upstream(nb: str, declared: dict[str, Any]) -> list[tuple[str, str]]:
+    """(notebook, run id) of the grid runs present under results/ that a summary notebook run on its own may read:
+    those of the cell notebooks it reads whose model and corpus are in its ``model_names`` / ``corpus_names`` (when
+    it declares them). Its digest covers them, so a replaced or redone upstream run reruns it."""
+    out = []
+    for u in SUMMARY_READS.get(nb, []):
+        for rec in results.find(u):
+            p = rec["provenance"].get("params", {})
+            if any(key in declared and p.get(field) not in declared[key]
+                   for key, field in (("model_names", "model"), ("corpus_names", "corpus"))):
+                continue
+            out.append((u, rec["provenance"]["run_id"]))
+    return out
 
 
 def cell_closure(notebooks) -> list[str]:
@@ -469,21 +522,50 @@ def _run_parallel(profile_name: str, tasks: list[tuple[str, list[str]]], jobs: i
         raise PipelineError(f"{len(failed)} task(s) failed: {', '.join(failed)} (logs in {logs})")
 
 
-def run_profile(profile_name: str, force: bool = False, log=print, jobs: int | str = 1) -> None:
+def job_plan(profile_name: str) -> list[executors.Job]:
+    """The profile's jobs for any executor (see :mod:`adapterscope.executors`): stage 1 the grid-independent
+    summaries (one job) and one job per grid cell, stage 2 the other summaries (one job, after all of stage 1);
+    each job with its resources from the profile's ``resources`` section."""
     prof = load_profile(profile_name)
-    t0 = time.time()
-    cells = grid_cells(prof, "all")
+    cells, main = grid_cells(prof, "all"), grid_cells(prof, "main")
+    res = prof.get("resources")
+    executors.check_models_section(res, prof["grid"]["models"])
     side = independent_summaries()
-    jobs = min(resolve_jobs(jobs), len(cells) + bool(side))
-    if jobs > 1:  # the grid-independent summaries (the VLM chain) first: the longest task runs beside the cells
-        tasks = ([("summaries-" + "-".join(side), ["summary", *side])] if side else [])
-        tasks += [(cell_id(c), ["cell", "--index", str(i)]) for i, c in enumerate(cells)]
-        _run_parallel(profile_name, tasks, jobs, force, log)
+    first = [executors.Job("summaries-" + "-".join(side), ["summary", *side], list(side), 1,
+                           executors.resources_for(res, summary=True))] if side else []
+    first += [executors.Job(cell_id(c), ["cell", "--index", str(i)], cell_notebooks(c, main), 1,
+                            executors.resources_for(res, c["model"])) for i, c in enumerate(cells)]
+    rest = [nb for nb in SUMMARY_NOTEBOOKS if nb not in side]
+    second = [executors.Job("summaries-" + "-".join(rest), ["summary", *rest], rest, 2,
+                            executors.resources_for(res, summary=True), after=[j.name for j in first])] if rest else []
+    return first + second
+
+
+def run_profile(profile_name: str, force: bool = False, log=print, jobs: int | str = 1, executor: str = "local",
+                partition: str | None = None) -> None:
+    """Every job of the profile's plan. ``local``: stage 1 as ``jobs`` processes at a time (or in this process),
+    stage 2 here; a submitit executor: each job through submitit, stage by stage."""
+    if executor not in executors.EXECUTORS:
+        raise PipelineError(f"unknown executor {executor!r}; choose from {', '.join(executors.EXECUTORS)}")
+    plan = job_plan(profile_name)
+    t0 = time.time()
+    if executor != "local":
+        executors.run_submitit(profile_name, plan, executor, paths.project_root(),
+                               paths.data_dir() / "logs" / profile_name, force=force, partition=partition, log=log)
+        log(f"profile {profile_name}: notebooks done in {time.time() - t0:.0f}s ({executor})")
+        return
+    first = [j for j in plan if j.stage == 1]
+    n = min(resolve_jobs(jobs), len(first))
+    if n > 1:  # the grid-independent summaries (the VLM chain) first: the longest task runs beside the cells
+        _run_parallel(profile_name, [(j.name, j.args) for j in first], n, force, log)
     else:
-        for i in range(len(cells)):
+        prof = load_profile(profile_name)
+        for i in range(len(grid_cells(prof, "all"))):
             run_cell(profile_name, i, force=force, log=log)
-        run_summaries(profile_name, side, force=force, log=log)
-    run_summaries(profile_name, [nb for nb in SUMMARY_NOTEBOOKS if nb not in side], force=force, log=log)
+        run_summaries(profile_name, independent_summaries(), force=force, log=log)
+    for j in plan:
+        if j.stage == 2:
+            run_summaries(profile_name, j.notebooks, force=force, log=log)
     log(f"profile {profile_name}: notebooks done in {time.time() - t0:.0f}s")
 
 
@@ -584,6 +666,29 @@ def write_timing_table(profile_name: str | None = None) -> Path:
     return paths.write_text_atomic(paths.macros_dir() / "tables" / "timing.tex", "\n".join(lines) + "\n")
 
 
+def pipeline_lock():
+    """An exclusive lock on ``data/pipeline.lock`` for this process's life (released when it exits, also when it
+    is killed): a second pipeline in the same checkout is refused instead of interleaving its writes."""
+    import fcntl
+
+    f = paths.data_dir() / "pipeline.lock"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(f, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise PipelineError(f"another pipeline is running in this checkout (pid {holder}, lock {f}); wait for it "
+                            "to finish, or run from another clone") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
 def main(argv: list[str] | None = None) -> int:
     # Kernels inherit this: OpenMP threads sleep while waiting instead of spinning (see the Makefile).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -597,6 +702,13 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--jobs", default=os.environ.get("JOBS", "auto"),
                        help="grid cells run at once, each in its own process with the CPU's threads split "
                             "between them (auto: 2 on a CPU with >= 2 cores; use 1 on a GPU)")
+        s.add_argument("--executor", default=os.environ.get("EXECUTOR") or "local", choices=executors.EXECUTORS,
+                       help="where the jobs run: local processes (default), slurm (submitit), submitit-local, "
+                            "submitit-debug")
+        s.add_argument("--partition", default=os.environ.get("SLURM_PARTITION") or None,
+                       help="slurm partition (executor slurm)")
+        s.add_argument("--dry-run", action="store_true",
+                       help="print the jobs, their resources and their order; run nothing")
     s = sub.add_parser("cell", help="the notebooks of one grid cell (used by --jobs)")
     s.add_argument("--profile", default="default")
     s.add_argument("--index", type=int, required=True)
@@ -613,8 +725,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pdf", help="only rebuild the PDF from existing results")
     a = ap.parse_args(argv)
     try:
+        # one pipeline per checkout: the cells and summaries it starts (cell / summary) run under its lock
+        if a.cmd in ("paper", "grid") and a.dry_run:
+            print(executors.format_plan(a.profile, job_plan(a.profile), a.executor))
+            return 0
+        lock = pipeline_lock() if a.cmd in ("paper", "grid", "run", "pdf") else None
+        if lock is not None:
+            removed = paths.clean_stale_temporaries()
+            if removed:
+                print(f"removed {len(removed)} temporary folder(s) left by killed runs", file=sys.stderr)
         if a.cmd in ("paper", "grid"):
-            run_profile(a.profile, force=a.force, jobs=a.jobs)
+            run_profile(a.profile, force=a.force, jobs=a.jobs, executor=a.executor, partition=a.partition)
             if a.cmd == "paper":
                 _findings_table()  # before the index: it writes generated/findings/ledger.tex
                 write_macro_index(a.profile)
@@ -632,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
             _findings_table()
             write_macro_index(os.environ.get("PROFILE", "default"))
             build_pdf()
-    except (PipelineError, params.ParameterError, FileNotFoundError) as e:
+    except (PipelineError, params.ParameterError, results.ResultsError, executors.ExecutorError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -175,7 +175,7 @@ def test_bad_inputs_fail_clearly_without_artefacts(smoke):
     assert p.returncode == 2 and "unknown corpus 'stoics'" in p.stderr
     assert not (root / "results" / "01_finetune" / "smollm2-135m__stoics__none__s0.json").exists()
     p = _pipeline(root, "run", "02_capture", "-p", "corpus=meditations", "-p", "layers=[99]")
-    assert p.returncode == 2 and "layer 99 out of range" in p.stderr
+    assert p.returncode == 2 and "layers [99] are out of range" in p.stderr
     p = _pipeline(root, "paper", "--profile", "nope")
     assert p.returncode == 2 and "available: default, full, seed, smoke" in p.stderr
 
@@ -219,6 +219,20 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     assert run("check").returncode == 1
     p = run("reproduce", "nope", "--profile", "smoke")
     assert p.returncode == 2 and "unknown finding 'nope'" in p.stderr
+
+
+def test_submitit_executor_redoes_a_missing_run_and_skips_the_rest(smoke):
+    """The smoke grid through submitit's local executor (one job per cell, the summaries after them): the one run
+    whose results were removed is redone inside its job, everything else is skipped by digest."""
+    root, _ = smoke
+    rid = "smollm2-135m__instructions__none__s0"
+    (root / "results" / "09_clamp" / f"{rid}.json").unlink()
+    p = _pipeline(root, "grid", "--profile", "smoke", "--executor", "submitit-local")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("submitted (submitit-local job") == 6 and p.stdout.count(": done") == 6
+    assert (root / "results" / "09_clamp" / f"{rid}.json").is_file()
+    logs = "\n".join(f.read_text() for f in (root / "data" / "logs" / "smoke" / "submitit").glob("*_log.out"))
+    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 19
 
 
 def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines_run(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+import torch
 
 from adapterscope import audit, cli, results
 
@@ -16,8 +17,22 @@ from adapterscope import audit, cli, results
 def _adapter(d, peft_type="LORA", weights="adapter_model.safetensors"):
     d.mkdir(parents=True)
     (d / "adapter_config.json").write_text(json.dumps({"peft_type": peft_type, "base_model_name_or_path": "x"}))
-    if weights:
+    if weights and weights.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, str(d / weights))
+    elif weights:
         (d / weights).write_bytes(b"\0")
+    return d
+
+
+def _truncated(d):
+    """A real safetensors file cut in half beside the pickle: the truncated file is refused, the pickle unread."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64)}, str(d / "adapter_model.safetensors"))
+    b = (d / "adapter_model.safetensors").read_bytes()
+    (d / "adapter_model.safetensors").write_bytes(b[: len(b) // 2])
     return d
 
 
@@ -26,8 +41,10 @@ def test_check_adapter_dir_refuses_what_is_not_a_safetensors_lora(tmp_path):
     cases = [(tmp_path / "missing", "is not a directory"),
              (tmp_path, "no adapter_config.json"),
              (_adapter(tmp_path / "prefix", peft_type="PREFIX_TUNING"), "PREFIX_TUNING adapter, not LoRA"),
-             (_adapter(tmp_path / "pickle", weights="adapter_model.bin"), "a pickle), which audit never loads"),
-             (_adapter(tmp_path / "none", weights=None), "no adapter_model.safetensors")]
+             (_adapter(tmp_path / "pickle", weights="adapter_model.bin"), "only as a pickle (adapter_model.bin), which is never loaded"),
+             (_adapter(tmp_path / "none", weights=None), "no adapter_model.safetensors"),
+             (_adapter(tmp_path / "trunc", weights="adapter_model.bin") and
+              _truncated(tmp_path / "trunc"), "truncated or damaged")]
     for d, msg in cases:
         with pytest.raises(audit.AuditError, match=re.escape(msg)):
             audit.check_adapter_dir(d)

@@ -12,7 +12,7 @@ from adapterscope import ledger, paths
 ROOT = paths.project_root()
 LIB = ROOT / "lib" / "adapterscope"
 FOLDERS = ("lib", "notebooks", "notebooks/profiles", "data", "results", "figures", "paper", "paper/sections",
-           "tests/unit", "tests/integration", "benchmarks", ".ci")
+           "tests/unit", "tests/reliability", "tests/integration", "benchmarks", ".ci")
 
 
 def import_graph(pkg_dir) -> dict[str, set[str]]:
