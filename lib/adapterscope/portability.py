@@ -1,0 +1,474 @@
+"""Portability: does an adapter's function transfer to another architecture while its geometry does not?
+
+Building blocks of ``07_portability`` (issue 22), each tested on planted cases in ``tests/unit/test_portability.py``:
+
+* **Per-character NLL** (:func:`char_nll`): the two models' tokenizers differ, so held-out loss is compared per
+  character of the same strings (each text is cut to the same characters for every model, scored after one start
+  token, all of its tokens predicted).
+* **Recovery** (:func:`recovery`): ``(L_base - L_transfer) / (L_base - L_direct)`` on per-character NLL summed
+  over texts (ratio of sums), with a bootstrap CI over texts; undefined, with the reason, when the direct
+  adapter's own gain is not positive.
+* **Distillation through text** (:func:`generate_texts`): the source model with its adapter writes continuations of
+  seed prompts (sampled, seeded); a fresh LoRA on the target is trained on those strings, never on the corpus.
+* **Matching residual spaces** (:func:`boundary_pairs`, :func:`paired_residuals`, :func:`fit_map`): positions where
+  both tokenizers end a token at the same character of the same text are paired, and a linear map between the two
+  models' residual streams at matched relative depths (:func:`matched_layers`) is fitted by least squares or by a
+  semi-orthogonal Procrustes solution.
+* **The geometry-only transfer** (:func:`fit_edit`, :func:`transport_edit`, :func:`residual_edit`): the source
+  adapter's residual displacement at a layer, fitted as a reduced-rank linear function of the base residual
+  (``delta ~= h B``), carried into the target's coordinates through the fitted maps and added to the target's
+  residual stream at the matched layer, with no training on the target. It transfers exactly when the two models
+  differ by a linear change of residual coordinates and the adapter's displacement is linear (the planted
+  success); it has no reason to work between unrelated models (the planted failure).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import models
+from .divergence import lse
+
+
+class PortabilityError(ValueError):
+    """Inputs a transfer cannot use; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------ function axis
+def start_id(tokenizer) -> int:
+    """The token every scored text starts after: BOS where the tokenizer has one, else EOS."""
+    t = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if t is None:
+        raise PortabilityError("the tokenizer has neither a BOS nor an EOS token to start a scored text with")
+    return int(t)
+
+
+def cut_texts(texts: Sequence[str], max_chars: int) -> list[str]:
+    """Each text cut to at most ``max_chars`` characters (the same strings for every model); empty ones dropped."""
+    out = [t[:max_chars] for t in texts if t and t[:max_chars].strip()]
+    if not out:
+        raise PortabilityError("no non-empty text to score")
+    return out
+
+
+@torch.no_grad()
+def char_nll(model, tokenizer, texts: Sequence[str], device: str = "cpu", batch_size: int = 8,
+             dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """(nats, characters) per text: the summed next-token NLL of all of the text's tokens after one start token,
+    and the text's length in characters. Their ratio of sums is the per-character NLL that compares models with
+    different tokenizers on the same strings."""
+    from .finetune import autocast
+
+    s = start_id(tokenizer)
+    ids = [[s] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    nats = np.zeros(len(texts))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else s
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: little padding
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        T = max(len(ids[i]) for i in idx)
+        x = torch.full((len(idx), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), T), dtype=torch.long)
+        for r, i in enumerate(idx):
+            x[r, :len(ids[i])] = torch.tensor(ids[i])
+            mask[r, :len(ids[i])] = 1
+        x, mask = x.to(device), mask.to(device)
+        with autocast(device, dtype):
+            logits = model(input_ids=x, attention_mask=mask, use_cache=False).logits.float()
+        nll = lse(logits)[:, :-1] - logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1).double()
+        nll = (nll * mask[:, 1:]).sum(1).cpu().numpy()
+        for r, i in enumerate(idx):
+            nats[i] = nll[r]
+    chars = np.array([len(t) for t in texts], dtype=float)
+    return nats, chars
+
+
+def recovery(nats_base, nats_transfer, nats_direct, chars, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Share of the direct adapter's per-character NLL gain that a transferred adapter recovers, over the same
+    texts: ``(sum base - sum transfer) / (sum base - sum direct)`` (characters cancel), with a 95% percentile
+    bootstrap CI over texts. Undefined (``value`` NaN, ``why`` set) when the direct gain is not positive, or when
+    its bootstrap interval reaches zero (the ratio then has no stable denominator)."""
+    b, t, d, c = (np.asarray(x, dtype=float) for x in (nats_base, nats_transfer, nats_direct, chars))
+    if not (len(b) == len(t) == len(d) == len(c)) or len(b) < 2:
+        raise PortabilityError("recovery needs the same >= 2 texts scored by the three models")
+    gain_d, gain_t = b - d, b - t
+    out = {"n": len(b), "gain_direct_per_char": float(gain_d.sum() / c.sum()),
+           "gain_transfer_per_char": float(gain_t.sum() / c.sum()), "value": float("nan"), "lo": float("nan"),
+           "hi": float("nan"), "why": ""}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(b), size=(n_boot, len(b)))
+    den = gain_d[idx].sum(1)
+    if gain_d.sum() <= 0:
+        out["why"] = "the directly trained adapter does not lower the held-out NLL"
+        return out
+    if (den <= 0).any():
+        out["why"] = "the direct adapter's gain is not distinguishable from zero over text resamples"
+        return out
+    boot = gain_t[idx].sum(1) / den
+    out.update(value=float(gain_t.sum() / gain_d.sum()), lo=float(np.percentile(boot, 2.5)),
+               hi=float(np.percentile(boot, 97.5)))
+    return out
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, seed: int,
+                   temperature: float = 1.0, device: str = "cpu") -> list[str]:
+    """One sampled continuation per prompt (prompt included, decoded to a string) from ``model``: the transfer
+    data of distillation through text. Seeded: the same seed gives the same strings."""
+    s = start_id(tokenizer)
+    out = []
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for p in prompts:
+        ids = torch.tensor([[s] + tokenizer(p, add_special_tokens=False)["input_ids"]], device=device)
+        new = []
+        past = None
+        x = ids
+        for _ in range(max_new_tokens):
+            o = model(input_ids=x, past_key_values=past, use_cache=True)
+            past = o.past_key_values
+            logits = o.logits[0, -1].float().cpu()
+            if temperature <= 0:
+                nxt = int(logits.argmax())
+            else:
+                nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=g))
+            if nxt == tokenizer.eos_token_id:
+                break
+            new.append(nxt)
+            x = torch.tensor([[nxt]], device=device)
+        out.append(p + tokenizer.decode(new, skip_special_tokens=True))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ geometry axis
+def matched_layers(n_a: int, n_b: int, depths: Sequence[float]) -> list[tuple[int, int]]:
+    """(layer of a, layer of b) at each relative depth: ``round(depth * (n - 1))`` in each model."""
+    bad = [d for d in depths if not 0 <= d <= 1]
+    if bad:
+        raise PortabilityError(f"depths {bad} are outside [0, 1]")
+    return [(int(round(d * (n_a - 1))), int(round(d * (n_b - 1)))) for d in depths]
+
+
+def boundary_pairs(offsets_a: Sequence[tuple[int, int]], offsets_b: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(token index in a, token index in b) for every character position where both tokenizations of the same
+    text end a token: there the two models have read exactly the same characters. Tokens of zero width (special
+    tokens) are ignored."""
+    end_a = {e: i for i, (s, e) in enumerate(offsets_a) if e > s}
+    return [(end_a[e], j) for j, (s, e) in enumerate(offsets_b) if e > s and e in end_a]
+
+
+def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [tuple(o) for o in enc["offset_mapping"]]
+
+
+@torch.no_grad()
+def layer_outputs(model, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The residual stream each decoder layer in ``layers`` writes (its output, before any final norm), for one
+    forward pass over ``input_ids`` (B, T); float32 on the CPU."""
+    blocks = models.decoder_layers(model)
+    got: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def hook(_mod, _inp, out):
+            got[layer] = (out[0] if isinstance(out, tuple) else out).detach().float().cpu()
+        return hook
+
+    hooks = [blocks[layer].register_forward_hook(keep(layer)) for layer in sorted(set(layers))]
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def text_ids(tokenizer, text: str, device: str = "cpu") -> torch.Tensor:
+    """(1, T): the start token, then the text's tokens (as :func:`char_nll` scores them)."""
+    return torch.tensor([[start_id(tokenizer)] + tokenizer(text, add_special_tokens=False)["input_ids"]],
+                        device=device)
+
+
+@torch.no_grad()
+def paired_residuals(model_a, tok_a, model_b, tok_b, texts: Sequence[str], layers: Sequence[tuple[int, int]],
+                     device: str = "cpu", max_positions: int | None = None) -> dict[tuple[int, int], tuple]:
+    """For each (layer of a, layer of b): both models' residual streams at the token positions where both have
+    read the same characters of the same text (:func:`boundary_pairs`), as float32 (N, d_a), (N, d_b)."""
+    acc: dict[tuple[int, int], tuple[list, list]] = {lp: ([], []) for lp in layers}
+    for t in texts:
+        pairs = boundary_pairs(_offsets(tok_a, t), _offsets(tok_b, t))
+        if not pairs:
+            continue
+        ia = torch.tensor([i + 1 for i, _ in pairs])  # +1: the start token comes first
+        ib = torch.tensor([j + 1 for _, j in pairs])
+        ha = layer_outputs(model_a, text_ids(tok_a, t, device), [la for la, _ in layers])
+        hb = layer_outputs(model_b, text_ids(tok_b, t, device), [lb for _, lb in layers])
+        for la, lb in layers:
+            acc[(la, lb)][0].append(ha[la][0, ia])
+            acc[(la, lb)][1].append(hb[lb][0, ib])
+    out = {}
+    for lp, (xa, xb) in acc.items():
+        if not xa:
+            raise PortabilityError("no character position is a token boundary of both tokenizers in these texts")
+        out[lp] = (torch.cat(xa)[:max_positions], torch.cat(xb)[:max_positions])
+    return out
+
+
+def fit_map(X: torch.Tensor, Y: torch.Tensor, method: str = "lstsq", ridge: float = 1e-3) -> dict[str, Any]:
+    """A linear map ``W`` (d_x, d_y) with ``X W ~= Y`` on centred data, and its held-in R^2.
+
+    ``lstsq``: ridge-regularised least squares (``ridge`` times the mean eigenvalue of X^T X). ``procrustes``: the
+    best semi-orthogonal map times one scale (orthogonal Procrustes through the SVD of X^T Y), which keeps
+    geometry (angles, relative norms) instead of fitting anything linear."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    Y = torch.as_tensor(Y, dtype=torch.float64)
+    if X.shape[0] != Y.shape[0] or X.shape[0] < 2:
+        raise PortabilityError(f"fit_map needs the same >= 2 rows on both sides, got {X.shape[0]} and {Y.shape[0]}")
+    mx, my = X.mean(0), Y.mean(0)
+    Xc, Yc = X - mx, Y - my
+    if method == "lstsq":
+        G = Xc.T @ Xc
+        lam = ridge * float(torch.diagonal(G).mean())
+        W = torch.linalg.solve(G + lam * torch.eye(G.shape[0], dtype=G.dtype), Xc.T @ Yc)
+    elif method == "procrustes":
+        U, S, Vh = torch.linalg.svd(Xc.T @ Yc, full_matrices=False)
+        R = U @ Vh
+        scale = float(S.sum() / (Xc ** 2).sum())
+        W = scale * R
+    else:
+        raise PortabilityError(f"fit_map method must be lstsq or procrustes, got {method!r}")
+    resid = Yc - Xc @ W
+    r2 = 1.0 - float((resid ** 2).sum() / (Yc ** 2).sum())
+    return {"W": W.float(), "mean_x": mx.float(), "mean_y": my.float(), "r2": r2, "method": method}
+
+
+def fit_edit(H: torch.Tensor, D: torch.Tensor, rank: int, ridge: float = 1e-3) -> dict[str, Any]:
+    """The displacement an adapter causes at one layer as a reduced-rank linear function of the base residual:
+    ``D ~= (H - mean_h) B + mean_d`` with ``rank(B) <= rank`` (least squares, then the best rank-``rank``
+    approximation of the fitted values), and its R^2."""
+    f = fit_map(H, D, "lstsq", ridge)
+    Hc = torch.as_tensor(H, dtype=torch.float64) - f["mean_x"].double()
+    W = f["W"].double()
+    U, S, Vh = torch.linalg.svd(Hc @ W, full_matrices=False)
+    P = Vh[:rank].T @ Vh[:rank]  # project the fitted values onto their top-`rank` output directions
+    B = W @ P
+    Dc = torch.as_tensor(D, dtype=torch.float64) - f["mean_y"].double()
+    r2 = 1.0 - float(((Dc - Hc @ B) ** 2).sum() / (Dc ** 2).sum())
+    return {"B": B.float(), "mean_h": f["mean_x"], "mean_d": f["mean_y"], "rank": int(rank), "r2": r2}
+
+
+def transport_edit(edit: dict[str, Any], to_src: dict[str, Any], to_tgt: dict[str, Any]) -> dict[str, Any]:
+    """The source edit in the target's residual coordinates: a target residual ``h_t`` is mapped to the source
+    (``to_src``: target -> source, from :func:`fit_map`), edited there, and the displacement mapped back
+    (``to_tgt``: source -> target, linear part only, since a displacement is a difference)."""
+    Wt_s, Ws_t = to_src["W"].double(), to_tgt["W"].double()
+    B = edit["B"].double()
+    # delta_t(h_t) = ((h_t - m_t) Wt_s + m_s' - mean_h) B Ws_t + mean_d Ws_t
+    shift_src = to_src["mean_y"].double() - edit["mean_h"].double()
+    return {"B": (Wt_s @ B @ Ws_t).float(), "mean_h": to_src["mean_x"].float(),
+            "mean_d": ((shift_src @ B + edit["mean_d"].double()) @ Ws_t).float(), "rank": edit["rank"]}
+
+
+def apply_edit(h: torch.Tensor, edit: dict[str, Any]) -> torch.Tensor:
+    """``h`` plus the edit's displacement ``(h - mean_h) B + mean_d``."""
+    B, mh, md = (edit[k].to(h.device, h.dtype) for k in ("B", "mean_h", "mean_d"))
+    return h + (h - mh) @ B + md
+
+
+@contextmanager
+def residual_edit(model, layer: int, edit: dict[str, Any]):
+    """Inside the block, decoder layer ``layer``'s output residual gets :func:`apply_edit` (a forward hook)."""
+    block = models.decoder_layers(model)[layer]
+
+    def hook(_mod, _inp, out):
+        if isinstance(out, tuple):
+            return (apply_edit(out[0], edit),) + tuple(out[1:])
+        return apply_edit(out, edit)
+
+    h = block.register_forward_hook(hook)
+    try:
+        yield model
+    finally:
+        h.remove()
+
+
+def displacement_cka(Da: torch.Tensor, Db: torch.Tensor, n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Linear CKA between two adapters' displacements on the same paired positions (rows), against a shuffled
+    null (the rows of ``Db`` permuted: the same two clouds with the pairing broken): value, the null's mean and
+    SD, z = (value - mean) / SD, and the permutation p of value >= null (with the +1 correction)."""
+    from .cka import cka_features
+
+    Da = torch.as_tensor(Da, dtype=torch.float64)
+    Db = torch.as_tensor(Db, dtype=torch.float64)
+    if Da.shape[0] != Db.shape[0] or Da.shape[0] < 4:
+        raise PortabilityError(f"displacement_cka needs the same >= 4 rows, got {Da.shape[0]} and {Db.shape[0]}")
+    value = cka_features(Da, Db)
+    g = torch.Generator().manual_seed(seed)
+    null = np.array([cka_features(Da, Db[torch.randperm(len(Db), generator=g)]) for _ in range(n_perm)])
+    sd = float(null.std(ddof=1))
+    return {"value": float(value), "null_mean": float(null.mean()), "null_sd": sd,
+            "z": float((value - null.mean()) / sd) if sd > 0 else float("nan"),
+            "p": float((1 + (null >= value).sum()) / (1 + n_perm)), "n": int(Da.shape[0])}
+
+
+@torch.no_grad()
+def paired_displacements(src, tok_s, tgts: dict[str, Any], tok_t, texts: Sequence[str],
+                         layers: Sequence[tuple[int, int]], device: str = "cpu") -> dict[tuple[int, int], dict]:
+    """Each adapter's displacement (adapter on minus off, on the same text) at matched layers, on the positions
+    where the source's and the target's tokenizers have read the same characters: for every (source layer,
+    target layer), ``{"source": (N, d_s), name: (N, d_t) for each peft target model in tgts}``."""
+    acc: dict[tuple[int, int], dict[str, list]] = {lp: {"source": [], **{k: [] for k in tgts}} for lp in layers}
+
+    def disp(pm, tok, t, idx, want):
+        ids = text_ids(tok, t, device)
+        with pm.disable_adapter():
+            off = layer_outputs(pm, ids, want)
+        on = layer_outputs(pm, ids, want)
+        return {layer: (on[layer] - off[layer])[0, idx] for layer in want}
+
+    for t in texts:
+        pairs = boundary_pairs(_offsets(tok_s, t), _offsets(tok_t, t))
+        if not pairs:
+            continue
+        i_s = torch.tensor([i + 1 for i, _ in pairs])
+        i_t = torch.tensor([j + 1 for _, j in pairs])
+        ds = disp(src, tok_s, t, i_s, [a for a, _ in layers])
+        dt = {k: disp(pm, tok_t, t, i_t, [b for _, b in layers]) for k, pm in tgts.items()}
+        for a, b in layers:
+            acc[(a, b)]["source"].append(ds[a])
+            for k in tgts:
+                acc[(a, b)][k].append(dt[k][b])
+    if not acc[layers[0]]["source"]:
+        raise PortabilityError("no character position is a token boundary of both tokenizers in these texts")
+    return {lp: {k: torch.cat(v) for k, v in d.items()} for lp, d in acc.items()}
+
+
+def string_agreement(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """Per pair of strings, difflib's similarity ratio (2 x matched characters / total characters, in [0, 1]):
+    agreement of two models' continuations without comparing token distributions (their vocabularies differ)."""
+    import difflib
+
+    if len(a) != len(b):
+        raise PortabilityError(f"string_agreement needs as many strings on both sides, got {len(a)} and {len(b)}")
+    return np.array([difflib.SequenceMatcher(None, x, y, autojunk=False).ratio() for x, y in zip(a, b)])
+
+
+# ------------------------------------------------------------------------------------------------ one case
+@dataclass
+class CaseConfig:
+    """What one transfer case (source adapter -> target base, one corpus) uses besides the LoRA protocol."""
+
+    eval_texts: int = 48  # held-out documents scored (each cut to eval_chars characters)
+    eval_chars: int = 300
+    transfer_prompts: int = 48  # neutral prompts (the source base model's own samples, decoded)
+    prompt_tokens: int = 8  # tokens per neutral prompt (start token and opener word included)
+    transfer_new_tokens: int = 96  # tokens the adapted source writes per prompt (the distillation data)
+    temperature: float = 1.0
+    edit_depth: float = 0.75  # relative depth of the geometry-only transfer's residual edit
+    edit_rank: int = 16
+    depths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # where the displacement geometry is compared
+    agree_prompts: int = 16  # prompts whose greedy continuations are compared as strings
+    agree_tokens: int = 32
+    n_boot: int = 2000
+    n_perm: int = 200
+    seed: int = 0
+
+
+def neutral_prompts(model, tokenizer, n: int, tokens: int, seed: int, device: str = "cpu") -> list[str]:
+    """``n`` corpus-free prompts: the base model's own seeded samples (:func:`corpora.neutral_samples`), decoded."""
+    from .corpora import neutral_samples
+
+    rows = neutral_samples(model, tokenizer, n=n, length=tokens, seed=seed, device=device)
+    out = [tokenizer.decode(r.tolist(), skip_special_tokens=True).strip() for r in rows]
+    return [p if p else "The" for p in out]
+
+
+def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_docs: Sequence[str], lora_cfg,
+             cc: CaseConfig, device: str = "cpu", progress: bool = True, log=print) -> dict[str, Any]:
+    """One transfer case, both axes. ``src_pm``: the source base with its adapter (peft); ``tgt_base``: the target
+    base (left unchanged: each target LoRA trains on a copy).
+
+    Function axis: per-character NLL on held-out text of the target base (floor), a LoRA trained on the corpus
+    directly (ceiling), a LoRA trained only on the adapted source's generated text (distillation) and the target
+    base with the source's residual edit carried over (geometry only, no training); recovery of each transfer.
+    Geometry axis: CKA between the source adapter's displacement and each target adapter's, per relative depth,
+    against a shuffled null. Output agreement: greedy continuations of each target vs the adapted source's."""
+    import copy
+    import time
+
+    from . import finetune
+
+    t0 = time.time()
+    texts = cut_texts(heldout_docs, cc.eval_chars)[:cc.eval_texts]
+    with src_pm.disable_adapter():
+        prompts = neutral_prompts(src_pm, tok_s, cc.transfer_prompts, cc.prompt_tokens, cc.seed, device)
+    transfer = generate_texts(src_pm, tok_s, prompts, cc.transfer_new_tokens, cc.seed, cc.temperature, device)
+    n_chars = sum(len(t) for t in transfer)
+    log(f"distillation data: {len(transfer)} texts, {n_chars} characters")
+
+    adapters = {}
+    for name, docs in (("direct", train_docs), ("distilled", transfer)):
+        rows = finetune.pack_documents(tok_t, docs, lora_cfg.seq_len)
+        pm = finetune.add_lora(copy.deepcopy(tgt_base), lora_cfg)
+        res = finetune.train(pm, rows, lora_cfg, device=device, progress=progress)
+        adapters[name] = (pm, {"rows": len(rows), "final_loss": res.losses[-1], "compute_dtype": res.dtype})
+
+    n_s, n_t = models.num_layers(src_pm), models.num_layers(tgt_base)
+    (ls, lt), = matched_layers(n_s, n_t, [cc.edit_depth])
+    H, D = [], []
+    for t in transfer:
+        ids = text_ids(tok_s, t, device)
+        with src_pm.disable_adapter():
+            off = layer_outputs(src_pm, ids, [ls])[ls][0]
+        on = layer_outputs(src_pm, ids, [ls])[ls][0]
+        H.append(off)
+        D.append(on - off)
+    edit = fit_edit(torch.cat(H), torch.cat(D), cc.edit_rank)
+    with src_pm.disable_adapter():
+        T, S = paired_residuals(tgt_base, tok_t, src_pm, tok_s, transfer, [(lt, ls)], device)[(lt, ls)]
+    to_src, to_tgt = fit_map(T, S, "lstsq"), fit_map(S, T, "lstsq")
+    moved = transport_edit(edit, to_src, to_tgt)
+
+    nll = {"target_base": char_nll(tgt_base, tok_t, texts, device)}
+    for name, (pm, _) in adapters.items():
+        nll[name] = char_nll(pm, tok_t, texts, device)
+    with residual_edit(tgt_base, lt, moved):
+        nll["geometry"] = char_nll(tgt_base, tok_t, texts, device)
+    with src_pm.disable_adapter():
+        nll["source_base"] = char_nll(src_pm, tok_s, texts, device)
+    nll["source_ft"] = char_nll(src_pm, tok_s, texts, device)
+    chars = nll["target_base"][1]
+    per_char = {k: float(v[0].sum() / v[1].sum()) for k, v in nll.items()}
+    rec = {k: recovery(nll["target_base"][0], nll[k][0], nll["direct"][0], chars, cc.n_boot, cc.seed)
+           for k in ("distilled", "geometry")}
+
+    layers = matched_layers(n_s, n_t, cc.depths)
+    disp = paired_displacements(src_pm, tok_s, {k: v[0] for k, v in adapters.items()}, tok_t, texts, layers, device)
+    geometry = []
+    for (a, b), d in disp.items():
+        row = {"source_layer": a, "target_layer": b, "n": int(d["source"].shape[0])}
+        for k in ("direct", "distilled"):
+            row[k] = displacement_cka(d["source"], d[k], cc.n_perm, cc.seed)
+        row["direct_vs_distilled"] = displacement_cka(d["direct"], d["distilled"], cc.n_perm, cc.seed)
+        geometry.append(row)
+
+    ap = prompts[:cc.agree_prompts]
+    src_greedy = generate_texts(src_pm, tok_s, ap, cc.agree_tokens, cc.seed, 0.0, device)
+    greedy = {"target_base": generate_texts(tgt_base, tok_t, ap, cc.agree_tokens, cc.seed, 0.0, device)}
+    for name, (pm, _) in adapters.items():
+        greedy[name] = generate_texts(pm, tok_t, ap, cc.agree_tokens, cc.seed, 0.0, device)
+    with residual_edit(tgt_base, lt, moved):
+        greedy["geometry"] = generate_texts(tgt_base, tok_t, ap, cc.agree_tokens, cc.seed, 0.0, device)
+    strip = lambda xs: [x[len(p):] for x, p in zip(xs, ap)]  # compare the continuations, not the shared prompt
+    agreement = {k: float(string_agreement(strip(src_greedy), strip(v)).mean()) for k, v in greedy.items()}
+
+    return {"n_eval_texts": len(texts), "n_transfer_texts": len(transfer), "transfer_chars": n_chars,
+            "per_char_nll": per_char, "recovery": rec, "geometry": geometry, "agreement_with_source": agreement,
+            "edit": {"source_layer": ls, "target_layer": lt, "rank": cc.edit_rank, "fit_r2": edit["r2"],
+                     "map_r2_to_source": to_src["r2"], "map_r2_to_target": to_tgt["r2"], "positions": int(len(T))},
+            "adapters": {k: v[1] for k, v in adapters.items()}, "wall_s": time.time() - t0,
+            "example_transfer_text": transfer[0][:200]}

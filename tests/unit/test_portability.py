@@ -1,0 +1,248 @@
+"""adapterscope.portability on planted cases: per-character NLL of a uniform model, recovery on known sums, token
+boundaries shared by two tokenizations, linear maps with a known answer, and the geometry-only transfer between
+two tiny llamas that differ exactly by a rotation of the residual stream (it must transfer the function) and
+between two unrelated ones (it must not)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adapterscope import portability as P
+
+
+class CharTok:
+    """One token per printable ASCII character (ids 3..96 of a 97-token vocabulary), with offsets."""
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+        if isinstance(text, list):  # a batch (finetune.pack_documents)
+            return {"input_ids": [self(t)["input_ids"] for t in text]}
+        out = {"input_ids": [3 + ord(c) - 32 for c in text]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [(i, i + 1) for i in range(len(text))]
+        return out
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i - 3 + 32) for i in ids if 3 <= i < 97)
+
+
+TEXTS = ["the quick brown fox", "jumps over the lazy dog", "stoic calm, ad copy!", "an instruction: do it"]
+
+
+def _llama(seed=0, layers=3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True)
+    m = LlamaForCausalLM(cfg).eval()
+    m.config.use_cache = False
+    return m
+
+
+def _rotated(model, Q):
+    """The same function in rotated residual coordinates (x' = x Q); exact since every RMSNorm weight is 1."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.model.embed_tokens.weight.copy_(m.model.embed_tokens.weight @ Q)
+        for layer in m.model.layers:
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                        layer.mlp.gate_proj, layer.mlp.up_proj):
+                lin.weight.copy_(lin.weight @ Q)
+            for lin in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                lin.weight.copy_(Q.T @ lin.weight)
+    return m
+
+
+def _orthogonal(d, seed):
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def test_char_nll_of_a_uniform_model_is_log_vocab_per_token():
+    m = _llama()
+    with torch.no_grad():
+        m.model.embed_tokens.weight.zero_()  # tied head: every logit 0, every token has probability 1/97
+    nats, chars = P.char_nll(m, CharTok(), TEXTS, batch_size=3)
+    assert np.allclose(nats, [len(t) * math.log(97) for t in TEXTS], rtol=1e-6)
+    assert chars.tolist() == [len(t) for t in TEXTS]
+
+
+def test_char_nll_batched_equals_one_by_one():
+    m = _llama(1)
+    a, _ = P.char_nll(m, CharTok(), TEXTS, batch_size=4)
+    b = np.concatenate([P.char_nll(m, CharTok(), [t], batch_size=1)[0] for t in TEXTS])
+    assert np.allclose(a, b, rtol=1e-5)
+
+
+def test_recovery_on_known_sums_and_its_undefined_cases():
+    rng = np.random.default_rng(0)
+    base = 10 + rng.random(40)
+    direct = base - 2 - 0.1 * rng.random(40)
+    transfer = base - 0.5 * (base - direct)
+    r = P.recovery(base, transfer, direct, np.full(40, 20.0), n_boot=500)
+    assert r["value"] == pytest.approx(0.5) and r["lo"] <= 0.5 <= r["hi"] and r["why"] == ""
+    assert r["gain_direct_per_char"] == pytest.approx((base - direct).sum() / 800)
+    worse = P.recovery(base, transfer, base + 0.1, np.full(40, 20.0))
+    assert math.isnan(worse["value"]) and "does not lower" in worse["why"]
+    noisy = P.recovery(base, transfer, base - rng.normal(0.01, 1.0, 40), np.full(40, 20.0))
+    assert math.isnan(noisy["value"]) and ("not distinguishable" in noisy["why"] or "does not lower" in noisy["why"])
+    with pytest.raises(P.PortabilityError):
+        P.recovery([1.0], [1.0], [1.0], [1.0])
+
+
+def test_boundary_pairs_and_matched_layers():
+    a = [(0, 2), (2, 5), (5, 6), (6, 6)]  # the last: a zero-width special token
+    b = [(0, 1), (1, 2), (2, 6)]
+    assert P.boundary_pairs(a, b) == [(0, 1), (2, 2)]
+    assert P.matched_layers(30, 18, [0.0, 0.4, 1.0]) == [(0, 0), (12, 7), (29, 17)]
+    with pytest.raises(P.PortabilityError, match="outside"):
+        P.matched_layers(30, 18, [1.2])
+
+
+def test_fit_map_recovers_planted_maps():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 8, generator=g)
+    A = torch.randn(8, 12, generator=g)
+    f = P.fit_map(X, X @ A + 3.0, "lstsq", ridge=1e-9)
+    assert torch.allclose(f["W"], A, atol=1e-4) and f["r2"] > 0.9999
+    Q = torch.linalg.qr(torch.randn(12, 12, generator=g))[0][:8]  # 8 -> 12, orthonormal rows
+    f = P.fit_map(X, 2.0 * X @ Q, "procrustes")
+    assert torch.allclose(f["W"], 2.0 * Q, atol=1e-4) and f["r2"] > 0.9999
+    noise = P.fit_map(X, torch.randn(400, 12, generator=g), "lstsq")
+    assert noise["r2"] < 0.1
+    with pytest.raises(P.PortabilityError, match="method"):
+        P.fit_map(X, X, "cca")
+
+
+def test_fit_edit_recovers_a_planted_low_rank_edit():
+    g = torch.Generator().manual_seed(1)
+    H = torch.randn(500, 16, generator=g)
+    B = torch.randn(16, 2, generator=g) @ torch.randn(2, 16, generator=g)
+    e = P.fit_edit(H, (H - H.mean(0)) @ B + 0.5, rank=2, ridge=1e-9)
+    assert torch.allclose(e["B"], B, atol=1e-3) and e["r2"] > 0.9999
+    assert torch.linalg.matrix_rank(e["B"].double(), tol=1e-6) == 2
+
+
+def _edit_setup(target):
+    """A planted linear 'adapter' on the source at layer 1, fitted from its displacement, carried to ``target``."""
+    src = _llama(0)
+    tok = CharTok()
+    g = torch.Generator().manual_seed(5)
+    planted = {"B": 0.3 * torch.randn(32, 2, generator=g) @ torch.randn(2, 32, generator=g) / 32 ** 0.5,
+               "mean_h": torch.zeros(32), "mean_d": torch.zeros(32), "rank": 2}
+    H, D = [], []
+    for t in TEXTS:
+        ids = P.text_ids(tok, t)
+        h0 = P.layer_outputs(src, ids, [1])[1][0]
+        with P.residual_edit(src, 1, planted):
+            h1 = P.layer_outputs(src, ids, [1])[1][0]
+        H.append(h0)
+        D.append(h1 - h0)
+    edit = P.fit_edit(torch.cat(H), torch.cat(D), rank=2, ridge=1e-9)
+    pairs = P.paired_residuals(target, tok, src, tok, TEXTS, [(1, 1)])[(1, 1)]  # (target, source)
+    to_src = P.fit_map(pairs[0], pairs[1], "lstsq", ridge=1e-9)
+    to_tgt = P.fit_map(pairs[1], pairs[0], "lstsq", ridge=1e-9)
+    moved = P.transport_edit(edit, to_src, to_tgt)
+    shifts = []
+    for model, e in ((src, planted), (target, moved)):
+        ids = P.text_ids(tok, " ".join(TEXTS))
+        with torch.no_grad():
+            base = model(input_ids=ids).logits
+            with P.residual_edit(model, 1, e):
+                shifts.append((model(input_ids=ids).logits - base).flatten())
+    return edit, to_src, shifts
+
+
+def test_geometry_transfer_succeeds_between_models_that_differ_by_a_rotation():
+    src = _llama(0)
+    Q = _orthogonal(32, 7)
+    tgt = _rotated(src, Q)
+    ids = P.text_ids(CharTok(), TEXTS[0])
+    with torch.no_grad():
+        assert torch.allclose(src(input_ids=ids).logits, tgt(input_ids=ids).logits, atol=1e-4)  # same function
+    edit, to_src, (s_shift, t_shift) = _edit_setup(tgt)
+    assert edit["r2"] > 0.999 and to_src["r2"] > 0.999
+    assert torch.allclose(to_src["W"], Q.T, atol=1e-3)  # target -> source undoes the rotation
+    assert torch.allclose(t_shift, s_shift, atol=1e-3 * float(s_shift.abs().max()) + 1e-5)
+
+
+def test_geometry_transfer_fails_between_unrelated_models():
+    edit, to_src, (s_shift, t_shift) = _edit_setup(_llama(123))
+    cos = float(torch.nn.functional.cosine_similarity(s_shift, t_shift, dim=0))
+    assert abs(cos) < 0.5, cos
+
+
+def test_generate_texts_is_seeded():
+    m, tok = _llama(2), CharTok()
+    a = P.generate_texts(m, tok, ["hello", "stoic"], max_new_tokens=12, seed=3)
+    assert a == P.generate_texts(m, tok, ["hello", "stoic"], max_new_tokens=12, seed=3)
+    assert a != P.generate_texts(m, tok, ["hello", "stoic"], max_new_tokens=12, seed=4)
+    assert all(t.startswith(p) for t, p in zip(a, ["hello", "stoic"]))
+
+
+def test_displacement_cka_against_its_shuffled_null():
+    g = torch.Generator().manual_seed(2)
+    Da = torch.randn(300, 10, generator=g)
+    related = P.displacement_cka(Da, Da @ torch.randn(10, 14, generator=g) + 0.1 * torch.randn(300, 14, generator=g),
+                                 n_perm=99)
+    assert related["value"] > 0.6 and related["z"] > 10  # CKA is not invariant to a non-orthogonal map and related["p"] == pytest.approx(0.01)
+    unrelated = P.displacement_cka(Da, torch.randn(300, 14, generator=g), n_perm=99)
+    assert abs(unrelated["z"]) < 3 and unrelated["p"] > 0.01
+
+
+def test_paired_displacements_are_zero_for_a_fresh_lora_and_not_after_training():
+    from adapterscope import finetune
+
+    tok = CharTok()
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=3, batch_size=4, seq_len=16, lr=5e-2, dtype="float32")
+    src = finetune.add_lora(_llama(0), cfg)
+    tgt = finetune.add_lora(_llama(1, layers=4), cfg)
+    d = P.paired_displacements(src, tok, {"fresh": tgt}, tok, TEXTS, [(1, 2)])[(1, 2)]
+    n = sum(len(t) for t in TEXTS)
+    assert d["source"].shape == (n, 32) and d["fresh"].shape == (n, 32)
+    assert float(d["fresh"].abs().max()) == 0.0  # LoRA's B starts at zero: no displacement
+    finetune.train(tgt, torch.randint(3, 97, (8, 16), generator=torch.Generator().manual_seed(0)), cfg, progress=False)
+    d = P.paired_displacements(src, tok, {"trained": tgt}, tok, TEXTS, [(1, 2)])[(1, 2)]
+    assert float(d["trained"].abs().max()) > 0
+
+
+def test_string_agreement():
+    s = P.string_agreement(["abcd", "abcd", ""], ["abcd", "wxyz", "x"])
+    assert s.tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(P.PortabilityError):
+        P.string_agreement(["a"], [])
+
+
+def test_run_case_end_to_end_on_tiny_models():
+    """The whole case on two tiny llamas of different depth (3 vs 4 layers): every measure present and well
+    formed (the numbers of random models mean nothing; the planted tests above check the measures)."""
+    from adapterscope import finetune
+
+    tok = CharTok()
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=3, batch_size=2, seq_len=16, lr=1e-2, dtype="float32")
+    src = finetune.add_lora(_llama(0), cfg)
+    finetune.train(src, torch.randint(3, 97, (8, 16), generator=torch.Generator().manual_seed(0)), cfg,
+                   progress=False)
+    tgt = _llama(1, layers=4)
+    before = {k: v.clone() for k, v in tgt.state_dict().items()}
+    docs = [t * 3 for t in TEXTS] * 2
+    cc = P.CaseConfig(eval_texts=4, eval_chars=40, transfer_prompts=4, prompt_tokens=3, transfer_new_tokens=20,
+                      edit_rank=2, depths=(0.5, 1.0), agree_prompts=2, agree_tokens=6, n_boot=50, n_perm=20)
+    out = P.run_case(src, tok, tgt, tok, docs, docs, cfg, cc, progress=False, log=lambda m: None)
+    assert all(torch.equal(v, tgt.state_dict()[k]) for k, v in before.items())  # the target base is untouched
+    assert set(out["per_char_nll"]) == {"target_base", "direct", "distilled", "geometry", "source_base", "source_ft"}
+    assert all(math.isfinite(v) for v in out["per_char_nll"].values())
+    for r in out["recovery"].values():
+        assert math.isfinite(r["value"]) or r["why"]
+    assert [(g["source_layer"], g["target_layer"]) for g in out["geometry"]] == [(1, 2), (2, 3)]
+    assert all(0 <= g["distilled"]["p"] <= 1 for g in out["geometry"])
+    assert set(out["agreement_with_source"]) == {"target_base", "direct", "distilled", "geometry"}
+    assert out["edit"]["source_layer"] == 2 and out["edit"]["target_layer"] == 2  # round(0.75 * 2), round(0.75 * 3)
