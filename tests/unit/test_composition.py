@@ -1,0 +1,145 @@
+"""adapterscope.composition on planted cases: deltas against B A x scaling, the single-adapter round trip, two
+adapters on disjoint parameters merging without interference, two whose cores collide losing a core under a
+linear merge and keeping it under core isolation, decoding-time composition equal to its arithmetic on a tiny
+model, and alignment measures with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adapterscope import composition as C
+from adapterscope import finetune
+
+
+def _two_adapters(tiny_llama):
+    from peft import LoraConfig
+
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=3, batch_size=4, seq_len=16, lr=3e-2, dtype="float32",
+                                  seed=0)
+    pm = finetune.add_lora(tiny_llama, cfg)  # adapter "default"
+    g = torch.Generator().manual_seed(0)
+    finetune.train(pm, torch.randint(97, (8, 16), generator=g), cfg, progress=False)
+    pm.add_adapter("other", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                       lora_dropout=0.0))
+    pm.set_adapter("other")
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B.other" in n or "lora_A.other" in n:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    pm.set_adapter("default")
+    pm.eval()
+    return pm
+
+
+def test_deltas_match_b_a_scaling_and_a_single_merge_round_trips(tiny_llama):
+    pm = _two_adapters(tiny_llama)
+    d = C.lora_deltas(pm, "default")
+    name, mod = next((n, m) for n, m in pm.named_modules() if n in d)
+    ref = mod.lora_B["default"].weight @ mod.lora_A["default"].weight * mod.scaling["default"]
+    assert torch.allclose(d[name], ref.detach(), atol=1e-7)
+    merged = C.merge_deltas([d], [1.0])
+    assert max(float((merged[k] - d[k]).abs().max()) for k in d) < 1e-6
+    ids = torch.randint(97, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = pm(input_ids=ids).logits
+        with pm.disable_adapter(), C.applied_deltas(pm, merged):
+            got = pm(input_ids=ids).logits
+        with pm.disable_adapter():
+            base_again = pm(input_ids=ids).logits
+        pm.set_adapter("default")
+    assert torch.allclose(got, want, atol=1e-5)
+    with torch.no_grad(), pm.disable_adapter():
+        assert not torch.allclose(base_again, want, atol=1e-4)  # restored: the base, not the merge
+    with pytest.raises(C.CompositionError, match="no LoRA module"):
+        C.lora_deltas(pm, "nosuch")
+
+
+def _planted(shape=(8, 8)):
+    """Two deltas: a's core C1 (4 large entries), b's core C2 (4 other large entries); b also carries moderate
+    opposite values on C1, which a plain average halves-and-cancels."""
+    a = {"m": torch.full(shape, 0.01)}
+    b = {"m": torch.full(shape, -0.01)}
+    c1 = [(0, 0), (1, 1), (2, 2), (3, 3)]
+    c2 = [(4, 4), (5, 5), (6, 6), (7, 7)]
+    for i, j in c1:
+        a["m"][i, j] = 1.0
+        b["m"][i, j] = -0.5
+    for i, j in c2:
+        b["m"][i, j] = 1.0
+    return a, b, c1, c2
+
+
+def test_disjoint_adapters_merge_without_interference():
+    a = {"q": torch.randn(6, 6), "v": torch.zeros(6, 6)}
+    b = {"q": torch.zeros(6, 6), "v": torch.randn(6, 6)}
+    m = C.merge_deltas([a, b], [1.0, 1.0])
+    assert torch.equal(m["q"], a["q"]) and torch.equal(m["v"], b["v"])
+    iso, counts = C.core_isolated_merge([a, b], [1.0, 1.0], q=0.2)
+    assert torch.equal(iso["q"], a["q"]) and torch.equal(iso["v"], b["v"]) and counts["colliding_entries"] == 0
+    only = C.merge_deltas([{"q": a["q"]}, {"v": b["v"]}], [0.5, 0.5])  # a module only one adapter adapts
+    assert torch.allclose(only["q"], 0.5 * a["q"]) and set(only) == {"q", "v"}
+
+
+def test_colliding_core_is_lost_by_linear_merge_and_kept_by_isolation():
+    a, b, c1, c2 = _planted()
+    lin = C.merge_deltas([a, b], [0.5, 0.5])["m"]
+    assert all(lin[i, j] == pytest.approx(0.25) for i, j in c1)  # a's core: 1.0 -> 0.25
+    iso, counts = C.core_isolated_merge([a, b], [0.5, 0.5], q=4 / 64)
+    assert all(iso["m"][i, j] == pytest.approx(1.0) for i, j in c1)  # kept exactly
+    assert all(iso["m"][i, j] == pytest.approx(1.0) for i, j in c2)
+    assert iso["m"][0, 1] == pytest.approx(0.0) and counts == {"core_entries": 8, "colliding_entries": 0, "q": 4 / 64}
+    assert sorted(map(tuple, C.core_masks(a, 4 / 64)["m"].nonzero().tolist())) == c1
+    ties = C.merge_deltas([a, b], [1.0, 1.0], "ties", density=0.2)["m"]
+    assert torch.isfinite(ties).all()
+    with pytest.raises(C.CompositionError, match="density"):
+        C.merge_deltas([a, b], [1.0, 1.0], "ties")
+    with pytest.raises(C.CompositionError, match="merge method"):
+        C.merge_deltas([a, b], [1.0, 1.0], "average")
+
+
+def test_dare_is_seeded():
+    a, b, _, _ = _planted()
+    x = C.merge_deltas([a, b], [1.0, 1.0], "dare_linear", density=0.5, seed=3)["m"]
+    assert torch.equal(x, C.merge_deltas([a, b], [1.0, 1.0], "dare_linear", density=0.5, seed=3)["m"])
+    assert not torch.equal(x, C.merge_deltas([a, b], [1.0, 1.0], "dare_linear", density=0.5, seed=4)["m"])
+
+
+def test_decoding_time_composition_is_its_arithmetic(tiny_llama):
+    pm = _two_adapters(tiny_llama)
+    ids = torch.randint(97, (2, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with pm.disable_adapter():
+            base = pm(input_ids=ids).logits
+        pm.set_adapter("default")
+        l1 = pm(input_ids=ids).logits
+        pm.set_adapter("other")
+        l2 = pm(input_ids=ids).logits
+        pm.set_adapter("default")
+    got = C.decoding_time_logits(pm, ids, ["default", "other"], [0.7, 0.3])
+    assert torch.allclose(got, base + 0.7 * (l1 - base) + 0.3 * (l2 - base), atol=1e-5)
+    assert torch.allclose(C.decoding_time_logits(pm, ids, ["other"], [1.0]), l2, atol=1e-5)
+    assert pm.active_adapter == "default"
+
+
+def test_alignment_known_answers():
+    g = torch.Generator().manual_seed(0)
+    d = {"m": torch.randn(16, 16, generator=g)}
+    B = {"m": torch.randn(16, 4, generator=g)}
+    same = C.alignment(d, d, q=0.1, b_a=B, b_b={"m": B["m"] @ torch.randn(4, 4, generator=g)})
+    assert same["cosine"] == pytest.approx(1.0) and same["core_jaccard"] == 1.0 and same["sign_conflict"] == 0.0
+    assert same["subspace_overlap"] == pytest.approx(1.0)  # the same column space
+    Q = torch.linalg.qr(torch.randn(16, 16, generator=g))[0]
+    far = C.alignment(d, {"m": -d["m"]}, q=0.1, b_a={"m": Q[:, :4]}, b_b={"m": Q[:, 4:8]})
+    assert far["cosine"] == pytest.approx(-1.0) and far["sign_conflict"] == 1.0
+    assert far["subspace_overlap"] == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(C.CompositionError, match="share no module"):
+        C.alignment(d, {"x": d["m"]}, q=0.1)
+
+
+def test_retention():
+    assert C.retention(3.0, 2.0, 2.5) == pytest.approx(0.5)
+    assert C.retention(3.0, 2.0, 3.5) == pytest.approx(-0.5)
+    assert math.isnan(C.retention(3.0, 3.1, 2.0))
