@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
     os.replace(tmp, out)
     print(f"written {out}")
-    return 0 if rec["tests"]["exit"] in (0, 5) else 1
+    return 0 if rec["tests"]["exit"] == 0 else 1  # 5 (no test collected) on a CUDA machine is a failure too
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class ShardWriter:
             self._flush()
 
     def _flush(self) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         if self.count == 0:
@@ -129,7 +130,7 @@ class ShardWriter:
         f = self.tmp / f"shard_{self.shards:05d}.safetensors"
         try:
             save_file({k: torch.cat(v).contiguous() for k, v in self.buf.items()}, str(f))
-        except OSError as e:  # disk full, quota: drop the partial shards, keep whatever was in place before
+        except (OSError, SafetensorError) as e:  # disk full, quota (safetensors raises its own error type)
             import shutil
 
             shutil.rmtree(self.tmp, ignore_errors=True)

@@ -67,11 +67,12 @@ def merge_deltas(deltas: Sequence[dict[str, torch.Tensor]], weights: Sequence[fl
     fn = getattr(merge_utils, method)
     keys = sorted({k for d in deltas for k in d})
     out = {}
-    torch.manual_seed(seed)
-    for k in keys:
-        have = [(d[k], w) for d, w in zip(deltas, weights) if k in d]
-        ts, ws = [t for t, _ in have], torch.tensor([w for _, w in have], dtype=torch.float32)
-        out[k] = fn(ts, ws) if method == "task_arithmetic" else fn(ts, ws, density)
+    with torch.random.fork_rng():  # DARE's draws are seeded without touching the caller's generator
+        torch.manual_seed(seed)
+        for k in keys:
+            have = [(d[k], w) for d, w in zip(deltas, weights) if k in d]
+            ts, ws = [t for t, _ in have], torch.tensor([w for _, w in have], dtype=torch.float32)
+            out[k] = fn(ts, ws) if method == "task_arithmetic" else fn(ts, ws, density)
     return out
 
 
@@ -80,10 +81,17 @@ def core_masks(delta: dict[str, torch.Tensor], q: float) -> dict[str, torch.Tens
     threshold for the whole adapter, as CPI-FT's top-1%-of-update rule)."""
     if not 0 < q < 1:
         raise CompositionError(f"core share q must be in (0, 1), got {q}")
-    flat = torch.cat([v.abs().flatten() for v in delta.values()])
+    names = list(delta)
+    flat = torch.cat([delta[n].abs().flatten() for n in names])
     k = max(1, int(round(q * flat.numel())))
-    thr = torch.topk(flat, k).values.min()
-    return {n: v.abs() >= thr for n, v in delta.items()}
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[torch.topk(flat, k).indices] = True  # exactly k entries, ties broken by position
+    out, i = {}, 0
+    for n in names:
+        m = delta[n].numel()
+        out[n] = mask[i:i + m].view(delta[n].shape)
+        i += m
+    return out
 
 
 def core_isolated_merge(deltas: Sequence[dict[str, torch.Tensor]], weights: Sequence[float], q: float,
@@ -144,15 +152,18 @@ def decoding_time_logits(pm, input_ids: torch.Tensor, adapters: Sequence[str], w
     """Composed next-token logits of one backbone: the base (adapters off) plus each adapter's logit shift, each
     adapter switched on alone (``set_adapter``). The active adapter is restored after."""
     active = pm.active_adapter
+    grads = {n: p.requires_grad for n, p in pm.named_parameters()}  # set_adapter changes them: restored below
     with pm.disable_adapter():
         base = pm(input_ids=input_ids, **kw).logits.float()
     tuned = []
     try:
         for a in adapters:
-            pm.set_adapter(a)
+            pm.set_adapter(a, inference_mode=True)
             tuned.append(pm(input_ids=input_ids, **kw).logits.float())
     finally:
-        pm.set_adapter(active)
+        pm.set_adapter(active, inference_mode=True)
+        for n, p in pm.named_parameters():
+            p.requires_grad_(grads[n])
     return proxy_logits(base, tuned, weights)
 
 

@@ -63,8 +63,10 @@ def resources_for(section: dict[str, Any] | None, model: str | None = None, summ
         if unknown:
             raise ExecutorError(f"profile resources: unknown key(s) {sorted(unknown)}; allowed: {list(RESOURCE_KEYS)}")
         for k, v in layer.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ExecutorError(f"profile resources: {k} must be a non-negative number, got {v!r}")
+            kinds = (int, float) if k == "mem_gb" else (int,)  # submitit takes whole CPUs, GPUs and minutes
+            if not isinstance(v, kinds) or isinstance(v, bool) or v < 0:
+                what = "a non-negative number" if k == "mem_gb" else "a non-negative integer"
+                raise ExecutorError(f"profile resources: {k} must be {what}, got {v!r}")
             out[k] = v
     return out
 
@@ -95,11 +97,12 @@ def job_command(job: Job, profile_name: str, force: bool) -> list[str]:
         + (["--force"] if force else [])
 
 
-def run_job(cmd: list[str], root: str, env: dict[str, str]) -> int:
+def run_job(cmd: list[str], root: str, env: dict[str, str], raise_on_failure: bool = True) -> int:
     """The function a submitit job runs: one pipeline sub-command in the project ``root``; a failure fails the
-    job (its log holds the pipeline's error)."""
+    job (its log holds the pipeline's error). ``raise_on_failure=False`` returns the exit code instead (the debug
+    executor would open pdb on a raised error)."""
     rc = subprocess.run(cmd, cwd=root, env={**os.environ, **env, "ADAPTERSCOPE_HOME": root}).returncode
-    if rc != 0:
+    if rc != 0 and raise_on_failure:
         raise RuntimeError(f"{' '.join(cmd[2:])} exited {rc}")
     return rc
 
@@ -134,16 +137,20 @@ def run_submitit(profile_name: str, jobs: list[Job], executor: str, root: Path, 
                 params["slurm_partition"] = partition
             ex.update_parameters(**params)
             env = thread_env(j.resources["cpus_per_task"])
-            job = ex.submit(run_job, job_command(j, profile_name, force), str(root), env)
+            job = ex.submit(run_job, job_command(j, profile_name, force), str(root), env, cluster != "debug")
             log(f"[job ] {j.name}: submitted ({executor} job {job.job_id})")
             running.append((j, job))
         failed = []
         for j, job in running:
+            out = getattr(getattr(job, "paths", None), "stdout", None)
             try:
-                job.result()
-                log(f"[job ] {j.name}: done")
+                rc = job.result()
             except Exception as e:  # submitit raises its own FailedJobError / UncompletedJobError
-                out = getattr(getattr(job, "paths", None), "stdout", None)
                 failed.append(f"{j.name} ({type(e).__name__}; log {out})")
+                continue
+            if rc != 0:  # the debug executor's jobs return their exit code
+                failed.append(f"{j.name} (exit {rc}; log {out})")
+            else:
+                log(f"[job ] {j.name}: done")
         if failed:
             raise ExecutorError(f"{len(failed)} job(s) of stage {stage} failed: " + "; ".join(failed))

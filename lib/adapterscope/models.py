@@ -258,7 +258,12 @@ def config_num_layers(name_or_path: str) -> int | None:
     cfg_p = Path(resolve(name_or_path)) / "config.json"
     if not cfg_p.is_file():
         return None
-    cfg = json.loads(cfg_p.read_text())
+    try:
+        cfg = json.loads(cfg_p.read_text())
+    except ValueError as e:
+        raise ModelError(f"{cfg_p} is not valid JSON ({e}); re-save the model with save_pretrained") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_p} is not a model config (a JSON object); re-save the model with save_pretrained")
     n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get("num_hidden_layers")
     return n if isinstance(n, int) else None
 

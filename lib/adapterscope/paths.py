@@ -81,23 +81,33 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def replace_dir(new: Path, final: Path) -> None:
-    """Put directory ``new`` in place of ``final`` (which may exist): one atomic exchange where the system has it,
-    so a reader (or a kill) never finds ``final`` missing or half-replaced; the old contents are deleted after."""
+    """Put ``new`` (a folder, or a file) in place of ``final`` (which may exist): one atomic exchange where the
+    system has it, so a reader (or a kill) never finds ``final`` missing or half-replaced; the old contents are
+    deleted after."""
     import shutil
 
     new, final = Path(new), Path(final)
     if not final.exists():
         new.rename(final)
         return
-    if final.is_dir() and not final.is_symlink() and _exchange(new, final):
-        shutil.rmtree(new)  # now holds the old contents
+    if not final.is_symlink() and _exchange(new, final):
+        _remove(new)  # now holds the old contents
         return
     old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
+    if old.exists() or old.is_symlink():
+        _remove(old)
     final.rename(old)
     new.rename(final)
-    shutil.rmtree(old)
+    _remove(old)
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
 
 
 @contextmanager
@@ -115,8 +125,8 @@ def atomic_path(final: Path, suffix: str = ""):
         yield target
         if not target.exists():
             raise FileNotFoundError(f"nothing was written to {target}")
-        if target.is_dir():
-            replace_dir(target, final)
+        if target.is_dir() or (final.is_dir() and not final.is_symlink()):
+            replace_dir(target, final)  # a folder, or a file taking a folder's place
         else:
             os.replace(target, final)
     finally:
@@ -127,10 +137,23 @@ def atomic_path(final: Path, suffix: str = ""):
 _TEMP_PATTERNS = (".*.tmp", ".*.tmp-*", ".*.partial", ".*.old", ".*.old-*")
 
 
+def _newest_mtime(p: Path) -> float:
+    """The latest modification time of ``p`` or of anything under it."""
+    t = p.lstat().st_mtime
+    if p.is_dir() and not p.is_symlink():
+        for q in p.rglob("*"):
+            try:
+                t = max(t, q.lstat().st_mtime)
+            except FileNotFoundError:
+                continue
+    return t
+
+
 def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
     """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.tmp-*``, ``.<name>.partial``, ``.<name>.old``) that killed runs
-    left under results/, figures/, paper/generated/ and data/runs/; ones younger than ``min_age_s`` are kept (an
-    interactive kernel may be writing them). Returns what was removed. The pipeline calls it under its lock."""
+    left under results/, figures/, paper/generated/ and data/runs/; one in which anything (at any depth) changed
+    within ``min_age_s`` is kept (an interactive kernel may be writing it). Returns what was removed. The pipeline
+    calls it under its lock."""
     import shutil
     import time
 
@@ -141,7 +164,7 @@ def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
         for pat in _TEMP_PATTERNS:
             for q in sorted(top.rglob(pat)):
                 try:
-                    if now - q.lstat().st_mtime < min_age_s:
+                    if now - _newest_mtime(q) < min_age_s:
                         continue
                     shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink()
                     removed.append(q)

@@ -91,8 +91,9 @@ def char_nll(model, tokenizer, texts: Sequence[str], device: str = "cpu", batch_
 def recovery(nats_base, nats_transfer, nats_direct, chars, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Share of the direct adapter's per-character NLL gain that a transferred adapter recovers, over the same
     texts: ``(sum base - sum transfer) / (sum base - sum direct)`` (characters cancel), with a 95% percentile
-    bootstrap CI over texts. Undefined (``value`` NaN, ``why`` set) when the direct gain is not positive, or when
-    its bootstrap interval reaches zero (the ratio then has no stable denominator)."""
+    bootstrap CI over texts (over the resamples whose direct gain is positive; how many were not is reported).
+    Undefined (``value`` NaN, ``why`` set) when the direct gain is not positive, or when the lower end of its own
+    95% bootstrap interval is not (the ratio then has no stable denominator)."""
     b, t, d, c = (np.asarray(x, dtype=float) for x in (nats_base, nats_transfer, nats_direct, chars))
     if not (len(b) == len(t) == len(d) == len(c)) or len(b) < 2:
         raise PortabilityError("recovery needs the same >= 2 texts scored by the three models")
@@ -106,10 +107,12 @@ def recovery(nats_base, nats_transfer, nats_direct, chars, n_boot: int = 2000, s
     if gain_d.sum() <= 0:
         out["why"] = "the directly trained adapter does not lower the held-out NLL"
         return out
-    if (den <= 0).any():
+    out["boot_nonpositive_direct"] = int((den <= 0).sum())
+    if np.percentile(den, 2.5) <= 0:
         out["why"] = "the direct adapter's gain is not distinguishable from zero over text resamples"
         return out
-    boot = gain_t[idx].sum(1) / den
+    ok = den > 0
+    boot = gain_t[idx[ok]].sum(1) / den[ok]
     out.update(value=float(gain_t.sum() / gain_d.sum()), lo=float(np.percentile(boot, 2.5)),
                hi=float(np.percentile(boot, 97.5)))
     return out
@@ -124,7 +127,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
     out = []
     g = torch.Generator(device="cpu").manual_seed(seed)
     for p in prompts:
-        ids = torch.tensor([[s] + tokenizer(p, add_special_tokens=False)["input_ids"]], device=device)
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([[s] + p_ids], device=device)
         new = []
         past = None
         x = ids
@@ -140,7 +144,11 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
                 break
             new.append(nxt)
             x = torch.tensor([[nxt]], device=device)
-        out.append(p + tokenizer.decode(new, skip_special_tokens=True))
+        # decoded together with the prompt, then cut after the prompt's own decoding: a SentencePiece decoder
+        # drops the leading space of a sequence's first token, which would glue the continuation to the prompt
+        full = tokenizer.decode(p_ids + new, skip_special_tokens=True)
+        head = tokenizer.decode(p_ids, skip_special_tokens=True)
+        out.append(p + (full[len(head):] if full.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)))
     return out
 
 

@@ -123,3 +123,12 @@ def test_findings_check_on_garbage_result(project):
     proc = cli(project, "adapterscope.findings", "check")
     assert_refused(proc, "is not valid JSON", project, before)
     assert str(f) in proc.stderr
+
+
+def test_model_dir_with_a_broken_config(project, tmp_path):
+    d = tmp_path / "broken-model"
+    d.mkdir()
+    (d / "config.json").write_text("{oops")
+    before = snapshot(project)
+    proc = _pipeline(project, "run", "02_capture", "-p", f"model={d}", "-p", "layers=[0]")
+    assert_refused(proc, "config.json is not valid JSON", project, before)

@@ -216,8 +216,11 @@ def test_corrupted_shard_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- case 11
-def test_disk_full_while_writing_a_shard(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", ["oserror", "safetensor"])
+def test_disk_full_while_writing_a_shard(tmp_path, monkeypatch, error):
+    """safetensors reports a failed write as its own SafetensorError (not an OSError): both are caught."""
     import safetensors.torch as st
+    from safetensors import SafetensorError
 
     d = _shards(tmp_path / "shards", n=2)
     old = sorted(p.name for p in d.iterdir())
@@ -226,7 +229,11 @@ def test_disk_full_while_writing_a_shard(tmp_path, monkeypatch):
     def full(tensors, path, *a, **k):
         calls.append(path)
         if len(calls) > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            with open(path, "wb") as f:
+                f.write(b"half a shard")
+            if error == "oserror":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
         return real(tensors, path, *a, **k)
 
     monkeypatch.setattr(st, "save_file", full)
@@ -263,7 +270,9 @@ def test_directory_replacement_is_one_exchange(tmp_path, monkeypatch):
 
     def spy(a, b):
         seen.append((final / "a").read_text())  # still the old content, at its place
-        return real(a, b)
+        ok = real(a, b)
+        seen.append(ok)
+        return ok
 
     monkeypatch.setattr(paths, "_exchange", spy)
     with paths.atomic_path(final) as t:
@@ -271,7 +280,8 @@ def test_directory_replacement_is_one_exchange(tmp_path, monkeypatch):
         (t / "a").write_text("new")
     if sys.platform.startswith("linux"):
         assert real(tmp_path / "nonexistent-a", tmp_path / "nonexistent-b") is False
-    assert seen == ["old"] and (final / "a").read_text() == "new"
+        assert seen == ["old", True]  # the exchange itself did it, not the two-rename fallback
+    assert seen[0] == "old" and (final / "a").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
 
 
@@ -284,6 +294,7 @@ def test_stale_temporaries_are_cleaned_young_ones_kept(project):
         (d / "payload").write_text("half")
     past = time.time() - 3600
     for d in (old, part):
+        os.utime(d / "payload", (past, past))
         os.utime(d, (past, past))
     removed = paths.clean_stale_temporaries()
     assert sorted(removed) == sorted([old, part]) and young.exists() and not old.exists()
@@ -320,6 +331,49 @@ def test_diverging_fine_tune_stops_at_the_first_non_finite_step(tiny_llama):
     rows = torch.randint(0, 97, (8, 16), generator=torch.Generator().manual_seed(0))
     with pytest.raises(finetune.FinetuneError, match="lower lr"):
         finetune.train(pm, rows, cfg, progress=False)
+
+
+def test_weights_that_overflow_in_the_last_step_are_refused(tiny_llama):
+    """The last step's loss is finite (it is computed before the update), the update makes the weights inf."""
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=1, batch_size=4, seq_len=16, lr=float("inf"),
+                                  dtype="float32", max_grad_norm=0.0)
+    pm = finetune.add_lora(tiny_llama, cfg)
+    rows = torch.randint(0, 97, (8, 16), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(finetune.FinetuneError, match="became non-finite in the last step"):
+        finetune.train(pm, rows, cfg, progress=False)
+
+
+def test_results_json_is_written_after_the_macros(project, monkeypatch):
+    """The JSON is the commit marker a skip trusts: a kill between the two writes must leave the old JSON."""
+    order = []
+    real = paths.write_text_atomic
+    monkeypatch.setattr(paths, "write_text_atomic", lambda p, t: (order.append(p.suffix), real(p, t))[1])
+    results.Run("90_probe", "r0", params={}).write()
+    assert order == [".tex", ".json"]
+
+
+def test_file_replacing_a_folder_and_folder_replacing_a_file(tmp_path):
+    f = tmp_path / "x"
+    f.mkdir()
+    (f / "old").write_text("old")
+    paths.write_text_atomic(f, "now a file")
+    assert f.read_text() == "now a file"
+    with paths.atomic_path(f) as t:
+        t.mkdir()
+        (t / "new").write_text("a folder again")
+    assert (f / "new").read_text() == "a folder again" and sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+def test_a_temporary_still_being_written_deep_inside_is_kept(project):
+    d = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial"
+    d.mkdir(parents=True)
+    (d / "shard_00000.safetensors").write_text("old shard")
+    past = time.time() - 3600
+    os.utime(d / "shard_00000.safetensors", (past, past))
+    os.utime(d, (past, past))
+    (d / "meta.json").write_text("{}")  # written just now...
+    os.utime(d, (past, past))  # ...without the folder's own time moving (as a rewrite of a file in place)
+    assert paths.clean_stale_temporaries() == [] and d.exists()
 
 
 # ----------------------------------------------------------------------------------------------- case 12

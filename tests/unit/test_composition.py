@@ -44,6 +44,8 @@ def test_deltas_match_b_a_scaling_and_a_single_merge_round_trips(tiny_llama):
     assert max(float((merged[k] - d[k]).abs().max()) for k in d) < 1e-6
     ids = torch.randint(97, (2, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
+        with pm.disable_adapter():
+            base_before = pm(input_ids=ids).logits
         want = pm(input_ids=ids).logits
         with pm.disable_adapter(), C.applied_deltas(pm, merged):
             got = pm(input_ids=ids).logits
@@ -52,7 +54,8 @@ def test_deltas_match_b_a_scaling_and_a_single_merge_round_trips(tiny_llama):
         pm.set_adapter("default")
     assert torch.allclose(got, want, atol=1e-5)
     with torch.no_grad(), pm.disable_adapter():
-        assert not torch.allclose(base_again, want, atol=1e-4)  # restored: the base, not the merge
+        assert not torch.allclose(base_again, want, atol=1e-4)
+    assert torch.equal(base_again, base_before)  # the base weights are restored exactly
     with pytest.raises(C.CompositionError, match="no LoRA module"):
         C.lora_deltas(pm, "nosuch")
 
@@ -100,6 +103,17 @@ def test_colliding_core_is_lost_by_linear_merge_and_kept_by_isolation():
         C.merge_deltas([a, b], [1.0, 1.0], "average")
 
 
+def test_core_is_exactly_the_top_share_even_with_ties():
+    d = {"a": torch.zeros(6, 6), "b": torch.zeros(4, 4)}  # 52 entries, all tied at 0 but three
+    d["a"][0, 0], d["b"][1, 1], d["b"][2, 2] = 3.0, -2.0, 1.0
+    m = C.core_masks(d, q=0.1)  # round(0.1 * 52) = 5 entries
+    assert sum(int(v.sum()) for v in m.values()) == 5
+    assert m["a"][0, 0] and m["b"][1, 1] and m["b"][2, 2]
+    state = torch.random.get_rng_state()
+    C.merge_deltas([d, d], [1.0, 1.0], "dare_linear", density=0.5, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's generator is untouched
+
+
 def test_dare_is_seeded():
     a, b, _, _ = _planted()
     x = C.merge_deltas([a, b], [1.0, 1.0], "dare_linear", density=0.5, seed=3)["m"]
@@ -122,6 +136,13 @@ def test_decoding_time_composition_is_its_arithmetic(tiny_llama):
     assert torch.allclose(got, base + 0.7 * (l1 - base) + 0.3 * (l2 - base), atol=1e-5)
     assert torch.allclose(C.decoding_time_logits(pm, ids, ["other"], [1.0]), l2, atol=1e-5)
     assert pm.active_adapter == "default"
+    grads = {n: p.requires_grad for n, p in pm.named_parameters()}
+    for p in pm.parameters():
+        p.requires_grad_(False)  # a frozen (inference) model stays frozen
+    C.decoding_time_logits(pm, ids, ["default", "other"], [0.5, 0.5])
+    assert not any(p.requires_grad for p in pm.parameters())
+    for n, p in pm.named_parameters():
+        p.requires_grad_(grads[n])
 
 
 def test_alignment_known_answers():

@@ -43,7 +43,9 @@ def test_resources_are_validated():
     assert executors.resources_for({"models": {"m": {"mem_gb": 9}}}, "m")["mem_gb"] == 9
     assert executors.resources_for({"models": {"m": {"mem_gb": 9}}}, summary=True)["mem_gb"] == 16
     for bad, msg in [({"defaults": {}}, "unknown section"), ({"default": {"gpus": 1}}, "unknown key"),
-                     ({"default": {"mem_gb": -1}}, "non-negative"), ({"default": {"mem_gb": "lots"}}, "non-negative")]:
+                     ({"default": {"mem_gb": -1}}, "non-negative"), ({"default": {"mem_gb": "lots"}}, "non-negative"),
+                     ({"default": {"timeout_min": 90.5}}, "non-negative integer"),
+                     ({"default": {"cpus_per_task": 8.0}}, "non-negative integer")]:
         with pytest.raises(executors.ExecutorError, match=msg):
             executors.resources_for(bad)
     with pytest.raises(executors.ExecutorError, match="not models of the grid"):
@@ -87,10 +89,12 @@ def test_submitit_runs_stages_in_order(tmp_path, monkeypatch, executor):
     assert [line.split(":")[0] for line in lines if line.endswith("done")] == ["[job ] a", "[job ] b", "[job ] s"]
 
 
-def test_submitit_failed_job_stops_the_plan_and_names_its_log(tmp_path, monkeypatch):
+@pytest.mark.parametrize("executor", ["submitit-debug", "submitit-local"])
+def test_submitit_failed_job_stops_the_plan_and_names_its_log(tmp_path, monkeypatch, executor):
+    """Also under the debug executor, which would open pdb on a job that raises: its jobs return their exit code."""
     plan = [executors.Job("a", [], ["01"], 1, dict(executors.DEFAULT_RESOURCES)),
             executors.Job("s", [], ["08"], 2, dict(executors.DEFAULT_RESOURCES), after=["a"])]
     monkeypatch.setattr(executors, "job_command", _stand_in(tmp_path, fail="a"))
     with pytest.raises(executors.ExecutorError, match=r"1 job\(s\) of stage 1 failed: a \("):
-        executors.run_submitit("smoke", plan, "submitit-local", tmp_path, tmp_path / "logs", log=lambda m: None)
+        executors.run_submitit("smoke", plan, executor, tmp_path, tmp_path / "logs", log=lambda m: None)
     assert not (tmp_path / "s.done").exists()
