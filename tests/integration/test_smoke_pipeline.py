@@ -202,10 +202,13 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     only 01_finetune of that cell reruns, and the value matches; a tampered record is reported NOT reproduced."""
     root, proc = smoke
     assert proc.returncode == 0
+    # tolerance 0.05: on a bf16 box the scratch rerun (two threads) and the grid's run (one thread per cell) sum the
+    # bf16 matmuls in another order; measured |difference| 0.0017 (2026-12-02) and 0.013 (2026-12-04, an idle 2-core
+    # EPYC with AVX-512-BF16) on a loss of 4.4. The tampered record below is off by 1.0.
     (root / "paper" / "findings.yml").write_text(
         "findings:\n  - id: loss-med\n    hypothesis: The smoke fine-tune's final loss.\n    direction: less\n"
         "    test: none, a descriptive value whose verdict is undefined\n    notebook: 01_finetune\n"
-        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.01\n")
+        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.05\n")
     env = {**os.environ, "ADAPTERSCOPE_HOME": str(root)}
     run = lambda *a: subprocess.run([sys.executable, "-m", "adapterscope.findings", *a], cwd=root, env=env,
                                     capture_output=True, text=True, timeout=900)  # noqa: E731
