@@ -231,7 +231,7 @@ class Crosscoder(nn.Module):
             (tmp / "config.json").write_text(json.dumps(self.config_dict(), indent=2))
             if provenance is not None:
                 (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -248,11 +248,6 @@ class Crosscoder(nn.Module):
                  hparams=cfg.get("hparams"))
         cc.load_state_dict(load_file(str(d / "model.safetensors"), device="cpu"))
         return cc.to(device)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """``src`` in place of ``dst`` by one atomic exchange where the system has it (:func:`paths.replace_dir`)."""
-    replace_dir(src, dst)
 
 
 def scaling_factors_from_norms(mean_norm_M: torch.Tensor, d_model: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Fast crosscoder training (BatchTopK + AuxK, or the L1 baseline).
 
-Pure tool: imports torch / numpy / tqdm / stdlib and ``crosscoder`` only.
+Pure tool: imports torch / numpy / tqdm / stdlib, ``crosscoder`` and ``paths`` (stdlib only, for the atomic folder swap).
 
 The BatchTopK step uses hand-written sparse gradients instead of autograd: the only dense
 operation is the encoder matmul (bf16 when ``dtype=torch.bfloat16``); decoding and every
@@ -61,7 +61,8 @@ import torch.nn.functional as Fn
 from tqdm.auto import tqdm
 
 from . import crosscoder as _cc
-from .crosscoder import Crosscoder, _replace_dir, batch_topk_flat
+from .crosscoder import Crosscoder, batch_topk_flat
+from .paths import replace_dir
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -425,7 +426,7 @@ class CrosscoderTrainer:
             torch.save(self.state_dict(), tmp / "trainer_state.pt")
             meta = {"cfg": self.cfg.to_dict(), "dtype": str(self.dtype).replace("torch.", "")}
             (tmp / "train_config.json").write_text(json.dumps(meta, indent=2))
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -84,8 +84,6 @@ def replace_dir(new: Path, final: Path) -> None:
     """Put ``new`` (a folder, or a file) in place of ``final`` (which may exist): one atomic exchange where the
     system has it, so a reader (or a kill) never finds ``final`` missing or half-replaced; the old contents are
     deleted after."""
-    import shutil
-
     new, final = Path(new), Path(final)
     if not final.exists():
         new.rename(final)
@@ -154,7 +152,6 @@ def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
     left under results/, figures/, paper/generated/ and data/runs/; one in which anything (at any depth) changed
     within ``min_age_s`` is kept (an interactive kernel may be writing it). Returns what was removed. The pipeline
     calls it under its lock."""
-    import shutil
     import time
 
     now, removed = time.time(), []
@@ -166,7 +163,7 @@ def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
                 try:
                     if now - _newest_mtime(q) < min_age_s:
                         continue
-                    shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink()
+                    _remove(q)
                     removed.append(q)
                 except FileNotFoundError:
                     continue
