@@ -184,7 +184,7 @@ class Run:
             digest = s
         else:
             digest = sha256_tree(s)
-            check_artefact(s, exclude=(self.notebook, self.run_id))
+            check_artefact(s, exclude=(self.notebook, self.run_id), digest=digest)  # hashed once, not twice
         self.inputs[name] = digest
         return digest
 
@@ -301,10 +301,11 @@ def verify_outputs(record: Mapping[str, Any]) -> list[str]:
     return bad
 
 
-def check_artefact(path: str | Path, exclude: tuple[str, str] | None = None) -> None:
+def check_artefact(path: str | Path, exclude: tuple[str, str] | None = None, digest: str | None = None) -> None:
     """Refuse a path inside a run's artefact folder (``data/runs/<notebook>/<run_id>/<artefact>...``) whose
     artefact differs from the digest its run recorded, or whose run has no record (an unfinished run).
-    Paths elsewhere, and the run ``exclude`` (the caller's own), pass."""
+    Paths elsewhere, and the run ``exclude`` (the caller's own), pass. ``digest``: the path's own
+    :func:`sha256_tree`, when the caller has it (used only when the path is the artefact itself)."""
     try:
         rel = Path(path).resolve().relative_to(paths.runs_dir().resolve())
     except ValueError:
@@ -324,7 +325,8 @@ def check_artefact(path: str | Path, exclude: tuple[str, str] | None = None) -> 
     art = paths.runs_dir() / nb / rid / name
     if name not in outs:
         raise ResultsError(f"{art} is not among the artefacts {nb} run {rid} recorded ({sorted(outs)}); {fix}")
-    if not art.exists() or sha256_tree(art) != outs[name]:
+    same = digest is not None and Path(path).resolve() == art.resolve()
+    if not art.exists() or (digest if same else sha256_tree(art)) != outs[name]:
         raise ResultsError(f"{art} differs from what {nb} run {rid} recorded (rewritten by a killed run, or "
                            f"damaged); {fix}")
 
