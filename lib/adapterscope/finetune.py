@@ -271,6 +271,32 @@ def load_adapter(model, adapter_dir: str | Path, model_name: str | None = None):
     """Attach a saved adapter to ``model``; refuse one made for another base model."""
     from peft import PeftModel
 
+    d = check_adapter(model, adapter_dir, model_name)
+    pm = PeftModel.from_pretrained(model, str(d), is_trainable=False)
+    pm.eval()
+    return pm
+
+
+def load_adapters(model, adapter_dirs: dict[str, str | Path], model_name: str | None = None):
+    """Several saved adapters on one base model, each under its own name (the keys of ``adapter_dirs``), each
+    checked as :func:`load_adapter` checks one; the first is active."""
+    from peft import PeftModel
+
+    if not adapter_dirs:
+        raise FinetuneError("no adapter to load")
+    checked = {name: check_adapter(model, d, model_name) for name, d in adapter_dirs.items()}
+    first, *rest = checked
+    pm = PeftModel.from_pretrained(model, str(checked[first]), adapter_name=first, is_trainable=False)
+    for name in rest:
+        pm.load_adapter(str(checked[name]), adapter_name=name, is_trainable=False)
+    pm.set_adapter(first)
+    pm.eval()
+    return pm
+
+
+def check_adapter(model, adapter_dir: str | Path, model_name: str | None = None) -> Path:
+    """``adapter_dir`` as a Path after the checks every load makes: a peft directory with readable safetensors
+    weights, made for this base model."""
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise FinetuneError(f"{d} is not a peft adapter directory (no adapter_config.json); run 01_finetune first")
@@ -285,9 +311,7 @@ def load_adapter(model, adapter_dir: str | Path, model_name: str | None = None):
                                 "load the base model it was trained on")
         if model_name and meta.get("model") and meta["model"] != model_name:
             raise FinetuneError(f"adapter {d} was made for base model {meta['model']!r}, not {model_name!r}")
-    pm = PeftModel.from_pretrained(model, str(d), is_trainable=False)
-    pm.eval()
-    return pm
+    return d
 
 
 def config_dict(cfg: FinetuneConfig) -> dict[str, Any]:

@@ -123,6 +123,35 @@ def test_save_and_load_adapter_round_trip_and_guard(tiny_llama, tmp_path):
         finetune.load_adapter(fresh, tmp_path)
 
 
+def test_load_adapters_names_each_and_checks_each(tiny_llama, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    base_state = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
+    ids, want, dirs = _rows(2), {}, {}
+    for name, seed in (("x", 0), ("y", 1)):
+        m = LlamaForCausalLM(tiny_llama.config)
+        m.load_state_dict(base_state)
+        cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=2, batch_size=4, seq_len=16, lr=1e-2, dtype="float32",
+                                      seed=seed)
+        pm = finetune.add_lora(m, cfg)
+        finetune.train(pm, _rows(), cfg, progress=False)
+        want[name] = pm(input_ids=ids).logits.detach()
+        dirs[name] = finetune.save_adapter(pm, tmp_path / name, {"model": "tiny"})
+    fresh = LlamaForCausalLM(tiny_llama.config)
+    fresh.load_state_dict(base_state)
+    pm = finetune.load_adapters(fresh.eval(), dirs, model_name="tiny")
+    assert sorted(pm.peft_config) == ["x", "y"] and pm.active_adapter == "x"
+    with torch.no_grad():
+        for name in ("x", "y"):
+            pm.set_adapter(name)
+            assert torch.allclose(pm(input_ids=ids).logits, want[name], atol=1e-5)
+    (dirs["y"] / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(finetune.FinetuneError, match="not a readable safetensors"):
+        finetune.load_adapters(LlamaForCausalLM(tiny_llama.config), dirs, model_name="tiny")
+    with pytest.raises(finetune.FinetuneError, match="no adapter"):
+        finetune.load_adapters(fresh, {})
+
+
 def test_mean_loss_is_the_token_weighted_cross_entropy(tiny_llama):
     """mean_loss == the model's own next-token loss (all rows equal length, so token-weighted == batch mean),
     across batches of unequal size, and through a peft model with trainable (zero-initialised) LoRA weights."""
