@@ -18,11 +18,16 @@ Building blocks of the composition notebook, tested on planted cases in ``tests/
   their sign-conflict rate, and the principal-angle overlap of the adapters' output subspaces (columns of B).
 * **Retention** (:func:`retention`): the share of one adapter's own held-out loss improvement that a composition
   keeps.
+* **The study** (:func:`run_composition`, :func:`run_grid_model`): every subset of a model's corpus adapters
+  under every method, scored on each constituent's own held-out rows and on neutral text; and its statistics
+  (:func:`mean_ci`, :func:`interference_vs_alignment`, :func:`per_subset`, :func:`best_merge`,
+  :func:`paired_comparison`), the ledger's tests of ``12_composition``.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -206,3 +211,286 @@ def retention(loss_base: float, loss_single: float, loss_comp: float) -> float:
     improve on the base."""
     gain = loss_base - loss_single
     return float((loss_base - loss_comp) / gain) if gain > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ the whole study
+@dataclass
+class CompositionConfig:
+    """What the composition notebook composes and how (weights equal for every constituent)."""
+
+    sizes: tuple[int, ...] = (2, 3, 4)  # how many adapters each composition combines (every subset of that size)
+    merges: tuple[str, ...] = ("task_arithmetic", "ties", "dare_linear")  # weight merges (peft's merge_utils)
+    density: float = 0.2  # share kept by TIES / DARE
+    core_qs: tuple[float, ...] = (0.01,)  # core shares of core-parameter isolation (task arithmetic on the rest)
+    align_q: float = 0.01  # core share used by the alignment measures
+    weight: float = 1.0  # weight of every constituent (1: each adapter at full strength)
+    batch_size: int = 4  # rows per forward pass of the decoding-time composition (its logits are V wide)
+    seed: int = 0  # DARE's random drop
+
+
+def subsets(names: Sequence[str], sizes: Sequence[int]) -> list[tuple[str, ...]]:
+    """Every subset of ``names`` of each size in ``sizes`` (sizes above len(names) are skipped)."""
+    import itertools
+
+    return [s for k in sizes if 2 <= k <= len(names) for s in itertools.combinations(names, k)]
+
+
+def method_names(cfg: CompositionConfig) -> list[str]:
+    """The compositions compared, weight merges first: ``core_q<q>`` is core isolation at share q,
+    ``decoding_time`` the logit arithmetic."""
+    return [*cfg.merges, *[f"core_q{q:g}" for q in cfg.core_qs], "decoding_time"]
+
+
+def _ce(logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, int]:
+    from .divergence import lse
+
+    nll = lse(logits)[:, :-1] - logits[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1).double()
+    return float(nll.sum()), nll.numel()
+
+
+@torch.no_grad()
+def _logits(pm, ids: torch.Tensor, device: str) -> torch.Tensor:
+    return pm(input_ids=ids.to(device), use_cache=False).logits.float().cpu()
+
+
+@torch.no_grad()
+def _eval(pm, rows: torch.Tensor, neutral: torch.Tensor, base_neutral: list[torch.Tensor], cfg, device: str):
+    """(held-out mean NLL on ``rows``, mean next-token KL(base || model) on ``neutral``) of the model as it is."""
+    from .divergence import next_token_kl
+
+    tot = n = 0
+    for i in range(0, len(rows), cfg.batch_size):
+        t, k = _ce(_logits(pm, rows[i:i + cfg.batch_size], device), rows[i:i + cfg.batch_size])
+        tot, n = tot + t, n + k
+    kl = [next_token_kl(b, _logits(pm, neutral[j * cfg.batch_size:(j + 1) * cfg.batch_size], device))[:, 1:]
+          for j, b in enumerate(base_neutral)]
+    return (tot / n if n else float("nan")), (float(torch.cat([x.flatten() for x in kl]).mean()) if kl else float("nan"))
+
+
+@torch.no_grad()
+def _decoding_time(pm, rows: torch.Tensor, names: Sequence[str], subsets_: Sequence[tuple[str, ...]], weight: float,
+                   batch_size: int, device: str, base_neutral: list[torch.Tensor] | None = None) -> dict:
+    """Per subset: mean NLL on ``rows`` of the decoding-time composition (base logits plus each constituent's
+    logit shift, :func:`proxy_logits`), or, with ``base_neutral``, its mean KL(base || composition)."""
+    from .divergence import next_token_kl
+
+    acc = {s: [0.0, 0] for s in subsets_}
+    active = pm.active_adapter
+    try:
+        for j, i in enumerate(range(0, len(rows), batch_size)):
+            ids = rows[i:i + batch_size]
+            with pm.disable_adapter():
+                base = _logits(pm, ids, device)
+            tuned = {}
+            for a in names:
+                pm.set_adapter(a)
+                tuned[a] = _logits(pm, ids, device)
+            for s in subsets_:
+                comp = proxy_logits(base, [tuned[a] for a in s], [weight] * len(s))
+                if base_neutral is None:
+                    t, k = _ce(comp, ids)
+                else:
+                    kl = next_token_kl(base_neutral[j], comp)[:, 1:]
+                    t, k = float(kl.sum()), kl.numel()
+                acc[s][0] += t
+                acc[s][1] += k
+    finally:
+        pm.set_adapter(active)
+    return {s: t / k for s, (t, k) in acc.items()}
+
+
+def run_composition(pm, names: Sequence[str], held: dict[str, torch.Tensor], neutral: torch.Tensor,
+                    cfg: CompositionConfig, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Every composition of the adapters ``names`` loaded in one peft model ``pm`` (each under its own name),
+    evaluated on the held-out rows of each constituent's own corpus (``held[name]``) and on neutral rows.
+
+    Returns ``rows`` (one per subset x method x constituent: held-out NLL, retention = share of the constituent's
+    own gain kept, interference = 1 - retention, the composition's neutral KL vs base), ``singles`` (each
+    adapter alone: base and own NLL, neutral KL), ``alignment`` (per pair: cosine, core Jaccard, sign conflict,
+    subspace overlap) and ``cores`` (core-isolation counts per subset and share)."""
+    from tqdm.auto import tqdm
+
+    names = list(names)
+    missing = [n for n in names if n not in pm.peft_config]
+    if missing:
+        raise CompositionError(f"adapters {missing} are not loaded in the model ({sorted(pm.peft_config)})")
+    if any(n not in held for n in names):
+        raise CompositionError(f"held-out rows missing for {[n for n in names if n not in held]}")
+    deltas = {n: lora_deltas(pm, n) for n in names}
+    bmats = {n: lora_b(pm, n) for n in names}
+    with pm.disable_adapter():
+        base_neutral = [_logits(pm, neutral[i:i + cfg.batch_size], device)
+                        for i in range(0, len(neutral), cfg.batch_size)]
+        base_loss = {n: _eval(pm, held[n], neutral[:0], [], cfg, device)[0] for n in names}
+    singles = {}
+    active = pm.active_adapter
+    for n in names:
+        pm.set_adapter(n)
+        loss, kl = _eval(pm, held[n], neutral, base_neutral, cfg, device)
+        singles[n] = {"loss_base": base_loss[n], "loss_single": loss, "kl_neutral": kl,
+                      "gain": base_loss[n] - loss}
+    pm.set_adapter(active)
+    subs = subsets(names, cfg.sizes)
+    rows, cores = [], []
+
+    def add(s, method, losses, kl):
+        for c in s:
+            r = retention(base_loss[c], singles[c]["loss_single"], losses[c])
+            rows.append({"subset": "+".join(s), "size": len(s), "method": method, "corpus": c, "loss": losses[c],
+                         "retention": r, "interference": 1 - r, "kl_neutral": kl})
+
+    bar = tqdm(total=len(subs) * len(method_names(cfg)), desc="compositions", disable=not progress)
+    for s in subs:
+        ds, ws = [deltas[a] for a in s], [cfg.weight] * len(s)
+        merged = {m: merge_deltas(ds, ws, m, None if m == "task_arithmetic" else cfg.density, cfg.seed)
+                  for m in cfg.merges}
+        for q in cfg.core_qs:
+            merged[f"core_q{q:g}"], counts = core_isolated_merge(ds, ws, q, seed=cfg.seed)
+            cores.append({"subset": "+".join(s), **counts})
+        for m, dm in merged.items():
+            with pm.disable_adapter(), applied_deltas(pm, dm):
+                ev = {c: _eval(pm, held[c], neutral[:0], [], cfg, device)[0] for c in s}
+                _, kl = _eval(pm, held[s[0]][:0], neutral, base_neutral, cfg, device)
+            add(s, m, ev, kl)
+            bar.update()
+        del merged
+    dec = {c: _decoding_time(pm, held[c], names, [s for s in subs if c in s], cfg.weight, cfg.batch_size, device)
+           for c in names}
+    dec_kl = _decoding_time(pm, neutral, names, subs, cfg.weight, cfg.batch_size, device, base_neutral)
+    for s in subs:
+        add(s, "decoding_time", {c: dec[c][s] for c in s}, dec_kl[s])
+        bar.update()
+    bar.close()
+    import itertools
+
+    align = [{"a": a, "b": b, **alignment(deltas[a], deltas[b], cfg.align_q, bmats[a], bmats[b])}
+             for a, b in itertools.combinations(names, 2)]
+    return {"rows": rows, "singles": singles, "alignment": align, "cores": cores, "subsets": ["+".join(s) for s in subs],
+            "methods": method_names(cfg)}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def interference_vs_alignment(rows: Sequence[dict], align: Sequence[dict], method: str = "task_arithmetic",
+                              measure: str = "core_jaccard", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Over the pairs of adapters: Spearman's rho between their alignment ``measure`` and the interference of
+    their two-adapter ``method`` composition (mean of 1 - retention over the two constituents); exact two-sided
+    p (n <= 9 pairs), bootstrap CI over pairs. Undefined with the reason when fewer than 3 pairs are defined."""
+    from .stats import spearman
+
+    by = {}
+    for r in rows:
+        if r["size"] == 2 and r["method"] == method and np.isfinite(r["interference"]):
+            by.setdefault(r["subset"], []).append(r["interference"])
+    x, y = [], []
+    for a in align:
+        key = (f"{a['model']}:" if "model" in a else "") + f"{a['a']}+{a['b']}"
+        if key in by and len(by[key]) == 2 and np.isfinite(a.get(measure, np.nan)):
+            x.append(a[measure])
+            y.append(float(np.mean(by[key])))
+    out = {"value": float("nan"), "n": len(x), "measure": measure, "method": method, "reason": "",
+           "x": x, "y": y}
+    if len(x) < 3:
+        out["reason"] = f"{len(x)} pair(s) with a defined interference and {measure}: a rank correlation needs 3"
+        return out
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        out["reason"] = f"{'the alignment' if np.ptp(x) == 0 else 'the interference'} is the same for every pair"
+        return out
+    r = spearman(x, y, n_boot=n_boot, seed=seed).as_dict()
+    out.update(value=r["value"], p_value=r["p_value"], p_method=r["p_method"], ci_low=r["ci_low"],
+               ci_high=r["ci_high"])
+    return out
+
+
+def per_subset(rows: Sequence[dict], method: str, how: str = "mean") -> dict[str, float]:
+    """Per subset, the mean (``how="mean"``) or minimum (``"min"``) retention of its constituents under
+    ``method``; subsets with an undefined retention are left out."""
+    f = {"mean": np.mean, "min": np.min}[how]
+    by: dict[str, list] = {}
+    for r in rows:
+        if r["method"] == method:
+            by.setdefault(r["subset"], []).append(r["retention"])
+    return {s: float(f(v)) for s, v in by.items() if np.all(np.isfinite(v))}
+
+
+def paired_comparison(a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """mean(a - b) over the subsets both define, paired: two-sided sign-flip permutation p (exact for few
+    subsets) and bootstrap CI (:func:`stats.mean_difference`). Subsets are the units; they share constituents,
+    so the p treats overlapping subsets as independent (stated with the finding)."""
+    from .stats import mean_difference
+
+    keys = [k for k in a if k in b]
+    out = {"value": float("nan"), "n": len(keys), "reason": ""}
+    if len(keys) < 2:
+        out["reason"] = f"{len(keys)} subset(s) defined under both methods: a paired test needs 2"
+        return out
+    r = mean_difference([a[k] for k in keys], [b[k] for k in keys], paired=True, n_boot=n_boot, seed=seed).as_dict()
+    out.update(value=r["value"], p_value=r["p_value"], p_method=r["p_method"], ci_low=r["ci_low"],
+               ci_high=r["ci_high"], mean_a=r["extra"]["mean_a"], mean_b=r["extra"]["mean_b"])
+    return out
+
+
+def best_merge(rows: Sequence[dict], merges: Sequence[str], how: str = "min") -> dict[str, float]:
+    """Per subset, the best weight merge's ``how`` retention (the maximum over ``merges``): chosen per subset
+    after the fact, which favours the merges in any comparison against them."""
+    per = [per_subset(rows, m, how) for m in merges]
+    keys = set.intersection(*(set(p) for p in per)) if per else set()
+    return {k: max(p[k] for p in per) for k in keys}
+
+
+def mean_ci(values: dict[str, float], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The mean over subsets with a 95% percentile bootstrap CI over subsets (the ledger's form)."""
+    from .stats import bootstrap_ci
+
+    v = np.asarray(list(values.values()), float)
+    out = {"value": float("nan"), "n": len(v), "reason": ""}
+    if len(v) < 2:
+        out["reason"] = f"{len(v)} subset(s) with a defined retention: a CI needs 2"
+        return out
+    lo, hi, _ = bootstrap_ci((v,), lambda x, axis=-1: np.mean(x, axis=axis), n_resamples=n_boot, seed=seed)
+    out.update(value=float(v.mean()), ci_low=lo, ci_high=hi)
+    return out
+
+
+def run_grid_model(model: str, corpora: Sequence[str], seed: int, cfg: CompositionConfig, eval_rows: int,
+                   neutral_n: int, neutral_len: int, device: str = "cpu", on_input=None,
+                   progress: bool = True) -> dict[str, Any]:
+    """:func:`run_composition` on the main grid's adapters of one model and seed (``01_finetune``, layer_control
+    none), one per corpus: each adapter is scored on the first ``eval_rows`` held-out rows of its own corpus split
+    (the split and packing of its own run) and every composition on ``neutral_n`` seeded base-model samples.
+    Rows and subsets carry the model name."""
+    from . import corpora as corpora_mod
+    from . import finetune, models, params, paths, results
+
+    dirs, ft = {}, {}
+    for c in corpora:
+        rid = params.cell_run_id(model, c, "none", seed)
+        try:
+            ft[c] = results.load("01_finetune", rid)
+        except FileNotFoundError:
+            raise CompositionError(f"no 01_finetune run {rid}: run the grid first (`make paper`, or `python -m "
+                                   f"adapterscope.pipeline run 01_finetune -p model={model} -p corpus={c} "
+                                   f"-p seed={seed}`)") from None
+        dirs[c] = paths.project_root() / ft[c]["values"]["adapter_dir"]
+        if on_input:
+            on_input(f"01/{rid}", results.sha256_file(results.results_path("01_finetune", rid)))
+            on_input(f"adapter/{rid}", dirs[c])
+    if on_input:
+        on_input(f"model/{model}", models.fingerprint(model))
+    base, tok = models.load_model(model, device=device)
+    pm = finetune.load_adapters(base, dirs, model_name=model)
+    held = {}
+    for c in corpora:
+        p = ft[c]["provenance"]["params"]
+        data = corpora_mod.load_corpus(c, heldout_frac=p["heldout_frac"], seed=p["seed"])
+        held[c] = finetune.pack_documents(tok, data.heldout, p["seq_len"])[:eval_rows]
+    with pm.disable_adapter():
+        neutral = corpora_mod.neutral_samples(pm, tok, n=neutral_n, length=neutral_len, seed=seed, device=device)
+    out = run_composition(pm, list(corpora), held, neutral, cfg, device=device, progress=progress)
+    for r in out["rows"]:
+        r["model"] = model
+        r["subset"] = f"{model}:{r['subset']}"
+    for r in out["alignment"] + out["cores"]:
+        r["model"] = model
+    out["model"], out["seed"] = model, seed
+    out["eval_rows"] = {c: int(len(h)) for c, h in held.items()}
+    return out

@@ -89,7 +89,8 @@ def record(ids: list[str] | None = None) -> Path:
 
 def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
     """The profile restricted to what the finding needs: its scope, no control runs unless its notebook reads
-    them (04_cka), and no training-dose runs unless it is 11_dose's (whose dose block is then scoped too)."""
+    them (04_cka), no training-dose runs unless it is 11_dose's (whose dose block is then scoped too), no
+    portability block unless it is 07_portability's and no composition block unless it is 12_composition's."""
     g = dict(prof["grid"])
     by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
     if by_model is not None:
@@ -104,6 +105,10 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
         g["seeds"] = {m: [s for s in by_model[m] if s in g["seeds"]] for m in g["models"]}
     if f.notebook != "04_cka":
         g.pop("control", None)
+    if f.notebook != "07_portability":
+        g.pop("portability", None)
+    if f.notebook != "12_composition":
+        g.pop("composition", None)
     if f.notebook != "11_dose" and "__dose-" not in f.run_id:  # a dose cell's own run keeps its block
         g.pop("dose", None)
     elif g.get("dose"):

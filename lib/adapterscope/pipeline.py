@@ -38,13 +38,15 @@ DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
 DOSE_LAYER_CONTROL = "none"
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
 SUMMARY_NOTEBOOKS = ("08_divergence", "04_cka", "05a_vlm", "05b_regime_probing", "06_escape_routes",
-                     "10_decorrelation", "11_dose")
+                     "10_decorrelation", "11_dose", "07_portability", "12_composition")
 # The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
 # notebooks it reads.
 SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
                  "04_cka": ["01_finetune", "02_capture", "03_crosscoder"],
                  "10_decorrelation": ["01_finetune", "02_capture", "03_crosscoder", "09_clamp"],
                  "11_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
+                 "07_portability": ["01_finetune"],  # the source adapters of grid.portability's cases
+                 "12_composition": ["01_finetune"],  # the corpus adapters grid.composition composes
                  "05a_vlm": [], "05b_regime_probing": [],  # the VLM notebooks do not read the language grid
                  "06_escape_routes": []}
 SUMMARY_AFTER: dict[str, list[str]] = {"05b_regime_probing": ["05a_vlm"],
@@ -234,10 +236,14 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     missing = [k for k in keys if k not in g]
     if missing:
         raise PipelineError(f"profile grid lacks {missing}")
-    extra = set(g) - set(keys) - {"control", "dose"}
+    extra = set(g) - set(keys) - {"control", "dose", "portability", "composition"}
     if extra:
         raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; "
-                            f"allowed: {list(keys) + ['control', 'dose']}")
+                            f"allowed: {list(keys) + ['control', 'dose', 'portability', 'composition']}")
+    if g.get("portability"):
+        portability_block(g)
+    if g.get("composition"):
+        composition_block(g)
     by_model = seeds_by_model(g)
     main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
             for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
@@ -261,6 +267,64 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     if which not in ("main", "control", "dose", "all"):
         raise PipelineError(f"grid_cells: which must be main, control, dose or all, got {which!r}")
     return {"main": main, "control": ctl, "dose": dose, "all": main + ctl + dose}[which]
+
+
+def portability_block(g: dict[str, Any]) -> dict[str, Any]:
+    """``grid.portability`` validated: ``pairs`` (a list of [source model, target model], each source a model of
+    the grid, the target any model name, never the source), and optional ``corpora`` and ``seeds`` (of the grid;
+    default its corpora and its first seed). 07_portability transfers the main grid's adapter of each source x
+    corpus x seed (layer_control none) to each pair's target."""
+    d = g["portability"]
+    if not isinstance(d, dict) or set(d) - {"pairs", "corpora", "seeds"} or not d.get("pairs"):
+        raise PipelineError("grid.portability needs pairs (a list of [source model, target model]) and may have "
+                            f"corpora and seeds; got {sorted(d) if isinstance(d, dict) else d!r}")
+    pairs = d["pairs"]
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 and p[0] != p[1] for p in pairs):
+        raise PipelineError(f"grid.portability.pairs: each pair is [source, target] with two different models; "
+                            f"got {pairs!r}")
+    alien = [p[0] for p in pairs if p[0] not in g["models"]]
+    if alien:
+        raise PipelineError(f"grid.portability: sources {alien} are not in grid.models {g['models']} (a source's "
+                            "adapter comes from the main grid)")
+    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
+        raise PipelineError(f"grid.portability needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
+    corpora = d.get("corpora", g["corpora"])
+    alien = [c for c in corpora if c not in g["corpora"]]
+    if alien:
+        raise PipelineError(f"grid.portability.corpora {alien} are not in grid.corpora {g['corpora']}")
+    by_model = seeds_by_model(g)
+    seeds = d.get("seeds", [min(all_seeds(g))])
+    for m in dict.fromkeys(p[0] for p in pairs):
+        alien = [s for s in seeds if s not in by_model[m]]
+        if alien:
+            raise PipelineError(f"grid.portability.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+    return {"pairs": [list(p) for p in pairs], "corpora": list(corpora), "seeds": list(seeds)}
+
+
+def composition_block(g: dict[str, Any]) -> dict[str, Any]:
+    """``grid.composition`` validated: optional ``models``, ``corpora`` (at least two) and ``seeds``, each of the
+    grid (default: its first model, all its corpora, its first seed). 12_composition composes the main grid's
+    corpus adapters (layer_control none) of each model and seed."""
+    d = g["composition"]
+    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds"}:
+        raise PipelineError("grid.composition may have models, corpora and seeds; "
+                            f"got {sorted(d) if isinstance(d, dict) else d!r}")
+    out = {"models": list(d.get("models", g["models"][:1])), "corpora": list(d.get("corpora", g["corpora"])),
+           "seeds": list(d.get("seeds", [min(all_seeds(g))]))}
+    for key in ("models", "corpora"):
+        alien = [x for x in out[key] if x not in g[key]]
+        if alien:
+            raise PipelineError(f"grid.composition.{key} {alien} are not in grid.{key} {g[key]}")
+    if len(out["corpora"]) < 2:
+        raise PipelineError(f"grid.composition needs at least two corpora to compose, got {out['corpora']}")
+    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
+        raise PipelineError(f"grid.composition needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
+    by_model = seeds_by_model(g)
+    for m in out["models"]:
+        alien = [s for s in out["seeds"] if s not in by_model[m]]
+        if alien:
+            raise PipelineError(f"grid.composition.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+    return out
 
 
 def dose_cells(g: dict[str, Any], by_model: dict[str, list[int]], ft_overrides: dict[str, Any]) -> list[dict]:
@@ -362,7 +426,11 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
             "control_seeds": c.get("seeds", all_seeds(g) if c else []),
             "dose_models": d.get("models", g["models"] if d else []),
             "dose_corpora": d.get("corpora", g["corpora"] if d else []),
-            "dose_seeds": d.get("seeds", all_seeds(g) if d else []), "dose_levels": d.get("levels", [])}
+            "dose_seeds": d.get("seeds", all_seeds(g) if d else []), "dose_levels": d.get("levels", []),
+            **({f"port_{k}": v for k, v in portability_block(g).items()} if g.get("portability")
+               else {"port_pairs": [], "port_corpora": [], "port_seeds": []}),
+            **({f"comp_{k}": v for k, v in composition_block(g).items()} if g.get("composition")
+               else {"comp_models": [], "comp_corpora": [], "comp_seeds": []})}
 
 
 def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
@@ -418,6 +486,19 @@ def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
         base = [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL
                 and (c["model"], c["corpus"], c["seed"]) in starts]
         return base + dose
+    if nb == "07_portability":
+        if not prof["grid"].get("portability"):
+            return []
+        pb = portability_block(prof["grid"])
+        sources = {p[0] for p in pb["pairs"]}
+        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in sources
+                and c["corpus"] in pb["corpora"] and c["seed"] in pb["seeds"]]
+    if nb == "12_composition":
+        if not prof["grid"].get("composition"):
+            return []
+        cb = composition_block(prof["grid"])
+        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
+                and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
     return main + grid_cells(prof, "control")
 
 

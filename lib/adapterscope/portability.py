@@ -20,10 +20,17 @@ Building blocks of ``07_portability`` (issue 22), each tested on planted cases i
   residual stream at the matched layer, with no training on the target. It transfers exactly when the two models
   differ by a linear change of residual coordinates and the adapter's displacement is linear (the planted
   success); it has no reason to work between unrelated models (the planted failure).
+* **Pooled over cases** (:func:`pooled_recovery`, :func:`shift_correlation`, :func:`geometry_excess`): the
+  ledger's statistics of ``07_portability``: mean recovery with a within-case text bootstrap, the per-text
+  correlation of the source's and the transfer's gains (stratified Spearman), and the mean excess of displacement
+  CKA over its shuffled null with a permutation p of that mean.
+* **The notebook's cases** (:func:`case_specs`, :func:`run_spec`, :func:`case_table`, :func:`geometry_table`):
+  a source cell's adapter and protocol read from its ``01_finetune`` run, and the tables of the results.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -320,7 +327,8 @@ def displacement_cka(Da: torch.Tensor, Db: torch.Tensor, n_perm: int = 200, seed
     sd = float(null.std(ddof=1))
     return {"value": float(value), "null_mean": float(null.mean()), "null_sd": sd,
             "z": float((value - null.mean()) / sd) if sd > 0 else float("nan"),
-            "p": float((1 + (null >= value).sum()) / (1 + n_perm)), "n": int(Da.shape[0])}
+            "p": float((1 + (null >= value).sum()) / (1 + n_perm)), "n": int(Da.shape[0]),
+            "null": [float(x) for x in null]}
 
 
 @torch.no_grad()
@@ -455,10 +463,13 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
            for k in ("distilled", "geometry")}
 
     layers = matched_layers(n_s, n_t, cc.depths)
+    depth_of = {}
+    for lp, dep in zip(layers, cc.depths):
+        depth_of.setdefault(lp, float(dep))  # two depths may meet at one layer pair in a shallow model
     disp = paired_displacements(src_pm, tok_s, {k: v[0] for k, v in adapters.items()}, tok_t, texts, layers, device)
     geometry = []
     for (a, b), d in disp.items():
-        row = {"source_layer": a, "target_layer": b, "n": int(d["source"].shape[0])}
+        row = {"depth": depth_of[(a, b)], "source_layer": a, "target_layer": b, "n": int(d["source"].shape[0])}
         for k in ("direct", "distilled"):
             row[k] = displacement_cka(d["source"], d[k], cc.n_perm, cc.seed)
         row["direct_vs_distilled"] = displacement_cka(d["direct"], d["distilled"], cc.n_perm, cc.seed)
@@ -475,8 +486,192 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
     agreement = {k: float(string_agreement(strip(src_greedy), strip(v)).mean()) for k, v in greedy.items()}
 
     return {"n_eval_texts": len(texts), "n_transfer_texts": len(transfer), "transfer_chars": n_chars,
+            "nats": {k: [float(x) for x in v[0]] for k, v in nll.items()}, "chars": [float(x) for x in chars],
             "per_char_nll": per_char, "recovery": rec, "geometry": geometry, "agreement_with_source": agreement,
             "edit": {"source_layer": ls, "target_layer": lt, "rank": cc.edit_rank, "fit_r2": edit["r2"],
                      "map_r2_to_source": to_src["r2"], "map_r2_to_target": to_tgt["r2"], "positions": int(len(T))},
             "adapters": {k: v[1] for k, v in adapters.items()}, "wall_s": time.time() - t0,
             "example_transfer_text": transfer[0][:200]}
+
+
+# ------------------------------------------------------------------------------------ pooled over cases
+def pooled_recovery(cases: Sequence[dict[str, Any]], method: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The mean over cases of one transfer method's recovery (:func:`recovery`, from each :func:`run_case`
+    result's per-text ``nats``), with a 95% percentile CI from a bootstrap that resamples texts within each case
+    (each replicate: every case's ratio of sums on its resample, then their mean). Cases whose recovery is
+    undefined are left out and counted (``n_undefined``, their reasons in ``reason``); undefined when none is
+    left. In the ledger's form: ``value``, ``ci_low``, ``ci_high``, ``n`` (cases used), ``reason``."""
+    used, why = [], []
+    for c in cases:
+        r = c["recovery"][method]
+        if math.isfinite(r["value"]):
+            used.append(c)
+        else:
+            why.append(r["why"])
+    out = {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": len(used), "n_cases": len(cases),
+           "n_undefined": len(why), "reason": "; ".join(dict.fromkeys(why)), "method": method}
+    if not cases:
+        out["reason"] = "no portability case in this profile"
+        return out
+    if not used:
+        return out
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    for c in used:
+        b, t, d = (np.asarray(c["nats"][k]) for k in ("target_base", method, "direct"))
+        idx = rng.integers(0, len(b), size=(n_boot, len(b)))
+        den = (b - d)[idx].sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boots += np.where(den > 0, (b - t)[idx].sum(1) / den, np.nan)
+    boots /= len(used)
+    ok = np.isfinite(boots)
+    out.update(value=float(np.mean([c["recovery"][method]["value"] for c in used])),
+               ci_low=float(np.percentile(boots[ok], 2.5)), ci_high=float(np.percentile(boots[ok], 97.5)),
+               boot_dropped=int((~ok).sum()))
+    return out
+
+
+def geometry_excess(cases: Sequence[dict[str, Any]], comparison: str = "distilled") -> dict[str, Any]:
+    """How far the displacement CKA of ``comparison`` (``direct``, ``distilled`` or ``direct_vs_distilled``) lies
+    above its shuffled-pairing null, averaged over every (case, matched depth): ``value`` = mean of
+    ``CKA - null mean``; one-sided permutation ``p_value`` of that mean (the k-th null draw of every cell
+    averaged is one draw of the mean's null, since the cells' shuffles are independent), with the +1 correction.
+    No CI: the p is the test (the ledger needs one of the two)."""
+    cells = [row[comparison] for c in cases for row in c["geometry"]]
+    out = {"value": math.nan, "p_value": math.nan, "n": len(cells), "comparison": comparison, "reason": ""}
+    if not cells:
+        out["reason"] = "no portability case in this profile"
+        return out
+    nulls = np.array([cl["null"] for cl in cells])  # (cells, n_perm)
+    means = nulls.mean(1, keepdims=True)
+    obs = float(np.mean([cl["value"] - m for cl, m in zip(cells, means[:, 0])]))
+    null_mean = (nulls - means).mean(0)
+    out.update(value=obs, p_value=float((1 + (null_mean >= obs - 1e-12).sum()) / (1 + nulls.shape[1])),
+               p_method="permutation", cka_mean=float(np.mean([cl["value"] for cl in cells])),
+               null_mean=float(means.mean()))
+    return out
+
+
+def shift_correlation(cases: Sequence[dict[str, Any]], method: str = "distilled", n_perm: int = 9999,
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Does a transfer move the same texts the source adapter moves? Per held-out text, the source adapter's
+    per-character NLL gain (source base minus adapted source) against the transfer's gain on the target (target
+    base minus ``method``): Spearman's rho on within-case ranks (strata = cases; :func:`stats.stratified_spearman`),
+    two-sided permutation p within case, bootstrap CI within case. The shared strings are the mapping between the
+    two vocabularies."""
+    from .stats import stratified_spearman
+
+    if not cases:
+        return {"value": math.nan, "n": 0, "reason": "no portability case in this profile"}
+    x, y, g = [], [], []
+    for i, c in enumerate(cases):
+        ch = np.asarray(c["chars"])
+        n = c["nats"]
+        x += list((np.asarray(n["source_base"]) - np.asarray(n["source_ft"])) / ch)
+        y += list((np.asarray(n["target_base"]) - np.asarray(n[method])) / ch)
+        g += [i] * len(ch)
+    r = stratified_spearman(x, y, g, n_permutations=n_perm, n_boot=n_boot, seed=seed).as_dict()
+    return {"value": r["value"], "p_value": r["p_value"], "p_method": r["p_method"], "ci_low": r["ci_low"],
+            "ci_high": r["ci_high"], "n": r["n"], "method": method,
+            "reason": "" if math.isfinite(r["value"]) else "no text ordering to correlate (constant gains)"}
+
+
+# ------------------------------------------------------------------------------- the notebook's cases
+def case_specs(pairs: Sequence[Sequence[str]], corpora: Sequence[str], seeds: Sequence[int],
+               model_names: Sequence[str], corpus_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The cases of a portability block: every [source, target] pair x corpus x seed, each source adapter being
+    the main grid's (layer_control none) cell of that source, corpus and seed."""
+    for p in pairs:
+        if len(p) != 2 or p[0] == p[1]:
+            raise PortabilityError(f"a portability pair is [source, target] with two different models, got {p!r}")
+        if p[0] not in model_names:
+            raise PortabilityError(f"source {p[0]!r} is not a model of the grid ({list(model_names)}): its adapter "
+                                   "comes from the grid's 01_finetune")
+        models.check_name(p[1])
+    alien = [c for c in corpora if c not in corpus_names]
+    if alien:
+        raise PortabilityError(f"portability corpora {alien} are not corpora of the grid ({list(corpus_names)})")
+    short = lambda m: m.split("-")[0]  # noqa: E731
+    return [{"source": s, "target": t, "corpus": c, "seed": int(sd), "case": f"{s} to {t}, {c}, s{sd}",
+             "label": f"{c} ({short(s)} to {short(t)})" + (f" s{sd}" if len(seeds) > 1 else "")}
+            for s, t in pairs for c in corpora for sd in seeds]
+
+
+def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input=None, progress: bool = True,
+             log=print) -> dict[str, Any]:
+    """One case of :func:`case_specs`: loads the source cell's adapter and protocol from its ``01_finetune`` run
+    (refusing a corpus that changed since), the source and target bases, and runs :func:`run_case` with the
+    source's LoRA protocol for the target's LoRAs and the source adapter's own train / held-out split."""
+    import gc
+
+    from . import corpora, finetune, params, paths, results
+
+    rid = params.cell_run_id(spec["source"], spec["corpus"], "none", spec["seed"])
+    try:
+        up = results.load("01_finetune", rid)
+    except FileNotFoundError:
+        raise PortabilityError(f"no 01_finetune run {rid}: run the source cell first (`make paper`, or "
+                               f"`python -m adapterscope.pipeline run 01_finetune -p model={spec['source']} "
+                               f"-p corpus={spec['corpus']} -p seed={spec['seed']}`)") from None
+    p = up["provenance"]["params"]
+    adapter_dir = paths.project_root() / up["values"]["adapter_dir"]
+    if on_input:
+        on_input(f"01/{rid}", results.sha256_file(results.results_path("01_finetune", rid)))
+        on_input(f"adapter/{rid}", adapter_dir)
+        for m in (spec["source"], spec["target"]):
+            on_input(f"model/{m}", models.fingerprint(m))
+    data = corpora.load_corpus(spec["corpus"], heldout_frac=p["heldout_frac"], seed=p["seed"])
+    if data.digest != up["provenance"]["inputs"].get("corpus", data.digest):
+        raise PortabilityError(f"corpus {spec['corpus']} differs from the one adapter {rid} was trained on: rerun "
+                               "its 01_finetune")
+    cfg = finetune.FinetuneConfig(rank=p["rank"], alpha=p["alpha"], targets=tuple(p["targets"]), steps=p["steps"],
+                                  lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], seed=p["seed"],
+                                  dtype=p["dtype"], layer_control="none")
+    base, tok_s = models.load_model(spec["source"], device=device)
+    src = finetune.load_adapter(base, adapter_dir, model_name=spec["source"])
+    tgt, tok_t = models.load_model(spec["target"], device=device)
+    try:
+        out = run_case(src, tok_s, tgt, tok_t, data.train, data.heldout, cfg, cc, device=device, progress=progress,
+                       log=log)
+    finally:
+        del src, base, tgt
+        gc.collect()
+    return {**spec, "source_run": rid, "lora": finetune.config_dict(cfg), **out}
+
+
+_TABLE = ["case", "label", "source", "target", "corpus", "seed", "nll_target_base", "nll_direct", "nll_distilled",
+          "nll_geometry", "nll_source_base", "nll_source_ft", "rec_distilled", "rec_distilled_lo", "rec_distilled_hi",
+          "rec_geometry", "rec_geometry_lo", "rec_geometry_hi", "agree_target_base", "agree_direct",
+          "agree_distilled", "agree_geometry", "transfer_chars", "edit_fit_r2", "map_r2_to_target", "wall_s"]
+
+
+def case_table(cases: Sequence[dict[str, Any]]):
+    """One row per case: per-character NLLs, recoveries with their CIs, output agreements, fit quality."""
+    import pandas as pd
+
+    rows = []
+    for c in cases:
+        r = {k: c[k] for k in ("case", "label", "source", "target", "corpus", "seed", "transfer_chars", "wall_s")}
+        r.update({f"nll_{k}": v for k, v in c["per_char_nll"].items()})
+        for m in ("distilled", "geometry"):
+            x = c["recovery"][m]
+            r.update({f"rec_{m}": x["value"], f"rec_{m}_lo": x["lo"], f"rec_{m}_hi": x["hi"]})
+        r.update({f"agree_{k}": v for k, v in c["agreement_with_source"].items()})
+        r.update(edit_fit_r2=c["edit"]["fit_r2"], map_r2_to_target=c["edit"]["map_r2_to_target"])
+        rows.append(r)
+    return pd.DataFrame(rows, columns=_TABLE)
+
+
+def geometry_table(cases: Sequence[dict[str, Any]]):
+    """One row per case x matched depth x comparison (source vs direct, source vs distilled, direct vs
+    distilled): CKA, the shuffled null's mean, z and p."""
+    import pandas as pd
+
+    names = {"direct": "source vs direct", "distilled": "source vs distilled",
+             "direct_vs_distilled": "direct vs distilled"}
+    rows = [{"case": c["case"], "label": c["label"], "depth": g["depth"], "source_layer": g["source_layer"],
+             "target_layer": g["target_layer"], "comparison": name, "cka": g[k]["value"],
+             "null_mean": g[k]["null_mean"], "z": g[k]["z"], "p": g[k]["p"]}
+            for c in cases for g in c["geometry"] for k, name in names.items()]
+    return pd.DataFrame(rows, columns=["case", "label", "depth", "source_layer", "target_layer", "comparison", "cka",
+                                       "null_mean", "z", "p"])

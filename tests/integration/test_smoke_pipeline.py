@@ -1,4 +1,4 @@
-"""End to end: the smoke profile through papermill (cells 01 -> 02 -> 03 -> 07; summaries 06, 04, 08), the PDF,
+"""End to end: the smoke profile through papermill (cells 01 -> 02 -> 03 -> 09; summaries 08, 04, 10, 11, 07, 12 and the VLM chain), the PDF,
 and one finding reproduced from a scratch copy.
 
 Runs in an isolated copy of the project (the ``project`` fixture); the model cache is shared. Asserts on the
@@ -122,8 +122,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroEightDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 7 summary notebooks
-    assert again.stdout.count("[skip]") == 20 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 9 summary notebooks
+    assert again.stdout.count("[skip]") == 22 and "[run ]" not in again.stdout
 
 
 def test_dose_cell_and_summary(smoke):
@@ -138,6 +138,45 @@ def test_dose_cell_and_summary(smoke):
     assert len(d["runs"]) == 2  # the main cell (4 steps) and the dose level
     f = d["findings"]["rho_dose_kl"]
     assert math.isnan(f["value"]) and f["reason"]  # n = 2 runs: undefined, with its reason
+
+
+def test_portability_case(smoke):
+    """The smoke portability case (SmolLM2's meditations adapter -> Gemma-3): every measure present, the target
+    LoRAs trained on the source's protocol, and each pooled statistic a number or undefined with a reason."""
+    root, proc = smoke
+    assert proc.returncode == 0
+    v = _load(root, "07_portability", "grid")
+    case, = v["values"]["cases"]
+    assert case["source_run"] == "smollm2-135m__meditations__none__s0" and case["target"] == "gemma3-270m"
+    assert case["lora"]["steps"] == 4 and case["n_eval_texts"] == 6 and case["n_transfer_texts"] == 6
+    assert all(math.isfinite(x) and x > 0 for x in case["per_char_nll"].values())
+    assert [g["depth"] for g in case["geometry"]] == [0.5, 1.0]
+    assert "adapter/smollm2-135m__meditations__none__s0" in v["provenance"]["inputs"]
+    for key, f in v["values"]["findings"].items():
+        assert math.isfinite(f["value"]) or f["reason"], key
+    assert (root / "figures" / "07_portability" / "portability.pdf").is_file()
+    assert (root / "paper" / "generated" / "tables" / "portability.tex").is_file()
+
+
+def test_composition_of_the_two_smoke_adapters(smoke):
+    """One pair (meditations + instructions): every method scored on both constituents, the alignment measured,
+    and the pair-level tests undefined with their reasons (one pair, one subset)."""
+    root, proc = smoke
+    assert proc.returncode == 0
+    v = _load(root, "12_composition", "grid")
+    block, = v["values"]["blocks"]
+    assert block["subsets"] == ["meditations+instructions"] and block["eval_rows"] == {"meditations": 4,
+                                                                                     "instructions": 4}
+    assert {(r["method"], r["corpus"]) for r in block["rows"]} == {
+        (m, c) for m in block["methods"] for c in ("meditations", "instructions")}
+    assert all(math.isfinite(r["loss"]) and r["kl_neutral"] >= 0 for r in block["rows"])
+    a, = block["alignment"]
+    assert -1 <= a["cosine"] <= 1 and 0 <= a["core_jaccard"] <= 1
+    f = v["values"]["findings"]
+    assert math.isnan(f["interference_alignment"]["value"]) and "needs 3" in f["interference_alignment"]["reason"]
+    assert math.isnan(f["core_vs_ta"]["value"]) and f["core_vs_ta"]["reason"]
+    assert "adapter/smollm2-135m__instructions__none__s0" in v["provenance"]["inputs"]
+    assert (root / "figures" / "12_composition" / "composition.pdf").is_file()
 
 
 def test_vlm_notebooks_ran(smoke):
@@ -235,7 +274,7 @@ def test_submitit_executor_redoes_a_missing_run_and_skips_the_rest(smoke):
     assert p.stdout.count("submitted (submitit-local job") == 6 and p.stdout.count(": done") == 6
     assert (root / "results" / "09_clamp" / f"{rid}.json").is_file()
     logs = "\n".join(f.read_text() for f in (root / "data" / "logs" / "smoke" / "submitit").glob("*_log.out"))
-    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 19
+    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 21
 
 
 def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines_run(tmp_path, monkeypatch):

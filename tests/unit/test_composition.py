@@ -164,3 +164,87 @@ def test_retention():
     assert C.retention(3.0, 2.0, 2.5) == pytest.approx(0.5)
     assert C.retention(3.0, 2.0, 3.5) == pytest.approx(-0.5)
     assert math.isnan(C.retention(3.0, 3.1, 2.0))
+
+
+def _three_adapters(tiny_llama):
+    """default (trained), other (random) and zero (lora_B = 0: no change at all)."""
+    from peft import LoraConfig
+
+    pm = _two_adapters(tiny_llama)
+    pm.add_adapter("zero", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      lora_dropout=0.0))  # peft initialises lora_B to zero
+    pm.set_adapter("default")
+    pm.eval()
+    return pm
+
+
+def test_run_composition_on_planted_adapters(tiny_llama):
+    pm = _three_adapters(tiny_llama)
+    g = torch.Generator().manual_seed(3)
+    held = {n: torch.randint(97, (4, 12), generator=g) for n in ("default", "other", "zero")}
+    neutral = torch.randint(97, (3, 12), generator=g)
+    cfg = C.CompositionConfig(sizes=(2, 3), core_qs=(0.05,), batch_size=2)
+    out = C.run_composition(pm, ["default", "other", "zero"], held, neutral, cfg, progress=False)
+    assert out["subsets"] == ["default+other", "default+zero", "other+zero", "default+other+zero"]
+    assert out["methods"] == ["task_arithmetic", "ties", "dare_linear", "core_q0.05", "decoding_time"]
+    assert len(out["rows"]) == (2 + 2 + 2 + 3) * 5
+    rows = {(r["subset"], r["method"], r["corpus"]): r for r in out["rows"]}
+    # the zero adapter changes nothing: composed with it, an adapter keeps exactly its own loss (retention 1 where
+    # it has a gain), under task arithmetic and at decoding time, and the zero adapter's own retention is undefined
+    for m in ("task_arithmetic", "decoding_time"):
+        for a in ("default", "other"):
+            r = rows[(f"{a}+zero" if a == "default" else "other+zero", m, a)]
+            assert r["loss"] == pytest.approx(out["singles"][a]["loss_single"], abs=1e-5)
+            if out["singles"][a]["gain"] > 0:
+                assert r["retention"] == pytest.approx(1.0, abs=1e-4)
+        assert math.isnan(rows[("default+zero", m, "zero")]["retention"])
+    assert out["singles"]["zero"]["kl_neutral"] == pytest.approx(0.0, abs=1e-6)
+    # decoding time equals its arithmetic, computed here by hand for one subset and one corpus
+    ids = held["default"]
+    with torch.no_grad():
+        with pm.disable_adapter():
+            base = pm(input_ids=ids).logits.float()
+        parts = []
+        for a in ("default", "other"):
+            pm.set_adapter(a)
+            parts.append(pm(input_ids=ids).logits.float())
+        pm.set_adapter("default")
+    comp = C.proxy_logits(base, parts, [1.0, 1.0])
+    want = torch.nn.functional.cross_entropy(comp[:, :-1].reshape(-1, comp.shape[-1]), ids[:, 1:].reshape(-1))
+    assert rows[("default+other", "decoding_time", "default")]["loss"] == pytest.approx(float(want), abs=1e-5)
+    # the base weights are untouched after every merge
+    with torch.no_grad(), pm.disable_adapter():
+        again = pm(input_ids=ids).logits.float()
+    assert torch.equal(again, base)
+    assert {(a["a"], a["b"]) for a in out["alignment"]} == {("default", "other"), ("default", "zero"),
+                                                           ("other", "zero")}
+    assert len(out["cores"]) == 4 and all(c["q"] == 0.05 for c in out["cores"])
+    with pytest.raises(C.CompositionError, match="not loaded"):
+        C.run_composition(pm, ["default", "nosuch"], held, neutral, cfg, progress=False)
+
+
+def test_interference_vs_alignment_and_paired_comparisons_on_planted_rows():
+    names = ["a", "b", "c", "d"]
+    import itertools
+
+    pairs = list(itertools.combinations(names, 2))
+    align = [{"a": x, "b": y, "core_jaccard": 0.1 * i} for i, (x, y) in enumerate(pairs)]
+    rows = [{"subset": f"{x}+{y}", "size": 2, "method": "task_arithmetic", "corpus": c, "retention": 1 - 0.2 * i,
+             "interference": 0.2 * i} for i, (x, y) in enumerate(pairs) for c in (x, y)]
+    r = C.interference_vs_alignment(rows, align, n_boot=200)
+    assert r["value"] == pytest.approx(1.0) and r["n"] == 6 and r["p_value"] == pytest.approx(2 / 720)
+    flat = [{**a, "core_jaccard": 0.3} for a in align]
+    assert "same for every pair" in C.interference_vs_alignment(rows, flat)["reason"]
+    assert "needs 3" in C.interference_vs_alignment(rows[:4], align)["reason"]
+    # per subset mean / min retention, the best merge and a paired difference with a known answer
+    rows3 = [{"subset": s, "size": 2, "method": m, "corpus": c, "retention": v}
+             for s, m, c, v in [("x", "ta", 1, 0.2), ("x", "ta", 2, 0.6), ("x", "ties", 1, 0.5), ("x", "ties", 2, 0.3),
+                                ("y", "ta", 1, 0.4), ("y", "ta", 2, 0.4), ("y", "ties", 1, 0.1), ("y", "ties", 2, 0.9),
+                                ("z", "ta", 1, 0.5), ("z", "ta", 2, float("nan")), ("z", "ties", 1, 0.5),
+                                ("z", "ties", 2, 0.5)]]
+    assert C.per_subset(rows3, "ta", "min") == pytest.approx({"x": 0.2, "y": 0.4})  # z has an undefined constituent
+    assert C.per_subset(rows3, "ties", "mean") == pytest.approx({"x": 0.4, "y": 0.5, "z": 0.5})
+    assert C.best_merge(rows3, ["ta", "ties"], "min") == pytest.approx({"x": 0.3, "y": 0.4})
+    d = C.paired_comparison({"x": 1.0, "y": 2.0, "w": 5.0}, {"x": 0.5, "y": 1.0})
+    assert d["value"] == pytest.approx(0.75) and d["n"] == 2 and d["p_value"] == pytest.approx(0.5)
+    assert "needs 2" in C.paired_comparison({"x": 1.0}, {"x": 0.0})["reason"]

@@ -98,6 +98,6 @@ def test_each_notebook_opens_with_reads_writes_rerun_and_feeds(nb):
 def test_notebook_numbers_follow_the_cards_order():
     stems = [p.stem for p in _notebooks()]
     card = ["01_finetune", "02_capture", "03_crosscoder", "04_cka", "05a_vlm", "05b_regime_probing",
-            "06_escape_routes"]
+            "06_escape_routes", "07_portability"]
     assert stems[:len(card)] == card
-    assert all(int(s[:2]) >= 7 for s in stems[len(card):]), "summary notebooks come after 07 (portability)"
+    assert all(int(s[:2]) >= 8 for s in stems[len(card):]), "summary notebooks come after 07 (portability)"

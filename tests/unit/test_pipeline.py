@@ -264,3 +264,60 @@ def test_preflight_refuses_a_cuda_device_that_is_not_there(monkeypatch):
         pipeline.preflight({"device": "cuda:3"})
     pipeline.preflight({"device": "cuda:0"})
     pipeline.preflight({"device": "cpu"})
+
+
+def _port_grid(**port):
+    return {"models": ["a", "b"], "corpora": ["x", "y"], "layer_controls": ["none"], "seeds": [0, 1],
+            "portability": {"pairs": [["a", "c"]], **port}}
+
+
+def test_portability_block_cells_params_and_findings_plan():
+    from adapterscope import findings
+
+    prof = {"grid": _port_grid(corpora=["y"]), "_name": "p"}
+    assert [pipeline.cell_id(c) for c in pipeline.summary_cells("07_portability", prof)] == ["a__y__none__s0"]
+    assert pipeline.summary_upstream("07_portability", prof) == [("01_finetune", "a__y__none__s0")]
+    sp = pipeline.summary_params("p", prof)
+    assert sp["port_pairs"] == [["a", "c"]] and sp["port_corpora"] == ["y"] and sp["port_seeds"] == [0]
+    declared = params.parse_parameters_cell(pipeline.notebook_path("07_portability"))
+    assert {k for k in sp if k.startswith("port_")} <= set(declared)
+    f = findings.Finding(id="t", hypothesis="h", notebook="07_portability", key="findings.recovery_distilled",
+                         tolerance=0.1)
+    assert [(nb, rid) for nb, rid, _ in findings.plan(f, findings.scoped_profile(f, prof))] == [
+        ("01_finetune", "a__y__none__s0"), ("07_portability", "grid")]
+    other = findings.Finding(id="o", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1,
+                             scope={"corpora": ["x"]})
+    assert "portability" not in findings.scoped_profile(other, prof)["grid"]  # a scope never trips its check
+    bare = {"grid": {k: v for k, v in prof["grid"].items() if k != "portability"}}
+    assert pipeline.summary_cells("07_portability", bare) == [] and pipeline.summary_params("p", bare)["port_pairs"] == []
+
+
+@pytest.mark.parametrize("port, match", [
+    ({"pairs": []}, "grid.portability needs pairs"),
+    ({"target": "c"}, "grid.portability needs pairs"),
+    ({"pairs": [["a", "a"]]}, "two different models"),
+    ({"pairs": [["a"]]}, "two different models"),
+    ({"pairs": [["c", "a"]]}, r"sources \['c'\] are not in grid.models"),
+    ({"corpora": ["z"]}, r"grid.portability.corpora \['z'\] are not in grid.corpora"),
+    ({"seeds": [7]}, r"grid.portability.seeds \[7\] are not seeds of a"),
+])
+def test_portability_block_validation(port, match):
+    with pytest.raises(pipeline.PipelineError, match=match):
+        pipeline.grid_cells({"grid": _port_grid(**port)})
+
+
+def test_composition_block_cells_params_and_validation():
+    g = {"models": ["a", "b"], "corpora": ["x", "y", "z"], "layer_controls": ["none"], "seeds": [0, 1],
+         "composition": {"models": ["b"]}}
+    prof = {"grid": g}
+    assert [pipeline.cell_id(c) for c in pipeline.summary_cells("12_composition", prof)] == [
+        "b__x__none__s0", "b__y__none__s0", "b__z__none__s0"]
+    sp = pipeline.summary_params("p", prof)
+    assert sp["comp_models"] == ["b"] and sp["comp_corpora"] == ["x", "y", "z"] and sp["comp_seeds"] == [0]
+    declared = params.parse_parameters_cell(pipeline.notebook_path("12_composition"))
+    assert {k for k in sp if k.startswith("comp_")} <= set(declared)
+    for bad, match in [({"models": ["c"]}, r"grid.composition.models \['c'\]"),
+                       ({"corpora": ["x"]}, "at least two corpora"), ({"seeds": [5]}, "not seeds of"),
+                       ({"levels": 1}, "may have models, corpora and seeds")]:
+        with pytest.raises(pipeline.PipelineError, match=match):
+            pipeline.grid_cells({"grid": {**g, "composition": bad}})

@@ -251,3 +251,97 @@ def test_run_case_end_to_end_on_tiny_models():
     assert all(0 <= g["distilled"]["p"] <= 1 for g in out["geometry"])
     assert set(out["agreement_with_source"]) == {"target_base", "direct", "distilled", "geometry"}
     assert out["edit"]["source_layer"] == 2 and out["edit"]["target_layer"] == 2  # round(0.75 * 2), round(0.75 * 3)
+    assert len(out["chars"]) == out["n_eval_texts"] and set(out["nats"]) == set(out["per_char_nll"])
+    for fn in (P.pooled_recovery([out], "distilled", n_boot=20), P.geometry_excess([out]),
+               P.shift_correlation([out], n_perm=20, n_boot=20)):  # the pooled statistics take run_case's output
+        assert math.isfinite(fn["value"]) or fn["reason"]
+
+
+def _case(rec_target, n=40, noise=0.0, seed=0):
+    """A run_case-shaped result whose transfer recovers ``rec_target`` of a direct gain of 1 nat per text."""
+    rng = np.random.default_rng(seed)
+    b = 50 + rng.normal(0, 1, n)
+    gain = 1 + rng.normal(0, noise, n)
+    d = b - gain
+    t = b - rec_target * gain + rng.normal(0, noise, n)
+    r = P.recovery(b, t, d, np.full(n, 100.0), n_boot=200)
+    return {"nats": {"target_base": b, "direct": d, "distilled": t}, "recovery": {"distilled": r},
+            "chars": np.full(n, 100.0)}
+
+
+def test_pooled_recovery_is_the_mean_of_case_recoveries_with_a_within_case_bootstrap():
+    r = P.pooled_recovery([_case(0.5), _case(1.0)], "distilled", n_boot=300)
+    assert r["value"] == pytest.approx(0.75) and r["n"] == 2
+    assert r["ci_low"] == pytest.approx(0.75) and r["ci_high"] == pytest.approx(0.75)  # no noise: every resample
+    noisy = P.pooled_recovery([_case(0.5, noise=0.3, seed=1), _case(0.9, noise=0.3, seed=2)], "distilled", n_boot=500)
+    assert noisy["ci_low"] < noisy["value"] < noisy["ci_high"] and 0.5 < noisy["value"] < 0.9
+    assert noisy["ci_high"] - noisy["ci_low"] < 0.4
+
+
+def test_pooled_recovery_skips_undefined_cases_and_says_so():
+    bad = _case(0.5)
+    bad["nats"]["direct"] = bad["nats"]["target_base"] + 1  # the direct adapter makes things worse
+    bad["recovery"]["distilled"] = P.recovery(bad["nats"]["target_base"], bad["nats"]["distilled"],
+                                              bad["nats"]["direct"], bad["chars"])
+    r = P.pooled_recovery([_case(0.5), bad], "distilled", n_boot=100)
+    assert r["value"] == pytest.approx(0.5) and r["n"] == 1 and r["n_undefined"] == 1 and "does not lower" in r["reason"]
+    none = P.pooled_recovery([bad], "distilled", n_boot=100)
+    assert math.isnan(none["value"]) and "does not lower" in none["reason"]
+    assert "no portability case" in P.pooled_recovery([], "distilled")["reason"]
+
+
+def _geo(values, null_mean, rng, n_perm=199):
+    return {"geometry": [{"distilled": {"value": v, "null": list(rng.normal(null_mean, 0.02, n_perm))}}
+                         for v in values]}
+
+
+def test_geometry_excess_finds_a_planted_excess_and_not_a_planted_null():
+    rng = np.random.default_rng(0)
+    hit = P.geometry_excess([_geo([0.4, 0.5], 0.1, rng), _geo([0.45], 0.1, rng)])
+    assert hit["value"] == pytest.approx(0.35, abs=0.01) and hit["p_value"] == pytest.approx(1 / 200) and hit["n"] == 3
+    null = P.geometry_excess([_geo(list(rng.normal(0.1, 0.02, 4)), 0.1, rng) for _ in range(3)])
+    assert abs(null["value"]) < 0.03 and null["p_value"] > 0.05
+    assert math.isnan(P.geometry_excess([])["value"])
+
+
+def test_shift_correlation_follows_the_texts_the_source_moves():
+    rng = np.random.default_rng(0)
+
+    def case(follow):
+        n = 30
+        src_gain = rng.gamma(2, 0.5, n)
+        tgt_gain = src_gain if follow else rng.permutation(src_gain)
+        b = np.full(n, 100.0)
+        return {"chars": np.full(n, 50.0), "nats": {"source_base": b, "source_ft": b - src_gain, "target_base": b,
+                                                    "distilled": b - tgt_gain}}
+
+    same = P.shift_correlation([case(True), case(True)], n_perm=999, n_boot=200)
+    assert same["value"] == pytest.approx(1.0) and same["p_value"] < 0.01 and same["n"] == 60
+    rand = P.shift_correlation([case(False), case(False)], n_perm=999, n_boot=200)
+    assert abs(rand["value"]) < 0.4 and rand["ci_low"] < 0 < rand["ci_high"]
+
+
+def test_case_specs_tables_and_their_refusals():
+    specs = P.case_specs([["smollm2-135m", "gemma3-270m"]], ["x", "y"], [0], ["smollm2-135m"], ["x", "y", "z"])
+    assert [s["case"] for s in specs] == ["smollm2-135m to gemma3-270m, x, s0", "smollm2-135m to gemma3-270m, y, s0"]
+    assert specs[0]["label"] == "x (smollm2 to gemma3)"
+    with pytest.raises(P.PortabilityError, match="not a model of the grid"):
+        P.case_specs([["gemma3-270m", "smollm2-135m"]], ["x"], [0], ["smollm2-135m"], ["x"])
+    with pytest.raises(P.PortabilityError, match="not corpora of the grid"):
+        P.case_specs([["smollm2-135m", "gemma3-270m"]], ["q"], [0], ["smollm2-135m"], ["x"])
+    with pytest.raises(P.PortabilityError, match="two different models"):
+        P.case_specs([["smollm2-135m", "smollm2-135m"]], ["x"], [0], ["smollm2-135m"], ["x"])
+    assert P.case_table([]).empty and list(P.case_table([]).columns)[:2] == ["case", "label"]
+    cka = {"value": 0.3, "null_mean": 0.1, "z": 4.0, "p": 0.01, "null": [0.1]}
+    case = {**specs[0], "transfer_chars": 100, "wall_s": 1.0,
+            "per_char_nll": {k: 1.0 for k in ("target_base", "direct", "distilled", "geometry", "source_base",
+                                              "source_ft")},
+            "recovery": {m: {"value": 0.5, "lo": 0.4, "hi": 0.6} for m in ("distilled", "geometry")},
+            "agreement_with_source": {k: 0.5 for k in ("target_base", "direct", "distilled", "geometry")},
+            "edit": {"fit_r2": 0.9, "map_r2_to_target": 0.8},
+            "geometry": [{"depth": 0.5, "source_layer": 1, "target_layer": 2, "direct": cka, "distilled": cka,
+                          "direct_vs_distilled": cka}]}
+    t = P.case_table([case])
+    assert t.loc[0, "rec_distilled_lo"] == 0.4 and t.loc[0, "agree_geometry"] == 0.5 and not t.isna().any().any()
+    g = P.geometry_table([case])
+    assert list(g.comparison) == ["source vs direct", "source vs distilled", "direct vs distilled"]
