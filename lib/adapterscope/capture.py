@@ -4,6 +4,10 @@ Each batch runs two nnsight traces over the same peft model: one inside ``disabl
 base model) and one with the adapter on. Activations at the requested (layer, site) pairs and, optionally,
 the logits are saved and handed to the consumer batch by batch, so nothing larger than one batch is held.
 Optionally the activations are written as safetensors shards with a metadata sidecar.
+
+For a base model served by NDIF (remote execution), :func:`iter_paired_traced` gives the same batches without
+peft: the adapter runs as interventions on the plain base model inside the second trace, and ``remote=False``
+runs those very traces locally (the dry path the tests check against :func:`iter_paired`).
 """
 
 from __future__ import annotations
@@ -84,6 +88,137 @@ def iter_paired(peft_model, rows: torch.Tensor, layers: Sequence[int], sites: Se
                     else:  # nothing after the deepest target is needed: skip the later layers and the vocab head
                         tracer.stop()
             runs[which] = ({k: t for (k, _), t in zip(targets, saved)}, logits[0] if logits else None)
+        yield PairedBatch(ids, runs["base"][0], runs["ft"][0], runs["base"][1], runs["ft"][1])
+
+
+# ------------------------------------------------------------------ the adapter as interventions (NDIF-ready)
+# Within one decoder layer, the order in which the adapted projections and the read sites execute (llama and
+# gemma3 blocks: attention q, k, v, o, then the MLP's gate, up, down, then the layer's output).
+_EXEC_ORDER = {"q_proj": 0, "k_proj": 1, "v_proj": 2, "o_proj": 3, "gate_proj": 4, "up_proj": 5, "down_proj": 6}
+_SITE_ORDER = {"mlp_out": 7, "resid_post": 8}
+_PEFT_PREFIX = "base_model.model."
+
+
+class RemoteError(RuntimeError):
+    """A traced capture that cannot run as asked; the message says why."""
+
+
+def lora_factors(peft_model, adapter: str = "default") -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """``{module path in the plain base model: (A (r, in), B (out, r), scaling)}`` of one LoRA adapter of a
+    loaded peft model, so that the adapted output is ``out + scaling * (x A^T) B^T``."""
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    for n, m in peft_model.named_modules():
+        if isinstance(m, LoraLayer) and adapter in m.lora_A:
+            path = n[len(_PEFT_PREFIX):] if n.startswith(_PEFT_PREFIX) else n
+            out[path] = (m.lora_A[adapter].weight.detach().float().cpu(),
+                         m.lora_B[adapter].weight.detach().float().cpu(), float(m.scaling[adapter]))
+    if not out:
+        raise RemoteError(f"the model has no LoRA module holding an adapter named {adapter!r}")
+    return out
+
+
+def lora_factors_from_dir(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """:func:`lora_factors` read from a saved peft adapter (``adapter_config.json`` + safetensors), without
+    loading its base model: what a remote capture needs, where the base lives on the NDIF server."""
+    from safetensors.torch import load_file
+
+    from .finetune import check_safetensors
+
+    d = Path(adapter_dir)
+    cfg_p = d / "adapter_config.json"
+    if not cfg_p.is_file():
+        raise RemoteError(f"{d} is not a peft adapter directory (no adapter_config.json)")
+    cfg = json.loads(cfg_p.read_text())
+    if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("use_dora") or cfg.get("rank_pattern") or \
+            cfg.get("alpha_pattern"):
+        raise RemoteError(f"{d}: only plain LoRA adapters (one rank and alpha, no DoRA) run as interventions")
+    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    scale = alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
+    w = load_file(str(check_safetensors(d)))
+    out = {}
+    for k, a in w.items():
+        if ".lora_A." in k:
+            path = k.split(".lora_A.")[0]
+            path = path[len(_PEFT_PREFIX):] if path.startswith(_PEFT_PREFIX) else path
+            b = w[k.replace(".lora_A.", ".lora_B.")]
+            out[path] = (a.float(), b.float(), scale)
+    if not out:
+        raise RemoteError(f"{d} holds no lora_A / lora_B weights")
+    return out
+
+
+def _layer_rank(path: str) -> tuple[int, int]:
+    parts = path.split(".")
+    idx = [i for i, p in enumerate(parts) if p == "layers" and i + 1 < len(parts) and parts[i + 1].isdigit()]
+    if not idx or parts[-1] not in _EXEC_ORDER:
+        raise RemoteError(f"cannot place {path!r} in the forward order (known: decoder-layer projections "
+                          f"{sorted(_EXEC_ORDER)})")
+    return int(parts[idx[0] + 1]), _EXEC_ORDER[parts[-1]]
+
+
+def iter_paired_traced(wrapped, factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]], rows: torch.Tensor,
+                       layers: Sequence[int], sites: Sequence[str] = ("resid_post",), batch_size: int = 8,
+                       device: str = "cpu", with_logits: bool = True, remote: bool = False,
+                       progress: bool = True) -> Iterator[PairedBatch]:
+    """:func:`iter_paired` without peft: ``wrapped`` is an nnsight wrapper of the *plain* base model (``NNsight``
+    locally, or a ``LanguageModel`` of a hub id for NDIF) and the adapter runs as interventions inside the second
+    trace (each adapted projection's output plus ``scaling * (x A^T) B^T``, from :func:`lora_factors` or
+    :func:`lora_factors_from_dir`). ``remote=True`` sends both traces to NDIF (needs a ``LanguageModel``, network
+    access and an NDIF API key); ``remote=False`` builds and runs the very same traces locally: the dry path,
+    tested against the peft capture on a tiny model."""
+    model = getattr(wrapped, "_module", None)
+    if model is None:
+        raise RemoteError("iter_paired_traced needs an nnsight-wrapped base model (nnsight.NNsight or LanguageModel)")
+    if hasattr(model, "disable_adapter"):
+        raise RemoteError("wrap the plain base model: the adapter is applied as interventions, not by peft")
+    if remote:
+        from nnsight import CONFIG, LanguageModel
+
+        if not isinstance(wrapped, LanguageModel):
+            raise RemoteError("remote=True needs an nnsight LanguageModel built from a hub id that NDIF serves")
+        if not getattr(CONFIG.API, "APIKEY", None):
+            raise RemoteError("remote=True needs an NDIF API key: nnsight.CONFIG.set_default_api_key(...) or "
+                              "the NDIF_API_KEY environment variable")
+    layers = models.check_layers(model, list(layers))
+    names = {mod: n for n, mod in model.named_modules()}
+    reads = [(L, _SITE_ORDER.get(s, 9), models.hook_key(L, s), names[models.site_module(model, L, s)])
+             for L in layers for s in sites]
+    edits = sorted(((*_layer_rank(p), p) for p in factors), key=lambda t: (t[0], t[1]))
+    missing = [p for *_, p in edits if p not in names.values()]
+    if missing:
+        raise RemoteError(f"the adapter names modules this model lacks, e.g. {missing[0]!r}: a base/adapter mismatch")
+    steps_ft = sorted([(L, r, "edit", p) for L, r, p in edits] + [(L, r, "read", (k, p)) for L, r, k, p in reads],
+                      key=lambda t: (t[0], t[1]))
+    steps_base = [(L, r, "read", (k, p)) for L, r, k, p in sorted(reads, key=lambda t: (t[0], t[1]))]
+    if not with_logits:  # the trace stops after the deepest read: edits below it would never run
+        deepest = max((L, r) for L, r, _, _ in reads)
+        steps_ft = [t for t in steps_ft if (t[0], t[1]) <= deepest]
+    kw = {"remote": True} if remote else {}
+    fac = {p: (a.to(device), b.to(device), s) for p, (a, b, s) in factors.items()}
+    bar = tqdm(range(0, len(rows), batch_size), desc="paired capture (traced)", disable=not progress)
+    for i in bar:
+        ids = rows[i:i + batch_size].to(device)
+        runs = {}
+        for which, steps in (("base", steps_base), ("ft", steps_ft)):
+            saved: dict = {}
+            logits: list = []
+            with torch.no_grad(), wrapped.trace(ids, **kw) as tracer:
+                for _, _, kind, what in steps:  # modules in execution order
+                    if kind == "edit":
+                        env = _envoy(wrapped, what)
+                        a, b, s = fac[what]
+                        x = env.input
+                        env.output = env.output + s * ((x @ a.T) @ b.T)
+                    else:
+                        key, path = what
+                        saved[key] = _output_tensor(_envoy(wrapped, path).output).save()
+                if with_logits:
+                    logits.append(wrapped.output.logits.save())
+                else:
+                    tracer.stop()
+            runs[which] = ({k: saved[k] for _, _, k, _ in reads}, logits[0] if logits else None)
         yield PairedBatch(ids, runs["base"][0], runs["ft"][0], runs["base"][1], runs["ft"][1])
 
 

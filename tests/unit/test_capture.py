@@ -106,3 +106,58 @@ def test_capture_refuses_plain_model_and_bad_layer(tiny_llama, peft_tiny):
     pm, _ = peft_tiny
     with pytest.raises(models.ModelError, match="out of range"):
         next(capture.iter_paired(pm, torch.zeros(1, 4, dtype=torch.long), layers=[7]))
+
+
+@pytest.mark.parametrize("with_logits", [True, False])
+def test_traced_capture_of_the_plain_base_equals_the_peft_capture(peft_tiny, tmp_path, with_logits):
+    """The dry path of the NDIF capture: the adapter as interventions on the plain base model (the traces a remote
+    run sends) gives the peft capture's activations and logits, from the loaded adapter and from its saved folder."""
+    from nnsight import NNsight
+    from transformers import LlamaForCausalLM
+
+    pm, base_ref = peft_tiny
+    rows = torch.randint(97, (3, 9), generator=torch.Generator().manual_seed(5))
+    want = list(capture.iter_paired(pm, rows, layers=[0, 2], sites=["mlp_out", "resid_post"], batch_size=2,
+                                    with_logits=with_logits, progress=False))
+    base = LlamaForCausalLM(pm.base_model.model.config)
+    base.load_state_dict(base_ref)
+    base.eval()
+    fac = capture.lora_factors(pm)
+    assert len(fac) == 3 * 4 and all(s == 2.0 for _, _, s in fac.values())  # alpha 8 / rank 4
+    saved = finetune.save_adapter(pm, tmp_path / "adapter", {"model": "tiny"})
+    from_dir = capture.lora_factors_from_dir(saved)
+    assert set(from_dir) == set(fac) and all(torch.equal(from_dir[k][1], fac[k][1]) for k in fac)
+    got = list(capture.iter_paired_traced(NNsight(base), from_dir, rows, layers=[0, 2],
+                                          sites=["mlp_out", "resid_post"], batch_size=2, with_logits=with_logits,
+                                          progress=False))
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        for k in w.base:
+            assert torch.allclose(g.base[k], w.base[k], atol=1e-6), k
+            assert torch.allclose(g.ft[k], w.ft[k], atol=1e-5), k
+            assert not torch.allclose(g.ft[k], g.base[k], atol=1e-4) or k.startswith("blocks.0.hook_mlp")
+        if with_logits:
+            assert torch.allclose(g.logits_ft, w.logits_ft, atol=1e-5)
+        else:
+            assert g.logits_ft is None
+
+
+def test_traced_capture_refuses_what_cannot_run(peft_tiny, tiny_llama):
+    from nnsight import NNsight
+
+    pm, _ = peft_tiny
+    fac = capture.lora_factors(pm)
+    rows = torch.randint(97, (1, 5))
+    with pytest.raises(capture.RemoteError, match="plain base model"):
+        next(capture.iter_paired_traced(NNsight(pm), fac, rows, layers=[0], progress=False))
+    with pytest.raises(capture.RemoteError, match="nnsight-wrapped"):
+        next(capture.iter_paired_traced(pm.base_model.model, fac, rows, layers=[0], progress=False))
+    with pytest.raises(capture.RemoteError, match="LanguageModel"):
+        next(capture.iter_paired_traced(NNsight(pm.base_model.model), fac, rows, layers=[0], remote=True,
+                                        progress=False))
+    bad = {"model.layers.7.self_attn.q_proj": next(iter(fac.values()))}
+    with pytest.raises(capture.RemoteError, match="base/adapter mismatch"):
+        next(capture.iter_paired_traced(NNsight(pm.base_model.model), bad, rows, layers=[0], progress=False))
+    with pytest.raises(capture.RemoteError, match="forward order"):
+        next(capture.iter_paired_traced(NNsight(pm.base_model.model), {"lm_head": next(iter(fac.values()))}, rows,
+                                        layers=[0], progress=False))
