@@ -111,7 +111,7 @@ stats = {"recovery_distilled": portability.pooled_recovery(cases, "distilled", n
          "cka_excess_distilled": portability.geometry_excess(cases, "distilled"),
          "cka_excess_direct": portability.geometry_excess(cases, "direct"),
          "cka_excess_direct_vs_distilled": portability.geometry_excess(cases, "direct_vs_distilled")}
-pd.DataFrame(stats).T[["value", "n", "ci_low", "ci_high", "p_value", "reason"]]
+pd.DataFrame(stats).T.reindex(columns=["value", "n", "ci_low", "ci_high", "p_value", "reason"])
 
 # %% [markdown]
 # ## Figure: function recovered vs geometry shared

@@ -120,7 +120,7 @@ stats = {
 if not blocks:
     for v in stats.values():
         v["reason"] = "no composition block in this profile"
-pd.DataFrame(stats).T[["value", "n", "ci_low", "ci_high", "p_value", "reason"]]
+pd.DataFrame(stats).T.reindex(columns=["value", "n", "ci_low", "ci_high", "p_value", "reason"])
 
 # %% [markdown]
 # ## Figures: retention per method; interference vs alignment
