@@ -9,7 +9,9 @@ One paired pass (the adapter switched off and on over the same rows, ``capture.i
 * **internal axis**: per-layer linear CKA between base and adapted residual streams (displacement 1 - CKA,
   debiased, jackknife SEs) and its depth profile (slope of log10 displacement against relative depth, with a
   bootstrap CI as in ``04_cka``); at each chosen relative depth a two-model crosscoder (``crosscoder_train``)
-  with its cross/self reconstruction-error ratio and fine-tune-only latents.
+  with its cross/self reconstruction-error ratio and fine-tune-only latents. Beside each CKA reading, its twin
+  without massive-activation tokens (``outliers``: a few attention-sink tokens can decide linear CKA alone) and
+  the share of the squared norm they hold; a depth whose displacement is mostly those tokens is flagged.
 
 Each number is then placed against this project's own grid of adapters of the same base model (the runs in
 ``results/`` when there are any, else the committed ``data/reference/audit_reference.json``): its percentile
@@ -124,13 +126,13 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     set also trains the crosscoders, 80/20 by row, with every other set's rows on the training side)."""
     import torch
 
-    from . import capture, cka, crosscoder_train, depth, divergence, models
+    from . import capture, crosscoder_train, depth, divergence, models, outliers
 
     L = models.num_layers(pm)
     layers = list(range(L))
     cc_layers = depth_layers(L, depths)
     keys = [models.hook_key(l, "resid_post") for l in layers]
-    ckas = {k_: cka.BlockedCKA(n_blocks=5) for k_ in keys}
+    ckas = {k_: outliers.TrimmedCKA(n_blocks=5) for k_ in keys}
     out: dict[str, Any] = {"output": {}, "layers": L}
     cc_train, cc_eval = {k_: [] for k_ in cc_layers}, {k_: [] for k_ in cc_layers}
     for si, (name, rows) in enumerate(sets.items()):
@@ -156,9 +158,14 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                                "top1_lo": tlo, "top1_hi": thi, "n_tokens": r["n_tokens"], "n_rows": r["n_rows"]}
     prof = []
     for l, key in zip(layers, keys):
-        j = ckas[key].jackknife(debiased=True)
-        prof.append({"layer": l, "depth": l / max(L - 1, 1), "cka": j["value"], "se": j["se"],
-                     "displacement": float(depth.displacement([j["value"]])[0])})
+        j = ckas[key].result(debiased=True)
+        disp = float(depth.displacement([j["cka"]])[0])
+        disp_t = float(depth.displacement([j["cka_trimmed"]])[0])
+        prof.append({"layer": l, "depth": l / max(L - 1, 1), "cka": j["cka"], "se": j["cka_se"],
+                     "displacement": disp, "cka_trimmed": j["cka_trimmed"], "se_trimmed": j["cka_trimmed_se"],
+                     "displacement_trimmed": disp_t, "n_massive": j["n_massive"], "n_tokens": j["n_tokens"],
+                     "massive_share": j["massive_share"],
+                     "carried_by_massive": outliers.carried_by_massive(disp, disp_t)})
     out["profile"] = prof
     d = np.array([p["depth"] for p in prof])
     c, se = np.array([p["cka"] for p in prof]), np.array([p["se"] for p in prof])
@@ -202,6 +209,33 @@ def summarise(m: dict[str, Any], depths: Sequence[float]) -> dict[str, float]:
         s[f"ratio_ft@{dd:g}"] = _nearest(m["crosscoder"], dd, "ratio_ft")
         s[f"n_ft_only@{dd:g}"] = _nearest(m["crosscoder"], dd, "n_ft_only")
     return s
+
+
+def massive_notes(m: dict[str, Any], depths: Sequence[float]) -> list[dict[str, Any]]:
+    """Per audited depth (the layer nearest it): 1 - CKA over every token and without the massive-activation
+    tokens, how many tokens were flagged and the share of the squared norm they hold, and whether the reading
+    is carried by them (``outliers.carried_by_massive``)."""
+    out = []
+    for dd in depths:
+        if not m["profile"]:
+            continue
+        r = min(m["profile"], key=lambda r: abs(r["depth"] - dd))
+        if "displacement_trimmed" not in r:
+            continue
+        out.append({"depth": dd, "layer": r["layer"], "displacement": r["displacement"],
+                    "displacement_trimmed": r["displacement_trimmed"], "n_massive": r["n_massive"],
+                    "n_tokens": r["n_tokens"], "massive_share": r["massive_share"],
+                    "carried_by_massive": r["carried_by_massive"]})
+    return out
+
+
+def massive_lines(notes: list[dict[str, Any]]) -> list[str]:
+    """One warning line per depth whose displacement is carried by a few massive-activation tokens."""
+    return [f"note: 1 - CKA at depth {n['depth']:g} (layer {n['layer']}) is {n['displacement']:.3g} over every token "
+            f"but {n['displacement_trimmed']:.3g} without the {n['n_massive']} massive-activation token(s) of "
+            f"{n['n_tokens']} ({100 * n['massive_share']:.0f}% of the squared norm): it measures how the adapter "
+            "moved those few tokens; read the trimmed value for the rest of the stream"
+            for n in notes if n["carried_by_massive"]]
 
 
 def reference_from_results(model: str, depths: Sequence[float] = DEPTHS) -> list[dict[str, Any]]:
@@ -316,7 +350,11 @@ def figures(m: dict[str, Any], ref_runs: list[dict], summary: dict[str, float], 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     d = [p["depth"] for p in m["profile"]]
     ax.errorbar(d, [p["displacement"] for p in m["profile"]], yerr=[p["se"] for p in m["profile"]], marker="o",
-                ms=3, label="audited adapter")
+                ms=3, label="audited adapter, every token")
+    if m["profile"] and "displacement_trimmed" in m["profile"][0]:
+        ax.errorbar(d, [p["displacement_trimmed"] for p in m["profile"]],
+                    yerr=[p["se_trimmed"] for p in m["profile"]], marker="s", ms=3, ls="--",
+                    label="without massive-activation tokens")
     ax.set_yscale("log")
     for c in m["crosscoder"]:
         ax.axvline(c["depth"], ls=":", c="grey", lw=0.8)
@@ -370,6 +408,26 @@ def terminal_table(rep: dict[str, Any]) -> str:
     return "\n".join([lines[0], "  ".join("-" * x for x in w), *lines[1:]])
 
 
+def massive_html(rep: dict[str, Any]) -> str:
+    """The massive-activation table of the report: per audited depth, both readings and the flag."""
+    e = html.escape
+    notes = rep.get("massive") or []
+    if not notes:
+        return ""
+    trs = "".join(f"<tr><td>{n['depth']:g} (layer {n['layer']})</td><td>{n['displacement']:.4g}</td>"
+                  f"<td>{n['displacement_trimmed']:.4g}</td><td>{n['n_massive']} of {n['n_tokens']}</td>"
+                  f"<td>{100 * n['massive_share']:.0f}%</td>"
+                  f"<td class='call'>{'carried by them' if n['carried_by_massive'] else 'no'}</td></tr>"
+                  for n in notes)
+    return (f"<h2 id='massive'>Massive-activation tokens</h2><p>Linear CKA weighs each token by its squared norm, "
+            f"and a few attention-sink tokens can have norms 10-1000 times the median, so they can decide 1 - CKA "
+            f"alone. Tokens above {e(str(rep.get('massive_factor', '10')))} x the median token norm (in either "
+            f"model) are left out of the second reading. The reference adapters' values are over every token, "
+            f"as placed above.</p><table><tr><th>depth</th><th>1 - CKA, every token</th><th>without massive "
+            f"tokens</th><th>massive tokens</th><th>their share of the squared norm</th><th>displacement carried "
+            f"by them</th></tr>{trs}</table>")
+
+
 def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
     """A self-contained page: the two axes side by side, the figures embedded as data URIs, how to read it."""
     e = html.escape
@@ -394,9 +452,11 @@ def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
 <div class="axes">{cols['output']}{cols['internal']}</div>
 <h2>Output change per text (95% CI over rows)</h2>
 <table><tr><th>text</th><th>KL(base||adapted)</th><th>top-1 agreement</th><th>tokens</th></tr>{outrows}</table>
+{massive_html(rep)}
 <h2>Figures</h2>
 <figure><img alt="depth profile" src="{img['profile']}"><figcaption>Internal axis by depth: displacement
-1 - CKA between base and adapted residual streams per layer (jackknife SE); dotted: the crosscoder depths.
+1 - CKA between base and adapted residual streams per layer (jackknife SE), over every token and without the
+massive-activation tokens; dotted: the crosscoder depths.
 </figcaption></figure>
 <figure><img alt="placement" src="{img['placement']}"><figcaption>Every number (diamond) among this project's
 reference adapters of the same base (grey), output axis in red, internal axis in blue.</figcaption></figure>
@@ -463,8 +523,11 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
     m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress)
     summ = summarise(m, depths)
     ref = load_reference(base, depths)
+    from . import outliers
+
     rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
-           "placement": placements(summ, ref["runs"])}
+           "placement": placements(summ, ref["runs"]), "massive": massive_notes(m, depths),
+           "massive_factor": outliers.FACTOR}
     out = Path(out)
     with paths.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
@@ -474,5 +537,7 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         (tmp / "audit.json").write_text(json.dumps(results._jsonable(rep), indent=1, allow_nan=True) + "\n")
         (tmp / "audit.html").write_text(render_html(rep, pngs))
     log(terminal_table(rep))
+    for line in massive_lines(rep["massive"]):
+        log(line)
     log(f"report: {out / 'audit.html'}")
     return rep

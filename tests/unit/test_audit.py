@@ -91,6 +91,29 @@ def test_summarise_reads_the_nearest_layer_of_each_depth():
     assert s["displacement@0.9"] == pytest.approx(10 ** (-3 + 2 * 8 / 9))
 
 
+def _with_massive(m, layer=4, every=0.30, trimmed=0.02):
+    """The fake profile with trimmed twins: equal everywhere except ``layer``, whose reading is carried by 2
+    massive tokens."""
+    for r in m["profile"]:
+        t = trimmed if r["layer"] == layer else r["displacement"]
+        if r["layer"] == layer:
+            r["displacement"], r["cka"] = every, 1 - every
+        r.update({"displacement_trimmed": t, "cka_trimmed": 1 - t, "se_trimmed": 1e-4, "n_tokens": 630,
+                  "n_massive": 2 if r["layer"] == layer else 0, "massive_share": 0.88 if r["layer"] == layer else 0.0,
+                  "carried_by_massive": r["layer"] == layer})
+    return m
+
+
+def test_massive_notes_flag_the_depth_whose_displacement_a_few_tokens_carry():
+    m = _with_massive(_fake_measure())
+    notes = audit.massive_notes(m, (0.4, 0.9))
+    assert [n["layer"] for n in notes] == [4, 8]
+    assert notes[0]["carried_by_massive"] and not notes[1]["carried_by_massive"]
+    lines = audit.massive_lines(notes)
+    assert len(lines) == 1 and "depth 0.4 (layer 4)" in lines[0] and "0.3" in lines[0] and "0.02" in lines[0]
+    assert audit.massive_notes(_fake_measure(), (0.4, 0.9)) == []  # a measure without trimmed readings: none
+
+
 def _write(root, nb, rid, values, params):
     d = root / "results" / nb
     d.mkdir(parents=True, exist_ok=True)
@@ -143,11 +166,12 @@ class _Imgs(HTMLParser):
 
 
 def test_report_figures_table_and_self_contained_html(tmp_path, project):
-    m = _fake_measure()
+    m = _with_massive(_fake_measure())
     summ = audit.summarise(m, (0.4, 0.9))
     ref = [{**summ, "kl_neutral": x} for x in (0.01, 0.02, 0.03)]
     rep = {"base": "smollm2-135m", "adapter": "a/b", "measure": m, "summary": summ,
            "reference": {"source": "test", "runs": ref}, "placement": audit.placements(summ, ref), "wall_s": 3.0,
+           "massive": audit.massive_notes(m, (0.4, 0.9)), "massive_factor": 10.0,
            "provenance": results.Run("audit", "audit", params={}).provenance()}
     assert rep["placement"]["kl_neutral"]["call"] == "above"
     pngs = audit.figures(m, ref, summ, tmp_path / "fig")
@@ -160,7 +184,8 @@ def test_report_figures_table_and_self_contained_html(tmp_path, project):
     p = _Imgs()
     p.feed(page)
     assert len(p.imgs) == 2 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.imgs)
-    assert {"output", "internal"} <= set(p.ids) and "How to read this" in page
+    assert {"output", "internal", "massive"} <= set(p.ids) and "How to read this" in page
+    assert "carried by them" in page and "without massive" in page
 
 
 def test_cli_help_and_bad_input_exit_2(tmp_path, capsys):
