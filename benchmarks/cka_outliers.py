@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from adapterscope import capture, cka, corpora, finetune, models, paths, results
+from adapterscope import capture, cka, corpora, finetune, models, outliers, paths, results
 
 
 def paired_tokens(pm, tok, model: str, corpus: str, seed: int, layers: list[int]
@@ -59,12 +59,15 @@ def paired_tokens(pm, tok, model: str, corpus: str, seed: int, layers: list[int]
     return {l: torch.cat(v) for l, v in out.items()}, torch.cat(ids), torch.cat(pos)
 
 
-def diagnose(pair: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, tok, factor: float = 10.0) -> dict:
+def diagnose(pair: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, tok,
+             factor: float = outliers.FACTOR) -> dict:
+    """The table's row for one layer; the massive tokens are ``outliers.massive_mask`` over the whole set (one
+    median over every token, where the audit's ``TrimmedCKA`` takes one per batch)."""
     X, Y = pair[:, 0].double(), pair[:, 1].double()
     nx, ny = X.norm(dim=1), Y.norm(dim=1)
     c = (X - X.mean(0)).pow(2).sum(1)
     k = max(1, len(c) // 100)
-    massive = (nx > factor * nx.median()) | (ny > factor * ny.median())
+    massive = outliers.massive_mask(X, Y, factor)
     rel = (Y - X).norm(dim=1) / nx.clamp_min(1e-12)
     keep = ~massive
     return {"n_tokens": int(len(X)), "cka_all": cka.cka_features(X, Y, debiased=True),

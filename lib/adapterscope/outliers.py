@@ -74,7 +74,8 @@ class TrimmedCKA:
 
     def result(self, debiased: bool = True) -> dict[str, Any]:
         """``cka``/``cka_se`` over every token, ``cka_trimmed``/``cka_trimmed_se`` without the massive ones
-        (jackknife over the same blocks), ``n_massive``, ``n_tokens`` and ``massive_share`` (their share of the
+        (jackknife over blocks filled in the same order; an update whose every token is massive adds nothing to
+        the trimmed side, so from then on the two sides' blocks are offset by one), ``n_massive``, ``n_tokens`` and ``massive_share`` (their share of the
         base side's squared norm)."""
         a = self.all.jackknife(debiased=debiased)
         try:
