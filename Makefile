@@ -59,9 +59,9 @@ finding: venv models
 pdf: venv tex
 	PROFILE=$(PROFILE) $(PY) -m adapterscope.pipeline pdf
 
-## models: convert the embedded GGUF models once into the safetensors cache (data/cache/models)
+## models: convert the two core embedded GGUF models once into the safetensors cache (data/cache/models); the third size converts on first use
 models: venv
-	$(PY) -c "from adapterscope import models as m; [print(n, m.convert_embedded(n)) for n in m.EMBEDDED]"
+	$(PY) -c "from adapterscope import models as m; [print(n, m.convert_embedded(n)) for n in m.CORE_EMBEDDED]"
 
 ## bench: benchmark scripts (each prints ratios measured in one run)
 bench: venv models

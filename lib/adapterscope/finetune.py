@@ -239,6 +239,13 @@ def save_adapter(peft_model, out_dir: str | Path, meta: dict[str, Any]) -> Path:
     out = Path(out_dir)
     with paths.atomic_path(out) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
+        # peft writes its set-valued fields (target_modules) in set order, which follows the process's string hash
+        # seed: sorted, identical fine-tunes write identical folders (one digest, so a redo reruns nothing below)
+        sets = {k for c in peft_model.peft_config.values() for k, v in c.to_dict().items() if isinstance(v, set)}
+        for f in sorted(tmp.rglob("adapter_config.json")) if sets else []:
+            conf = json.loads(f.read_text())
+            conf.update({k: sorted(conf[k], key=str) for k in sets if isinstance(conf.get(k), list)})
+            f.write_text(json.dumps(conf, indent=2, sort_keys=True))
         write_sidecar(tmp, {**meta, "base_identity": models.model_identity(peft_model)})
     return out
 

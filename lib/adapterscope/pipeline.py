@@ -45,7 +45,7 @@ SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
                  "04_cka": ["01_finetune", "02_capture", "03_crosscoder"],
                  "10_decorrelation": ["01_finetune", "02_capture", "03_crosscoder", "09_clamp"],
                  "11_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
-                 "07_portability": ["01_finetune"],  # the source adapters of grid.portability's cases
+                 "07_portability": ["01_finetune"],  # grid.portability's source adapters (and targets' own)
                  "12_composition": ["01_finetune"],  # the corpus adapters grid.composition composes
                  "05a_vlm": [], "05b_regime_probing": [],  # the VLM notebooks do not read the language grid
                  "06_escape_routes": []}
@@ -490,8 +490,10 @@ def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
         if not prof["grid"].get("portability"):
             return []
         pb = portability_block(prof["grid"])
-        sources = {p[0] for p in pb["pairs"]}
-        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in sources
+        # the sources' adapters, and the targets' own adapters of the same corpus and seed where the target is in
+        # the grid: a case reuses that one as its ceiling (the direct LoRA) instead of training it again
+        case_models = {m for p in pb["pairs"] for m in p}
+        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in case_models
                 and c["corpus"] in pb["corpora"] and c["seed"] in pb["seeds"]]
     if nb == "12_composition":
         if not prof["grid"].get("composition"):
@@ -669,6 +671,16 @@ def build_pdf(log=print) -> Path:
                             "texlive-latex-base texlive-latex-recommended latexmk texlive-science "
                             "texlive-pictures lmodern (or `make tex`)")
     paper = paths.project_root() / "paper"
+    # latexmk trusts its record of the last complete build (build/main.fdb_latexmk): after a build killed midway,
+    # with the sources of that record it takes the killed pass's truncated main.pdf as up to date (copied below, a
+    # half-written PDF would replace the good one) or hands its truncated main.aux to bibtex, which then fails on
+    # every rerun. The marker lives from before latexmk until the PDF is in place; found, the build starts afresh.
+    unfinished = paper / "build" / ".unfinished"
+    if unfinished.exists():
+        shutil.rmtree(paper / "build")
+        log("paper: the previous build did not finish (killed or failed); building from scratch")
+    unfinished.parent.mkdir(parents=True, exist_ok=True)
+    unfinished.touch()
     proc = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-outdir=build",
                            "main.tex"], cwd=paper, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -678,6 +690,7 @@ def build_pdf(log=print) -> Path:
     final = paper / "adapterscope.pdf"
     with paths.atomic_path(final) as tmp:  # a reader never sees a half-copied PDF
         shutil.copyfile(pdf, tmp)
+    unfinished.unlink()
     log(f"paper: {final}")
     return final
 

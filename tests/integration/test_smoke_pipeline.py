@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -76,6 +77,83 @@ def test_smoke_profile_runs_and_builds_the_pdf(smoke):
     words = re.findall(r"\\newcommand\{\\Verdict[A-Za-z]+\}\{\\emph\{(\w+)\}\}", ledger)
     assert len(words) == len(ids) and set(words) <= {"supported", "contradicted", "inconclusive", "undefined"}
     assert f"\\newcommand{{\\NFindings}}{{{len(ids)}}}" in ledger
+
+
+def _pdf_pages(log_file):
+    m = re.findall(r"Output written on \S+ \((\d+) pages?", log_file.read_text(errors="replace"))
+    return int(m[-1]) if m else None
+
+
+def _pdflatex_writing_a_pdf(pgid, paper):
+    """Whether a pdflatex of process group ``pgid`` holds a PDF under ``paper/`` open (the pass it is in writes it:
+    pdfTeX opens its output at the first page and closes it at the end of the pass)."""
+    for d in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{d}/stat").read() if d.isdigit() else ""
+            if not stat or stat.split("(", 1)[1].rsplit(")", 1)[0] != "pdflatex" \
+                    or int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            targets = [os.readlink(f"/proc/{d}/fd/{fd}") for fd in os.listdir(f"/proc/{d}/fd")]
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(t.startswith(str(paper) + os.sep) and t.endswith(".pdf") for t in targets):
+            return True
+    return False
+
+
+def test_pdf_build_killed_midway_keeps_the_old_pdf_and_a_rerun_builds_it(smoke):
+    """Reliability case 8, the PDF: `pipeline pdf` with a new profile name (PROFILE, as `make pdf` passes it: a
+    change to generated/all.tex that latexmk must rebuild for) SIGKILLed, its process group with latexmk and
+    pdflatex, while pdflatex writes its PDF. The previous paper/adapterscope.pdf stays byte for byte and nothing
+    appears beside it. Then the build the old PDF came from (the smoke profile's name) again, whose sources are
+    those of latexmk's record of its last complete build: a whole PDF with the old page count (before the fix
+    latexmk took the killed pass's files for up to date: bibtex failed on its truncated main.aux at every rerun, or
+    its truncated main.pdf was published). Then the killed command again: a whole PDF with its profile name."""
+    import signal
+
+    root, proc = smoke
+    assert proc.returncode == 0
+    paper = root / "paper"
+    final = paper / "adapterscope.pdf"
+    old, pages = final.read_bytes(), _pdf_pages(paper / "build" / "main.log")
+    assert old.startswith(b"%PDF-") and old.rstrip().endswith(b"%%EOF") and pages
+
+    def pdf(profile):
+        env = {**os.environ, "ADAPTERSCOPE_HOME": str(root), "PYTHONUNBUFFERED": "1", "PROFILE": profile}
+        return subprocess.Popen([sys.executable, "-m", "adapterscope.pipeline", "pdf"], cwd=root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def whole(profile):
+        p = pdf(profile)
+        out = p.communicate(timeout=900)[0].decode(errors="replace")
+        assert p.returncode == 0, out[-3000:]
+        new = final.read_bytes()
+        assert new.startswith(b"%PDF-") and new.rstrip().endswith(b"%%EOF"), (len(new), new[-200:])
+        assert new == (paper / "build" / "main.pdf").read_bytes()
+        log = (paper / "build" / "main.log").read_text(errors="replace")
+        assert _pdf_pages(paper / "build" / "main.log") == pages
+        assert not re.search(r"(?:Citation|Reference) `[^']*' on page \S+ undefined|There were undefined", log)
+        assert f"\\newcommand{{\\ProfileName}}{{{profile}}}" in (paper / "generated" / "all.tex").read_text()
+        assert sorted(f.name for f in paper.iterdir() if "pdf" in f.name) == ["adapterscope.pdf"]
+
+    killed = f"killed-midway-{time.time_ns()}"  # a name no build had: latexmk must rebuild
+    p = pdf(killed)
+    try:
+        deadline = time.time() + 300
+        while not _pdflatex_writing_a_pdf(p.pid, paper):
+            assert p.poll() is None, f"pdf ended ({p.returncode}) before the kill:\n{p.stdout.read()[-3000:]}"
+            assert time.time() < deadline, "pdflatex never wrote its PDF"
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        out = p.communicate(timeout=60)[0].decode(errors="replace")
+    assert p.returncode == -signal.SIGKILL and "paper:" not in out, out[-3000:]
+    assert final.read_bytes() == old  # the previous PDF, whole
+    assert sorted(f.name for f in paper.iterdir() if "pdf" in f.name) == ["adapterscope.pdf"], list(paper.iterdir())
+    whole("smoke")
+    whole(killed)
 
 
 @pytest.mark.parametrize("corpus", ["meditations", "instructions"])

@@ -289,15 +289,16 @@ def test_stale_temporaries_are_cleaned_young_ones_kept(project):
     old = paths.figures_dir() / "08_divergence" / ".fig.pdf.abc.tmp"
     young = paths.results_dir() / "01_finetune" / ".x.json.def.tmp"
     part = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial"
-    for d in (old, young, part):
-        d.mkdir(parents=True)
+    pdf_copy = paths.project_root() / "paper" / ".adapterscope.pdf.ghi.tmp"  # a killed PDF copy
+    for d in (old, young, part, pdf_copy):
+        d.mkdir(parents=True, exist_ok=True)
         (d / "payload").write_text("half")
     past = time.time() - 3600
-    for d in (old, part):
+    for d in (old, part, pdf_copy):
         os.utime(d / "payload", (past, past))
         os.utime(d, (past, past))
     removed = paths.clean_stale_temporaries()
-    assert sorted(removed) == sorted([old, part]) and young.exists() and not old.exists()
+    assert sorted(removed) == sorted([old, part, pdf_copy]) and young.exists() and not old.exists()
 
 
 # ----------------------------------------------------------------------------------------------- case 10

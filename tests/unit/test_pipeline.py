@@ -290,6 +290,10 @@ def test_portability_block_cells_params_and_findings_plan():
     assert "portability" not in findings.scoped_profile(other, prof)["grid"]  # a scope never trips its check
     bare = {"grid": {k: v for k, v in prof["grid"].items() if k != "portability"}}
     assert pipeline.summary_cells("07_portability", bare) == [] and pipeline.summary_params("p", bare)["port_pairs"] == []
+    # a target that is in the grid: its own adapter of the case's corpus and seed is read too (the reused ceiling)
+    both = {"grid": _port_grid(pairs=[["a", "b"]], corpora=["y"]), "_name": "p"}
+    assert pipeline.summary_upstream("07_portability", both) == [("01_finetune", "a__y__none__s0"),
+                                                                 ("01_finetune", "b__y__none__s0")]
 
 
 @pytest.mark.parametrize("port, match", [
