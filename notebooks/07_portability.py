@@ -136,12 +136,20 @@ else:
     ax1.axvline(0.8, color="C3", lw=0.8, ls="--", label="0.8 (Trans-LoRA target)")
     ax1.set(xlabel="recovery of the direct adapter's NLL gain (95% CI)", ylabel="")
     ax1.legend(fontsize=6, loc="best")
-    sns.lineplot(geo, x="depth", y="cka", hue="comparison", style="label", marker="o", errorbar=None, ax=ax2)
+    # colour = comparison, line style = case (solid, dashed, ...), thin dotted = that line's shuffled null;
+    # the legend is built by hand so that each case shows its own line style
+    from matplotlib.lines import Line2D
+
     colours = dict(zip(geo.comparison.unique(), sns.color_palette()))
-    for (comp, _), g in geo.groupby(["comparison", "label"], sort=False):
-        ax2.plot(g.depth, g.null_mean, ls=":", lw=1, color=colours[comp], alpha=0.8)
-    ax2.set(xlabel="relative depth", ylabel="displacement CKA (dotted: shuffled null)", ylim=(0, None))
-    sns.move_legend(ax2, "best", fontsize=6)
+    styles = dict(zip(geo.label.unique(), ["-", "--", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1))] * 4))
+    for (comp, lab), g in geo.groupby(["comparison", "label"], sort=False):
+        ax2.plot(g.depth, g.cka, ls=styles[lab], marker="o", ms=3, lw=1.2, color=colours[comp])
+        ax2.plot(g.depth, g.null_mean, ls=":", lw=0.8, color=colours[comp], alpha=0.7)
+    handles = ([Line2D([], [], color=c, lw=1.5, label=k) for k, c in colours.items()]
+               + [Line2D([], [], color="0.3", ls=st, lw=1.2, label=k) for k, st in styles.items()]
+               + [Line2D([], [], color="0.3", ls=":", lw=0.8, label="shuffled null")])
+    ax2.legend(handles=handles, fontsize=6, loc="best")
+    ax2.set(xlabel="relative depth", ylabel="displacement CKA", ylim=(0, None))
     fig.tight_layout()
 run.figures += plotting.save(fig, NB, "portability")
 plt.close(fig)

@@ -32,20 +32,23 @@ def tiny_llama():
     return model
 
 
+def copy_project(root: Path) -> Path:
+    """The checkout's tracked and untracked-but-not-ignored files, copied under ``root``; returns ``root``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, root / f)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An isolated copy of the project's tracked files as ADAPTERSCOPE_HOME (results/figures land there).
 
     Model and corpus caches stay shared (ADAPTERSCOPE_CACHE) so models are converted once per machine."""
-    root = tmp_path / "proj"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        src = REPO / f
-        if src.is_file():
-            dst = root / f
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    root = copy_project(tmp_path / "proj")
     monkeypatch.setenv("ADAPTERSCOPE_HOME", str(root))
     monkeypatch.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
     return root

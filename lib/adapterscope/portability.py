@@ -127,34 +127,57 @@ def recovery(nats_base, nats_transfer, nats_direct, chars, n_boot: int = 2000, s
 
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, seed: int,
-                   temperature: float = 1.0, device: str = "cpu") -> list[str]:
-    """One sampled continuation per prompt (prompt included, decoded to a string) from ``model``: the transfer
-    data of distillation through text. Seeded: the same seed gives the same strings."""
+                   temperature: float = 1.0, device: str = "cpu", batch_size: int = 64) -> list[str]:
+    """One continuation per prompt (prompt included, decoded to a string) from ``model``, sampled at
+    ``temperature`` (greedy at 0): the transfer data of distillation through text, and the greedy continuations
+    compared as strings. Prompts run ``batch_size`` at a time, left-padded, with a KV cache (one forward per new
+    token for the whole batch, not per prompt: on a CPU the per-token overhead of a small model dominates, so
+    48 prompts x 96 tokens one prompt at a time cost minutes). A row stops at its end-of-sequence token. Seeded:
+    the same seed, prompts and batch size give the same strings; greedy rows do not depend on the batch."""
     s = start_id(tokenizer)
-    out = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else s
+    eos = tokenizer.eos_token_id
     g = torch.Generator(device="cpu").manual_seed(seed)
-    for p in prompts:
-        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([[s] + p_ids], device=device)
-        new = []
-        past = None
-        x = ids
+    p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    news: list[list[int]] = [[] for _ in prompts]
+    for b0 in range(0, len(prompts), batch_size):
+        rows = list(range(b0, min(b0 + batch_size, len(prompts))))
+        seqs = [[s] + p_ids[i] for i in rows]
+        T = max(len(q) for q in seqs)
+        x = torch.full((len(rows), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for r, q in enumerate(seqs):  # left padding: every row's next token is at the last position
+            x[r, T - len(q):] = torch.tensor(q)
+            mask[r, T - len(q):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        x, mask, pos = x.to(device), mask.to(device), pos.to(device)
+        done = [False] * len(rows)
+        past, inp, inp_pos = None, x, pos
         for _ in range(max_new_tokens):
-            o = model(input_ids=x, past_key_values=past, use_cache=True)
+            o = model(input_ids=inp, attention_mask=mask, position_ids=inp_pos, past_key_values=past, use_cache=True)
             past = o.past_key_values
-            logits = o.logits[0, -1].float().cpu()
+            logits = o.logits[:, -1].float().cpu()
             if temperature <= 0:
-                nxt = int(logits.argmax())
+                nxt = logits.argmax(-1)
             else:
-                nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=g))
-            if nxt == tokenizer.eos_token_id:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=g)[:, 0]
+            for r, i in enumerate(rows):
+                if not done[r]:
+                    if int(nxt[r]) == eos:
+                        done[r] = True
+                    else:
+                        news[i].append(int(nxt[r]))
+            if all(done):
                 break
-            new.append(nxt)
-            x = torch.tensor([[nxt]], device=device)
+            inp = nxt[:, None].to(device)
+            inp_pos = inp_pos[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], 1)
+    out = []
+    for p, ids, new in zip(prompts, p_ids, news):
         # decoded together with the prompt, then cut after the prompt's own decoding: a SentencePiece decoder
         # drops the leading space of a sequence's first token, which would glue the continuation to the prompt
-        full = tokenizer.decode(p_ids + new, skip_special_tokens=True)
-        head = tokenizer.decode(p_ids, skip_special_tokens=True)
+        full = tokenizer.decode(ids + new, skip_special_tokens=True)
+        head = tokenizer.decode(ids, skip_special_tokens=True)
         out.append(p + (full[len(head):] if full.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)))
     return out
 
@@ -322,8 +345,15 @@ def displacement_cka(Da: torch.Tensor, Db: torch.Tensor, n_perm: int = 200, seed
     if Da.shape[0] != Db.shape[0] or Da.shape[0] < 4:
         raise PortabilityError(f"displacement_cka needs the same >= 4 rows, got {Da.shape[0]} and {Db.shape[0]}")
     value = cka_features(Da, Db)
+    # A row permutation leaves the column means and both self-similarity terms as they are: only the cross term
+    # ||Yc[perm]^T Xc||_F^2 changes, one n x d_a x d_b product a shuffle instead of cka_features' three (the same
+    # null; a Gram-matrix form, <K, L[perm][:, perm]>, was slower here: its n^2 gathers are memory-bound)
+    x, y = Da - Da.mean(0), Db - Db.mean(0)
+    den = float(torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y))
     g = torch.Generator().manual_seed(seed)
-    null = np.array([cka_features(Da, Db[torch.randperm(len(Db), generator=g)]) for _ in range(n_perm)])
+    perms = [torch.randperm(len(Db), generator=g) for _ in range(n_perm)]
+    null = np.array([float(torch.linalg.matrix_norm(y[q].T @ x) ** 2) / den if den > 0 else float("nan")
+                     for q in perms])
     sd = float(null.std(ddof=1))
     return {"value": float(value), "null_mean": float(null.mean()), "null_sd": sd,
             "z": float((value - null.mean()) / sd) if sd > 0 else float("nan"),
@@ -404,9 +434,12 @@ def neutral_prompts(model, tokenizer, n: int, tokens: int, seed: int, device: st
 
 
 def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_docs: Sequence[str], lora_cfg,
-             cc: CaseConfig, device: str = "cpu", progress: bool = True, log=print) -> dict[str, Any]:
+             cc: CaseConfig, device: str = "cpu", progress: bool = True, log=print,
+             direct: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One transfer case, both axes. ``src_pm``: the source base with its adapter (peft); ``tgt_base``: the target
-    base (left unchanged: each target LoRA trains on a copy).
+    base (left unchanged: each target LoRA trains on a copy). ``direct``: an already trained ceiling, (peft model on
+    a copy of the target base, its info), e.g. the target's own grid adapter of the same corpus, seed and protocol
+    (:func:`run_spec` finds it); trained here on ``train_docs`` when None.
 
     Function axis: per-character NLL on held-out text of the target base (floor), a LoRA trained on the corpus
     directly (ceiling), a LoRA trained only on the adapted source's generated text (distillation) and the target
@@ -419,19 +452,34 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
     from . import finetune
 
     t0 = time.time()
+    phase_s: dict[str, float] = {}  # wall seconds of each phase, so a profile's cost can be read off its results
+    tick = [time.time()]
+
+    def lap(name: str) -> None:
+        now = time.time()
+        phase_s[name] = round(now - tick[0], 2)
+        tick[0] = now
+
     texts = cut_texts(heldout_docs, cc.eval_chars)[:cc.eval_texts]
     with src_pm.disable_adapter():
         prompts = neutral_prompts(src_pm, tok_s, cc.transfer_prompts, cc.prompt_tokens, cc.seed, device)
     transfer = generate_texts(src_pm, tok_s, prompts, cc.transfer_new_tokens, cc.seed, cc.temperature, device)
     n_chars = sum(len(t) for t in transfer)
     log(f"distillation data: {len(transfer)} texts, {n_chars} characters")
+    lap("generate_transfer")
 
     adapters = {}
+    if direct is not None:
+        adapters["direct"] = direct
     for name, docs in (("direct", train_docs), ("distilled", transfer)):
+        if name in adapters:
+            continue
         rows = finetune.pack_documents(tok_t, docs, lora_cfg.seq_len)
         pm = finetune.add_lora(copy.deepcopy(tgt_base), lora_cfg)
         res = finetune.train(pm, rows, lora_cfg, device=device, progress=progress)
-        adapters[name] = (pm, {"rows": len(rows), "final_loss": res.losses[-1], "compute_dtype": res.dtype})
+        adapters[name] = (pm, {"rows": len(rows), "final_loss": res.losses[-1], "compute_dtype": res.dtype,
+                               "reused_run": ""})
+        lap(f"train_{name}")
 
     n_s, n_t = models.num_layers(src_pm), models.num_layers(tgt_base)
     (ls, lt), = matched_layers(n_s, n_t, [cc.edit_depth])
@@ -448,6 +496,7 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
         T, S = paired_residuals(tgt_base, tok_t, src_pm, tok_s, transfer, [(lt, ls)], device)[(lt, ls)]
     to_src, to_tgt = fit_map(T, S, "lstsq"), fit_map(S, T, "lstsq")
     moved = transport_edit(edit, to_src, to_tgt)
+    lap("fit_geometry_edit")
 
     nll = {"target_base": char_nll(tgt_base, tok_t, texts, device)}
     for name, (pm, _) in adapters.items():
@@ -461,6 +510,7 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
     per_char = {k: float(v[0].sum() / v[1].sum()) for k, v in nll.items()}
     rec = {k: recovery(nll["target_base"][0], nll[k][0], nll["direct"][0], chars, cc.n_boot, cc.seed)
            for k in ("distilled", "geometry")}
+    lap("score_nll")
 
     layers = matched_layers(n_s, n_t, cc.depths)
     depth_of = {}
@@ -474,6 +524,7 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
             row[k] = displacement_cka(d["source"], d[k], cc.n_perm, cc.seed)
         row["direct_vs_distilled"] = displacement_cka(d["direct"], d["distilled"], cc.n_perm, cc.seed)
         geometry.append(row)
+    lap("displacement_cka")
 
     ap = prompts[:cc.agree_prompts]
     src_greedy = generate_texts(src_pm, tok_s, ap, cc.agree_tokens, cc.seed, 0.0, device)
@@ -484,13 +535,14 @@ def run_case(src_pm, tok_s, tgt_base, tok_t, train_docs: Sequence[str], heldout_
         greedy["geometry"] = generate_texts(tgt_base, tok_t, ap, cc.agree_tokens, cc.seed, 0.0, device)
     strip = lambda xs: [x[len(p):] for x, p in zip(xs, ap)]  # compare the continuations, not the shared prompt
     agreement = {k: float(string_agreement(strip(src_greedy), strip(v)).mean()) for k, v in greedy.items()}
+    lap("greedy_agreement")
 
     return {"n_eval_texts": len(texts), "n_transfer_texts": len(transfer), "transfer_chars": n_chars,
             "nats": {k: [float(x) for x in v[0]] for k, v in nll.items()}, "chars": [float(x) for x in chars],
             "per_char_nll": per_char, "recovery": rec, "geometry": geometry, "agreement_with_source": agreement,
             "edit": {"source_layer": ls, "target_layer": lt, "rank": cc.edit_rank, "fit_r2": edit["r2"],
                      "map_r2_to_source": to_src["r2"], "map_r2_to_target": to_tgt["r2"], "positions": int(len(T))},
-            "adapters": {k: v[1] for k, v in adapters.items()}, "wall_s": time.time() - t0,
+            "adapters": {k: v[1] for k, v in adapters.items()}, "wall_s": time.time() - t0, "phase_s": phase_s,
             "example_transfer_text": transfer[0][:200]}
 
 
@@ -597,6 +649,30 @@ def case_specs(pairs: Sequence[Sequence[str]], corpora: Sequence[str], seeds: Se
             for s, t in pairs for c in corpora for sd in seeds]
 
 
+# what a ceiling must share with the source adapter to be reused rather than trained again
+PROTOCOL_KEYS = ("corpus", "rank", "alpha", "targets", "steps", "lr", "batch_size", "seq_len", "seed", "dtype",
+                 "layer_control", "heldout_frac")
+
+
+def target_own_run(spec: dict[str, Any], source_record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(run id, record) of the target model's own ``01_finetune`` run of the case's corpus and seed when it is the
+    ceiling the case would train: the same LoRA protocol and corpus digest as the source adapter's record, and
+    artefacts that match its record. None otherwise (the case then trains its ceiling)."""
+    from . import params, results
+
+    rid_t = params.cell_run_id(spec["target"], spec["corpus"], "none", spec["seed"])
+    try:
+        rec = results.load("01_finetune", rid_t)
+    except (FileNotFoundError, results.ResultsError):
+        return None
+    p_s, p_t = source_record["provenance"]["params"], rec["provenance"]["params"]
+    same = all(p_s.get(k) == p_t.get(k) for k in PROTOCOL_KEYS)
+    same_data = source_record["provenance"]["inputs"].get("corpus") == rec["provenance"]["inputs"].get("corpus")
+    if not (same and same_data and p_t.get("model") == spec["target"]) or results.verify_outputs(rec):
+        return None
+    return rid_t, rec
+
+
 def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input=None, progress: bool = True,
              log=print) -> dict[str, Any]:
     """One case of :func:`case_specs`: loads the source cell's adapter and protocol from its ``01_finetune`` run
@@ -630,11 +706,26 @@ def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input
     base, tok_s = models.load_model(spec["source"], device=device)
     src = finetune.load_adapter(base, adapter_dir, model_name=spec["source"])
     tgt, tok_t = models.load_model(spec["target"], device=device)
+    direct = None
+    own = target_own_run(spec, up)
+    if own is not None:
+        import copy
+
+        rid_t, rec_t = own
+        own_dir = paths.project_root() / rec_t["values"]["adapter_dir"]
+        if on_input:
+            on_input(f"01/{rid_t}", results.sha256_file(results.results_path("01_finetune", rid_t)))
+            on_input(f"adapter/{rid_t}", own_dir)
+        log(f"ceiling: the target's own adapter {rid_t} (same corpus split, seed and LoRA protocol), not retrained")
+        v = rec_t["values"]
+        direct = (finetune.load_adapter(copy.deepcopy(tgt), own_dir, model_name=spec["target"]),
+                  {"rows": v.get("n_train_rows"), "final_loss": v.get("final_loss"),
+                   "compute_dtype": v.get("compute_dtype"), "reused_run": rid_t})
     try:
         out = run_case(src, tok_s, tgt, tok_t, data.train, data.heldout, cfg, cc, device=device, progress=progress,
-                       log=log)
+                       log=log, direct=direct)
     finally:
-        del src, base, tgt
+        del src, base, tgt, direct
         gc.collect()
     return {**spec, "source_run": rid, "lora": finetune.config_dict(cfg), **out}
 

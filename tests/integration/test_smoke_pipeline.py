@@ -18,6 +18,7 @@ import time
 import pytest
 
 from adapterscope import escapes
+from tests.conftest import REPO, copy_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,25 +29,12 @@ def _pipeline(root, *args, timeout=1800):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _copy_project(root):
-    """The checkout's tracked and untracked-but-not-ignored files, copied under ``root``."""
-    from tests.conftest import REPO
-
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (root / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, root / f)
-    return REPO
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """One smoke run shared by the tests of this module."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("smoke") / "proj"
-    REPO = _copy_project(root)
+    copy_project(root)
     mp.setenv("ADAPTERSCOPE_CACHE", os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache")))
     if shutil.which("latexmk") is None:
         pytest.fail("latexmk is missing: `make test` installs TeX as root; otherwise apt-get install latexmk ...")
@@ -364,7 +352,7 @@ def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines
     from adapterscope import lab, params, pipeline
 
     root = tmp_path / "proj"
-    REPO = _copy_project(root)
+    copy_project(root)
     lab.install_kernelspec(tmp_path / "prefix")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "prefix" / "share" / "jupyter"))
     monkeypatch.setenv("ADAPTERSCOPE_HOME", str(root))

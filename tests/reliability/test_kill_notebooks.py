@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import pytest
 
 from adapterscope import capture, crosscoder, models, results
 from rel_helpers import WRITTEN, cli
+from tests.conftest import copy_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -124,17 +124,6 @@ def _determinism():
     return mod
 
 
-def _copy_project(root: Path) -> Path:
-    """The checkout's tracked and untracked-but-not-ignored files under ``root`` (as the ``project`` fixture)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (root / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, root / f)
-    return root
-
-
 @pytest.fixture(scope="module")
 def kp(tmp_path_factory):
     """Two project copies sharing the model cache: ``killed`` (the kills and reruns) and ``ref`` (the same commands
@@ -144,7 +133,7 @@ def kp(tmp_path_factory):
     (base / "hook" / "sitecustomize.py").write_text(HOOK)
     env = {**ENV, "ADAPTERSCOPE_CACHE": os.environ.get("ADAPTERSCOPE_CACHE", str(REPO / "data" / "cache"))}
     return SimpleNamespace(base=base, hook=base / "hook", env=env, notes={},
-                           killed=_copy_project(base / "killed"), ref=_copy_project(base / "ref"))
+                           killed=copy_project(base / "killed"), ref=copy_project(base / "ref"))
 
 
 # ------------------------------------------------------------------------------------------------ helpers

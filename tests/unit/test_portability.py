@@ -192,6 +192,39 @@ def test_generate_texts_is_seeded():
     assert all(t.startswith(p) for t, p in zip(a, ["hello", "stoic"]))
 
 
+def _greedy_one_by_one(m, tok, prompt, n):
+    """The reference: greedy decoding of one prompt, no padding, no cache (the whole sequence every step)."""
+    ids = [P.start_id(tok)] + tok(prompt)["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(m(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            new.append(nxt)
+    return prompt + tok.decode(new)
+
+
+def test_batched_greedy_generation_equals_one_prompt_at_a_time():
+    """Left padding, position ids and the KV cache change nothing: prompts of different lengths, batched, give the
+    continuations each gives alone without a cache."""
+    m, tok = _llama(4), CharTok()
+    prompts = ["a", "stoic calm", "the quick brown fox jumps", "ad"]
+    want = [_greedy_one_by_one(m, tok, p, 10) for p in prompts]
+    assert P.generate_texts(m, tok, prompts, 10, seed=0, temperature=0.0, batch_size=4) == want
+    assert P.generate_texts(m, tok, prompts, 10, seed=0, temperature=0.0, batch_size=3) == want
+
+
+def test_batched_sampling_stops_rows_at_their_end_token():
+    m, tok = _llama(5), CharTok()
+    with torch.no_grad():
+        m.lm_head.weight[tok.eos_token_id] += 2.0  # an end token likely enough to end some rows early
+    out = P.generate_texts(m, tok, ["x", "yy", "zzz", "w"] * 4, 40, seed=1, batch_size=16)
+    lens = [len(t) for t in out]
+    assert min(lens) < max(lens)  # rows ended at different steps, each at its own end token
+    assert out == P.generate_texts(m, tok, ["x", "yy", "zzz", "w"] * 4, 40, seed=1, batch_size=16)
+
+
 def test_displacement_cka_against_its_shuffled_null():
     g = torch.Generator().manual_seed(2)
     Da = torch.randn(300, 10, generator=g)
@@ -345,3 +378,77 @@ def test_case_specs_tables_and_their_refusals():
     assert t.loc[0, "rec_distilled_lo"] == 0.4 and t.loc[0, "agree_geometry"] == 0.5 and not t.isna().any().any()
     g = P.geometry_table([case])
     assert list(g.comparison) == ["source vs direct", "source vs distilled", "direct vs distilled"]
+
+
+def test_a_reused_ceiling_equals_the_one_the_case_would_train(monkeypatch):
+    """run_case with ``direct`` given (the target's own grid adapter) trains only the distilled LoRA, and gives the
+    same numbers as a case that trains the ceiling itself when that adapter was trained by the same protocol."""
+    import copy
+
+    from adapterscope import finetune
+
+    tok = CharTok()
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=3, batch_size=2, seq_len=16, lr=1e-2, dtype="float32",
+                                  seed=3)
+    src = finetune.add_lora(_llama(0), cfg)
+    finetune.train(src, torch.randint(3, 97, (8, 16), generator=torch.Generator().manual_seed(0)), cfg,
+                   progress=False)
+    tgt = _llama(1, layers=4)
+    docs = [t * 3 for t in TEXTS] * 2
+    cc = P.CaseConfig(eval_texts=4, eval_chars=40, transfer_prompts=4, prompt_tokens=3, transfer_new_tokens=20,
+                      edit_rank=2, depths=(0.5, 1.0), agree_prompts=2, agree_tokens=6, n_boot=50, n_perm=20)
+    trained = P.run_case(src, tok, tgt, tok, docs, docs, cfg, cc, progress=False, log=lambda m: None)
+    own = finetune.add_lora(copy.deepcopy(tgt), cfg)  # what 01_finetune on the target would have made
+    finetune.train(own, finetune.pack_documents(tok, docs, cfg.seq_len), cfg, progress=False)
+    calls = []
+    real_train = finetune.train
+    monkeypatch.setattr(finetune, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    reused = P.run_case(src, tok, tgt, tok, docs, docs, cfg, cc, progress=False, log=lambda m: None,
+                        direct=(own, {"rows": 0, "final_loss": 0.0, "compute_dtype": "float32", "reused_run": "t"}))
+    assert len(calls) == 1  # the distilled LoRA only
+    assert reused["adapters"]["direct"]["reused_run"] == "t" and trained["adapters"]["direct"]["reused_run"] == ""
+    assert reused["nats"]["direct"] == pytest.approx(trained["nats"]["direct"], rel=1e-5)
+    assert reused["recovery"]["distilled"]["value"] == pytest.approx(trained["recovery"]["distilled"]["value"],
+                                                                     rel=1e-4)
+    assert set(reused["phase_s"]) == {"generate_transfer", "train_distilled", "fit_geometry_edit", "score_nll",
+                                      "displacement_cka", "greedy_agreement"}
+    assert "train_direct" in trained["phase_s"]
+
+
+def test_target_own_run_is_reused_only_with_the_same_protocol(monkeypatch):
+    from adapterscope import results
+
+    proto = {"corpus": "y", "rank": 16, "alpha": 32.0, "targets": ["q_proj"], "steps": 50, "lr": 2e-4,
+             "batch_size": 4, "seq_len": 64, "seed": 0, "dtype": "auto", "layer_control": "none",
+             "heldout_frac": 0.1}
+    src = {"provenance": {"params": {**proto, "model": "a"}, "inputs": {"corpus": "d1"}}}
+    recs = {}
+    monkeypatch.setattr(results, "load", lambda nb, rid: recs[rid] if rid in recs else (_ for _ in ()).throw(
+        FileNotFoundError(rid)))
+    monkeypatch.setattr(results, "verify_outputs", lambda rec: rec.get("bad", []))
+    spec = {"source": "a", "target": "b", "corpus": "y", "seed": 0}
+    assert P.target_own_run(spec, src) is None  # no such run: the case trains its ceiling
+    recs["b__y__none__s0"] = {"provenance": {"params": {**proto, "model": "b"}, "inputs": {"corpus": "d1"}}}
+    assert P.target_own_run(spec, src)[0] == "b__y__none__s0"
+    for change in ({"steps": 8}, {"lr": 1e-3}, {"seed": 1}, {"dtype": "float32"}, {"rank": 8}):
+        recs["b__y__none__s0"]["provenance"]["params"] = {**proto, "model": "b", **change}
+        assert P.target_own_run(spec, src) is None, change
+    recs["b__y__none__s0"]["provenance"]["params"] = {**proto, "model": "b"}
+    recs["b__y__none__s0"]["provenance"]["inputs"]["corpus"] = "d2"  # the corpus changed since
+    assert P.target_own_run(spec, src) is None
+    recs["b__y__none__s0"]["provenance"]["inputs"]["corpus"] = "d1"
+    recs["b__y__none__s0"]["bad"] = ["adapter differs"]  # a killed or damaged run
+    assert P.target_own_run(spec, src) is None
+
+
+def test_displacement_cka_null_equals_cka_of_each_shuffle():
+    from adapterscope.cka import cka_features
+
+    g = torch.Generator().manual_seed(0)
+    Da = torch.randn(300, 12, generator=g)
+    Db = Da[:, :8] @ torch.randn(8, 9, generator=g) + torch.randn(300, 9, generator=g)
+    out = P.displacement_cka(Da, Db, n_perm=30, seed=5)
+    g = torch.Generator().manual_seed(5)
+    want = [cka_features(Da.double(), Db.double()[torch.randperm(300, generator=g)]) for _ in range(30)]
+    np.testing.assert_allclose(out["null"], want, rtol=1e-9)
+    assert out["value"] == pytest.approx(cka_features(Da.double(), Db.double()))
