@@ -133,7 +133,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
     compared as strings. Prompts run ``batch_size`` at a time, left-padded, with a KV cache (one forward per new
     token for the whole batch, not per prompt: on a CPU the per-token overhead of a small model dominates, so
     48 prompts x 96 tokens one prompt at a time cost minutes). A row stops at its end-of-sequence token. Seeded:
-    the same seed, prompts and batch size give the same strings; greedy rows do not depend on the batch."""
+    the same seed, prompts and batch size give the same strings; a greedy row is the one-prompt-at-a-time
+    decoding up to float rounding (padding is masked, positions count from each row's first real token)."""
     s = start_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else s
     eos = tokenizer.eos_token_id
