@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -691,10 +692,17 @@ def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input
                                f"`python -m adapterscope.pipeline run 01_finetune -p model={spec['source']} "
                                f"-p corpus={spec['corpus']} -p seed={spec['seed']}`)") from None
     p = up["provenance"]["params"]
-    adapter_dir = paths.project_root() / up["values"]["adapter_dir"]
+
+    def adapter_of(run_id: str, rec: dict[str, Any]) -> Path:
+        """A 01_finetune run's adapter folder, the run's record and the adapter declared as inputs."""
+        d = paths.project_root() / rec["values"]["adapter_dir"]
+        if on_input:
+            on_input(f"01/{run_id}", results.sha256_file(results.results_path("01_finetune", run_id)))
+            on_input(f"adapter/{run_id}", d)
+        return d
+
+    adapter_dir = adapter_of(rid, up)
     if on_input:
-        on_input(f"01/{rid}", results.sha256_file(results.results_path("01_finetune", rid)))
-        on_input(f"adapter/{rid}", adapter_dir)
         for m in (spec["source"], spec["target"]):
             on_input(f"model/{m}", models.fingerprint(m))
     data = corpora.load_corpus(spec["corpus"], heldout_frac=p["heldout_frac"], seed=p["seed"])
@@ -713,10 +721,7 @@ def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input
         import copy
 
         rid_t, rec_t = own
-        own_dir = paths.project_root() / rec_t["values"]["adapter_dir"]
-        if on_input:
-            on_input(f"01/{rid_t}", results.sha256_file(results.results_path("01_finetune", rid_t)))
-            on_input(f"adapter/{rid_t}", own_dir)
+        own_dir = adapter_of(rid_t, rec_t)
         log(f"ceiling: the target's own adapter {rid_t} (same corpus split, seed and LoRA protocol), not retrained")
         v = rec_t["values"]
         direct = (finetune.load_adapter(copy.deepcopy(tgt), own_dir, model_name=spec["target"]),
