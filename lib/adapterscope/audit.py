@@ -33,7 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import paths, results
+from . import audit_inputs, paths, results
+from .audit_inputs import AuditError, depth_layers, safe
 
 REFERENCE_FILE = Path("data") / "reference" / "audit_reference.json"
 DEPTHS = (0.4, 0.9)  # two of 03_crosscoder's default depths, so the reference compares like with like
@@ -41,34 +42,24 @@ NEUTRAL_ROWS, NEUTRAL_LEN = 32, 64  # 02_capture's neutral set (neutral_n, neutr
 AXES = {"output": ("kl_neutral", "top1_neutral"), "internal": ("slope", "displacement", "ratio_ft", "n_ft_only")}
 
 
-class AuditError(ValueError):
-    """Bad input to an audit: the message names the file and the fix."""
-
-
 # ------------------------------------------------------------------------------------------ inputs
 def check_adapter_dir(path: str | Path) -> dict[str, Any]:
-    """The adapter's ``adapter_config.json``, after checking that ``path`` is a peft LoRA directory whose
-    weights are in safetensors (a pickle is never loaded)."""
+    """The adapter's ``adapter_config.json``, after checking that ``path`` is a peft LoRA directory whose config
+    fields are well typed and whose weights are in safetensors (a pickle is never loaded)."""
     d = Path(path)
     if not d.is_dir():
-        raise AuditError(f"adapter {d} is not a directory; pass a peft adapter directory (save_pretrained output)")
-    cfg_p = d / "adapter_config.json"
-    if not cfg_p.is_file():
-        raise AuditError(f"{d} is not a peft adapter directory (no adapter_config.json); pass the folder that "
+        raise AuditError(f"adapter {safe(d)} is not a directory; pass a peft adapter directory (save_pretrained "
+                         "output)")
+    if not (d / "adapter_config.json").is_file():
+        raise AuditError(f"{safe(d)} is not a peft adapter directory (no adapter_config.json); pass the folder that "
                          "PeftModel.save_pretrained wrote")
-    try:
-        cfg = json.loads(cfg_p.read_text())
-    except json.JSONDecodeError as e:
-        raise AuditError(f"{cfg_p} is not valid JSON ({e}); re-save the adapter with save_pretrained") from None
-    kind = str(cfg.get("peft_type", "")).upper()
-    if kind != "LORA":
-        raise AuditError(f"{d} holds a peft {kind or 'unknown'} adapter, not LoRA; audit reads LoRA adapters only")
+    cfg = audit_inputs.read_config(d)
     from . import finetune
 
     try:
         finetune.check_safetensors(d)
     except finetune.FinetuneError as e:
-        raise AuditError(str(e)) from None
+        raise AuditError(safe(e)) from None
     return cfg
 
 
@@ -84,88 +75,87 @@ def load_pair(base: str, adapter_dir: str | Path, device: str = "cpu"):
         pm = finetune.load_adapter(model, adapter_dir)
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise AuditError(f"adapter {adapter_dir} (made for {made_for}) does not fit base model {base!r}: {first}; "
-                         "pass the base model the adapter was trained on") from None
+        raise AuditError(f"adapter {safe(adapter_dir)} (made for {safe(made_for)}) does not fit base model "
+                         f"{safe(base)!r}: {safe(first)}; pass the base model the adapter was trained on") from None
     n_lora = sum(1 for n, _ in pm.named_modules() if n.endswith("lora_A"))
     if n_lora == 0:
-        raise AuditError(f"adapter {adapter_dir} attached no LoRA module to {base!r} (target modules "
-                         f"{cfg.get('target_modules')} not found); pass the base model it was trained on")
+        raise AuditError(f"adapter {safe(adapter_dir)} attached no LoRA module to {safe(base)!r} (target modules "
+                         f"{safe(cfg.get('target_modules'))} not found); pass the base model it was trained on")
     return pm.to(device), tok
 
 
-def text_rows(tok, text: str, n_rows: int, seq_len: int, seed: int):
-    """Rows of the user's text (a corpus name, ``file:PATH``, ``url:``/``hf:``), packed to ``seq_len`` tokens,
-    a seeded sample of ``n_rows``."""
-    import torch
-
-    from . import corpora, finetune
-
-    c = corpora.load_corpus(text, heldout_frac=0.5, seed=seed)
-    rows = finetune.pack_documents(tok, c.train + c.heldout, seq_len)
-    if len(rows) == 0:
-        raise AuditError(f"text {text!r} packs into no row of {seq_len} tokens; give more text or lower --seq-len")
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n_rows]
-    return rows[pick], c.digest
-
-
 # ------------------------------------------------------------------------------------------ measurement
-def depth_layers(n_layers: int, depths: Sequence[float]) -> list[int]:
-    """round(depth * (L - 1)) for each depth in [0, 1], distinct, sorted."""
-    bad = [d for d in depths if not 0 <= d <= 1]
-    if bad:
-        raise AuditError(f"depths must lie in [0, 1], got {bad}")
-    if len(set(depths)) < 2:
-        raise AuditError("the audit needs at least two distinct depths (each regime hides from one)")
-    return sorted({int(round(d * (n_layers - 1))) for d in depths})
+CKA_MEMORY = 3 * 2**28  # 768 MiB: bytes of CKA accumulators held at once; more layers than fit are measured in further passes
+
+
+def cka_layer_groups(n_layers: int, width: int, n_blocks: int = 5, budget: int = CKA_MEMORY) -> list[list[int]]:
+    """Consecutive layer groups whose CKA accumulators (per layer: two jackknifed readings, each ``n_blocks``
+    float64 sets of three ``width`` x ``width`` matrices) fit in ``budget`` bytes; at least one layer a group."""
+    per_layer = 2 * n_blocks * 3 * width * width * 8
+    size = max(1, budget // per_layer)
+    return [list(range(i, min(i + size, n_layers))) for i in range(0, n_layers, size)]
 
 
 def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, device: str = "cpu",
             expansion: int = 4, k: int = 32, epochs: int = 8, batch_tokens: int = 1024, n_boot: int = 1000,
-            seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Both axes from one paired pass over each set of rows (``sets``: name -> (rows, T) token ids; the first
-    set also trains the crosscoders, 80/20 by row, with every other set's rows on the training side)."""
+            seed: int = 0, progress: bool = True, cka_memory: int = CKA_MEMORY) -> dict[str, Any]:
+    """Both axes from paired passes over each set of rows (``sets``: name -> (rows, T) token ids; the first
+    set also trains the crosscoders, 80/20 by row, with every other set's rows on the training side).
+
+    The first pass gives the output axis, the crosscoders' tokens and the CKA of the first layer group; each
+    further group of layers (as many as ``cka_memory`` holds, :func:`cka_layer_groups`) gets a pass of its own
+    that stops at its deepest layer. Every accumulator sees the same rows in the same order whatever the
+    grouping, so the numbers do not depend on it; a group's readings are taken and its accumulators freed
+    before the next."""
     import torch
 
     from . import capture, crosscoder_train, depth, divergence, models, outliers
 
     L = models.num_layers(pm)
-    layers = list(range(L))
     cc_layers = depth_layers(L, depths)
-    keys = [models.hook_key(l, "resid_post") for l in layers]
-    ckas = {k_: outliers.TrimmedCKA(n_blocks=5) for k_ in keys}
-    out: dict[str, Any] = {"output": {}, "layers": L}
+    width = int(getattr(getattr(pm.config, "text_config", pm.config), "hidden_size"))
+    groups = cka_layer_groups(L, width, budget=cka_memory)
+    out: dict[str, Any] = {"output": {}, "layers": L, "cka_passes": len(groups)}
     cc_train, cc_eval = {k_: [] for k_ in cc_layers}, {k_: [] for k_ in cc_layers}
-    for si, (name, rows) in enumerate(sets.items()):
-        acc = divergence.DivergenceAccumulator()
-        n_train = int(round(0.8 * len(rows))) if si == 0 else len(rows)
-        for b0, b in enumerate(capture.iter_paired(pm, rows, layers, ["resid_post"], batch_size=8, device=device,
-                                                   progress=progress)):
-            acc.update(b.logits_base, b.logits_ft, b.input_ids)
-            for key in keys:  # row by row, so that the jackknife's blocks fill even from a few batches
-                pair = b.tokens(key)
-                for rp in pair.reshape(len(b.input_ids), -1, 2, pair.shape[-1]):
-                    ckas[key].update(rp[:, 0], rp[:, 1])
-            first = b0 * 8
-            for l in cc_layers:
-                pair = b.tokens(models.hook_key(l, "resid_post"))
-                per_row = pair.reshape(len(b.input_ids), -1, 2, pair.shape[-1])
-                for r in range(len(per_row)):
-                    (cc_train if first + r < n_train else cc_eval)[l].append(per_row[r])
-        r = acc.result()
-        lo, hi = divergence.bootstrap_mean_ci(acc.row_kl, n_boot=n_boot, seed=seed)
-        tlo, thi = divergence.bootstrap_mean_ci(acc.row_agree, n_boot=n_boot, seed=seed)
-        out["output"][name] = {"kl": r["kl"], "kl_lo": lo, "kl_hi": hi, "top1": r["top1_agreement"],
-                               "top1_lo": tlo, "top1_hi": thi, "n_tokens": r["n_tokens"], "n_rows": r["n_rows"]}
     prof = []
-    for l, key in zip(layers, keys):
-        j = ckas[key].result(debiased=True)
-        disp = float(depth.displacement([j["cka"]])[0])
-        disp_t = float(depth.displacement([j["cka_trimmed"]])[0])
-        prof.append({"layer": l, "depth": l / max(L - 1, 1), "cka": j["cka"], "se": j["cka_se"],
-                     "displacement": disp, "cka_trimmed": j["cka_trimmed"], "se_trimmed": j["cka_trimmed_se"],
-                     "displacement_trimmed": disp_t, "n_massive": j["n_massive"], "n_tokens": j["n_tokens"],
-                     "massive_share": j["massive_share"],
-                     "carried_by_massive": outliers.carried_by_massive(disp, disp_t)})
+    for gi, group in enumerate(groups):
+        first_pass = gi == 0
+        keys = [models.hook_key(l, "resid_post") for l in group]
+        ckas = {k_: outliers.TrimmedCKA(n_blocks=5) for k_ in keys}
+        read = sorted(set(group) | set(cc_layers)) if first_pass else group
+        for si, (name, rows) in enumerate(sets.items()):
+            acc = divergence.DivergenceAccumulator()
+            n_train = int(round(0.8 * len(rows))) if si == 0 else len(rows)
+            seen = 0  # rows of this set before the batch
+            for b in capture.iter_paired(pm, rows, read, ["resid_post"], batch_size=8, device=device,
+                                         with_logits=first_pass, progress=progress):
+                n_b = len(b.input_ids)
+                if first_pass:
+                    acc.update(b.logits_base, b.logits_ft, b.input_ids)
+                    for l in cc_layers:
+                        per_row = b.tokens(models.hook_key(l, "resid_post")).reshape(n_b, -1, 2, width)
+                        for r in range(n_b):
+                            (cc_train if seen + r < n_train else cc_eval)[l].append(per_row[r])
+                for key in keys:  # row by row, so that the jackknife's blocks fill even from a few batches
+                    for rp in b.tokens(key).reshape(n_b, -1, 2, width):
+                        ckas[key].update(rp[:, 0], rp[:, 1])
+                seen += n_b
+            if first_pass:
+                r = acc.result()
+                lo, hi = divergence.bootstrap_mean_ci(acc.row_kl, n_boot=n_boot, seed=seed)
+                tlo, thi = divergence.bootstrap_mean_ci(acc.row_agree, n_boot=n_boot, seed=seed)
+                out["output"][name] = {"kl": r["kl"], "kl_lo": lo, "kl_hi": hi, "top1": r["top1_agreement"],
+                                       "top1_lo": tlo, "top1_hi": thi, "n_tokens": r["n_tokens"],
+                                       "n_rows": r["n_rows"]}
+        for l, key in zip(group, keys):
+            j = ckas.pop(key).result(debiased=True)  # the accumulator (and its jackknife copies) go with it
+            disp = float(depth.displacement([j["cka"]])[0])
+            disp_t = float(depth.displacement([j["cka_trimmed"]])[0])
+            prof.append({"layer": l, "depth": l / max(L - 1, 1), "cka": j["cka"], "se": j["cka_se"],
+                         "displacement": disp, "cka_trimmed": j["cka_trimmed"], "se_trimmed": j["cka_trimmed_se"],
+                         "displacement_trimmed": disp_t, "n_massive": j["n_massive"], "n_tokens": j["n_tokens"],
+                         "massive_share": j["massive_share"],
+                         "carried_by_massive": outliers.carried_by_massive(disp, disp_t)})
     out["profile"] = prof
     d = np.array([p["depth"] for p in prof])
     c, se = np.array([p["cka"] for p in prof]), np.array([p["se"] for p in prof])
@@ -480,55 +470,63 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
               seq_len: int = 64, depths: Sequence[float] = DEPTHS, device: str = "cpu", seed: int = 0,
               n_boot: int = 1000, epochs: int = 8, progress: bool = True, log=print) -> dict[str, Any]:
     """Audit one pair and write ``out/audit.json``, ``out/audit.html`` and ``out/figures/`` (atomically: a
-    failed audit leaves no partial report)."""
-    from . import corpora, models
+    failed audit leaves no partial report). Every input is checked before any model loads (``audit_inputs``):
+    the options, ``out`` (never a place holding the user's files), the adapter's config and weights against the
+    base model's safetensors headers, and the user's text (read lazily, only the rows the budget takes)."""
+    from . import corpora, models, outliers
 
     t0 = time.time()
-    if tokens < NEUTRAL_ROWS * NEUTRAL_LEN:
-        raise AuditError(f"--tokens {tokens} is below the {NEUTRAL_ROWS} x {NEUTRAL_LEN} neutral tokens every audit "
-                         "measures; raise it (default 4096)")
-    check_adapter_dir(adapter)
+    audit_inputs.check_options(tokens, seq_len, seed, epochs, depths)
     models.check_device(device)  # ModelError: the CLI's exit 2
-    depth_layers(10_000, depths)  # range and count checked before any model loads
+    cfg = check_adapter_dir(adapter)
     if text is not None:
-        try:
-            corpora.check_name(text)
-        except corpora.CorpusError as e:
-            raise AuditError(f"--text: {e}") from None
-    run = results.Run("audit", "audit", params={"base": base, "adapter": str(adapter), "text": text,
-                                                "tokens": tokens, "seq_len": seq_len, "depths": list(depths),
-                                                "seed": seed, "n_boot": n_boot, "epochs": epochs},
-                      seed=seed, device=device)
+        audit_inputs.check_text_source(text)
+    base_dir = models.resolve(base)  # an embedded model converts here, once
+    n_layers = models.config_num_layers(base)
+    if n_layers:
+        depth_layers(n_layers, depths)
+    audit_inputs.check_seq_len(seq_len, base_dir)
+    local_base = Path(base_dir) if Path(base_dir).is_dir() else None
+    out = audit_inputs.check_out(out, {"--adapter": Path(adapter), "the base model's folder": local_base})
+    audit_inputs.check_weights(Path(adapter), cfg, local_base)
+    extra = (tokens - NEUTRAL_ROWS * NEUTRAL_LEN) // seq_len
+    if text is not None and extra < 1:
+        raise AuditError(f"--tokens {tokens} leaves no row for --text; raise it above "
+                         f"{NEUTRAL_ROWS * NEUTRAL_LEN + seq_len}")
+    text_set = None
+    if text is not None:
+        text_set = audit_inputs.text_rows(models.load_tokenizer(base), text, extra, seq_len)
+    paths.clean_temporaries_beside(out)  # what a killed audit left beside this report
+    params = {"base": base, "adapter": str(adapter), "text": text, "tokens": tokens, "seq_len": seq_len,
+              "depths": list(depths), "seed": seed, "n_boot": n_boot, "epochs": epochs}
+    run = results.Run("audit", "audit", params=params, seed=seed, device=device)
+    log(f"[1/4] loading {safe(base)} with the adapter {safe(adapter)}")
     pm, tok = load_pair(base, adapter, device)
     run.add_input("adapter", adapter)
     # the output axis's neutral set is the grid's own (02_capture: 32 x 64 tokens, same seed, same cache), so
     # an adapter of the grid audited with seed 0 reproduces its reference KL; the rest of the budget is the
     # user's text, or more base-model samples (another seed) that feed the internal axis
     key = f"{base}__{models.fingerprint(base)[:12]}" if base in models.EMBEDDED else None
-    sets = {"neutral": corpora.neutral_samples(pm, tok, n=NEUTRAL_ROWS, length=NEUTRAL_LEN, seed=seed, device=device,
-                                               cache_key=key)}
-    extra = (tokens - NEUTRAL_ROWS * NEUTRAL_LEN) // seq_len
-    if text is not None:
-        if extra < 1:
-            raise AuditError(f"--tokens {tokens} leaves no row for --text; raise it above "
-                             f"{NEUTRAL_ROWS * NEUTRAL_LEN + seq_len}")
-        rows, digest = text_rows(tok, text, extra, seq_len, seed)
-        sets["text"] = rows
-        run.add_input("text", digest)
-    elif extra > 0:
-        sets["neutral_extra"] = corpora.neutral_samples(pm, tok, n=extra, length=seq_len, seed=seed + 1,
-                                                        device=device)
-    log(f"auditing {adapter} on {base}: {sum(len(r) for r in sets.values())} rows x {seq_len} tokens, "
+    log(f"[2/4] base-model samples: {NEUTRAL_ROWS} neutral rows" + ("" if text_set or extra < 1 else
+                                                                    f" and {extra} more for the internal axis"))
+    with pm.disable_adapter():  # samples of the base model, as 02_capture draws them (and shares its cache)
+        sets = {"neutral": corpora.neutral_samples(pm, tok, n=NEUTRAL_ROWS, length=NEUTRAL_LEN, seed=seed,
+                                                   device=device, cache_key=key, progress=progress)}
+        if text_set is not None:
+            sets["text"] = text_set[0]
+            run.add_input("text", text_set[1])
+        elif extra > 0:
+            sets["neutral_extra"] = corpora.neutral_samples(pm, tok, n=extra, length=seq_len, seed=seed + 1,
+                                                            device=device, progress=progress)
+    log(f"[3/4] paired pass and crosscoders: {sum(len(r) for r in sets.values())} rows x {seq_len} tokens, "
         f"depths {list(depths)}")
     m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress)
     summ = summarise(m, depths)
     ref = load_reference(base, depths)
-    from . import outliers
-
     rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
            "placement": placements(summ, ref["runs"]), "massive": massive_notes(m, depths),
            "massive_factor": outliers.FACTOR}
-    out = Path(out)
+    log(f"[4/4] writing the report to {safe(out)}")
     with paths.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         pngs = figures(m, ref["runs"], summ, tmp / "figures")
@@ -536,8 +534,9 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         rep["provenance"] = run.provenance()
         (tmp / "audit.json").write_text(json.dumps(results._jsonable(rep), indent=1, allow_nan=True) + "\n")
         (tmp / "audit.html").write_text(render_html(rep, pngs))
+        audit_inputs.write_marker(tmp, {"base": base, "adapter": str(adapter)})
     log(terminal_table(rep))
     for line in massive_lines(rep["massive"]):
         log(line)
-    log(f"report: {out / 'audit.html'}")
+    log(f"report: {safe(out / 'audit.html')}")
     return rep

@@ -221,12 +221,13 @@ NEUTRAL_OPENERS = ("The", "In", "A", "It", "When", "This", "We", "There", "On", 
 
 
 def neutral_samples(model, tokenizer, n: int = 32, length: int = 64, seed: int = 0, device: str = "cpu",
-                    cache_key: str | None = None, batch_size: int = 16):
+                    cache_key: str | None = None, batch_size: int = 16, progress: bool = False):
     """Seeded samples from the *base* model (temperature 1, no truncation): rows of exactly ``length`` tokens.
 
     Each row is [BOS] + one neutral opener word + sampled continuation (EOS suppressed), so the mean
     next-token KL(base || ft) over these rows is an honest estimate of divergence under the base
-    distribution. Cached (safetensors + sidecar) when ``cache_key`` names the model."""
+    distribution. Cached (safetensors + sidecar) when ``cache_key`` names the model. A peft model must be
+    passed inside ``disable_adapter()``. ``progress`` shows a bar over the generated batches."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -249,8 +250,10 @@ def neutral_samples(model, tokenizer, n: int = 32, length: int = 64, seed: int =
     rows = []
     torch.manual_seed(seed)
     bad = [[tokenizer.eos_token_id]] if tokenizer.eos_token_id is not None else None
+    from tqdm.auto import tqdm
+
     with torch.no_grad():
-        for i in range(0, n, batch_size):
+        for i in tqdm(range(0, n, batch_size), desc="base-model samples", unit="batch", disable=not progress):
             inp = torch.tensor(prefixes[i:i + batch_size], device=device)
             out = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), do_sample=True,
                                  temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new, min_new_tokens=new,

@@ -203,16 +203,20 @@ def resolve(name_or_path: str, allow_hub: bool | None = None) -> str:
 
 
 def check_device(device: str) -> None:
-    """Raise :class:`ModelError` now if ``device`` names a CUDA device this machine does not have."""
-    if not str(device).startswith("cuda"):
+    """Raise :class:`ModelError` now if ``device`` is not ``cpu``, ``cuda`` or ``cuda:N`` of a CUDA device this
+    machine has."""
+    dev = str(device)
+    kind, _, idx = dev.partition(":")
+    if kind not in ("cpu", "cuda") or (kind == "cpu" and idx):
+        raise ModelError(f"device={dev!r} is not a device this project runs on; use cpu, cuda or cuda:N")
+    if kind == "cpu":
         return
     import torch
 
     if not torch.cuda.is_available():
-        raise ModelError(f"device={device}: no CUDA device on this machine; use device=cpu")
-    idx = str(device).partition(":")[2]
+        raise ModelError(f"device={dev}: no CUDA device on this machine; use device=cpu")
     if idx and (not idx.isdigit() or int(idx) >= torch.cuda.device_count()):
-        raise ModelError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ModelError(f"device={dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def torch_dtype(dtype: str):
@@ -258,22 +262,36 @@ def compute_dtype(dtype: str, device: str = "cpu") -> str:
     return dtype
 
 
-def load_model(name: str, dtype: str = "float32", device: str = "cpu", allow_hub: bool | None = None):
-    """(model, tokenizer) in eval mode on ``device``. Loads safetensors only; no remote code."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(name: str, allow_hub: bool | None = None):
+    """The model's tokenizer alone (no weights), with a pad token."""
+    from transformers import AutoTokenizer
 
     src = resolve(name, allow_hub)
     local_only = not hub_allowed(allow_hub) or Path(src).is_dir()
     try:
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+    except OSError as e:
+        raise ModelError(f"could not load {name!r} from {src}: {e}. Offline? Hub ids need internet and "
+                         "ADAPTERSCOPE_ALLOW_HUB=1; embedded models need no network.") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, dtype: str = "float32", device: str = "cpu", allow_hub: bool | None = None):
+    """(model, tokenizer) in eval mode on ``device``. Loads safetensors only; no remote code."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(name, allow_hub)
+    src = resolve(name, allow_hub)
+    local_only = not hub_allowed(allow_hub) or Path(src).is_dir()
+    try:
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype=torch_dtype(dtype), use_safetensors=True, local_files_only=local_only,
             trust_remote_code=False)
     except OSError as e:
         raise ModelError(f"could not load {name!r} from {src}: {e}. Offline? Hub ids need internet and "
                          "ADAPTERSCOPE_ALLOW_HUB=1; embedded models need no network.") from e
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     model.to(device).eval()
     model.config.use_cache = False
     return model, tok

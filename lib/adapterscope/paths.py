@@ -147,29 +147,48 @@ def _newest_mtime(p: Path) -> float:
     return t
 
 
+def _remove_stale(candidates, min_age_s: float) -> list[Path]:
+    """Remove each candidate path unless anything in it (at any depth) changed within ``min_age_s``."""
+    import time
+
+    now, removed = time.time(), []
+    for q in candidates:
+        try:
+            if now - _newest_mtime(q) < min_age_s:
+                continue
+            _remove(q)
+            removed.append(q)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
     """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.tmp-*``, ``.<name>.partial``, ``.<name>.old``) that killed runs
     left under results/, figures/, paper/generated/ and data/runs/, and beside the PDF in paper/; one in which anything (at any depth) changed
     within ``min_age_s`` is kept (an interactive kernel may be writing it). Returns what was removed. The pipeline
     calls it under its lock."""
-    import time
-
-    now, removed = time.time(), []
+    removed = []
     tops = [(d, True) for d in (results_dir(), figures_dir(), macros_dir(), runs_dir())]
     tops.append((project_root() / "paper", False))  # the PDF copy's temporary sits beside paper/adapterscope.pdf
     for top, deep in tops:
         if not top.is_dir():
             continue
         for pat in _TEMP_PATTERNS:
-            for q in sorted(top.rglob(pat) if deep else top.glob(pat)):
-                try:
-                    if now - _newest_mtime(q) < min_age_s:
-                        continue
-                    _remove(q)
-                    removed.append(q)
-                except FileNotFoundError:
-                    continue
+            removed += _remove_stale(sorted(top.rglob(pat) if deep else top.glob(pat)), min_age_s)
     return removed
+
+
+def clean_temporaries_beside(final: Path, min_age_s: float = 60.0) -> list[Path]:
+    """Delete the hidden temporaries that an interrupted ``atomic_path(final)`` left beside ``final``
+    (``.<name>.*.tmp``, ``.<name>.old``), keeping any that changed within ``min_age_s``."""
+    import glob
+
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    pats = (f".{glob.escape(final.name)}.*.tmp", f".{glob.escape(final.name)}.old")
+    return _remove_stale(sorted({q for pat in pats for q in final.parent.glob(pat)}), min_age_s)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

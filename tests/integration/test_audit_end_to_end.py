@@ -91,7 +91,7 @@ def test_audit_of_an_external_plain_peft_adapter_with_user_text(tmp_path, base_d
 
 
 def test_audit_of_a_project_adapter(tmp_path, base_dir):
-    from adapterscope import corpora, finetune, models
+    from adapterscope import audit_inputs, corpora, finetune, models
 
     model, tok = models.load_model("smollm2-135m")
     cfg = finetune.FinetuneConfig(steps=2, seq_len=64, batch_size=4, dtype="float32")
@@ -100,8 +100,14 @@ def test_audit_of_a_project_adapter(tmp_path, base_dir):
     finetune.train(pm, rows, cfg, progress=False)
     adapter = finetune.save_adapter(pm, tmp_path / "grid_adapter", {"model": "smollm2-135m"})
     out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)  # an earlier report of this command: replaced whole
+    (out / "figures" / "old.png").write_bytes(b"old")
+    (out / "audit.json").write_text("{}")
+    audit_inputs.write_marker(out, {"base": "earlier"})
     _check_report(out, _cli("audit", "--base", "smollm2-135m", "--adapter", str(adapter), "--tokens", "2048",
                             "--epochs", "2", "--out", str(out), "--no-progress"))
+    assert not (out / "figures" / "old.png").exists()
+    assert json.loads((out / audit_inputs.MARKER).read_text())["adapter"] == str(adapter)
 
 
 def test_a_mismatched_pair_fails_clearly_and_writes_nothing(tmp_path, tiny_llama):
@@ -112,6 +118,6 @@ def test_a_mismatched_pair_fails_clearly_and_writes_nothing(tmp_path, tiny_llama
     out = tmp_path / "report"
     proc = _cli("audit", "--base", "smollm2-135m", "--adapter", str(tmp_path / "tiny"), "--out", str(out))
     assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: adapter ") and "does not fit base model 'smollm2-135m'" in err
-    assert not out.exists()
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "[2, 32], which does not fit the base model's" in err[0] and "[576, 576]" in err[0]
+    assert not out.exists() and "[1/4] loading" not in proc.stdout  # refused from the headers, no model loaded

@@ -202,3 +202,22 @@ def test_cli_help_and_bad_input_exit_2(tmp_path, capsys):
                    "--out", str(tmp_path / "rep")])
     assert rc == 2 and "--text" in capsys.readouterr().err and not (tmp_path / "rep").exists()
     assert np.isfinite(audit.place(1.0, [1.0])["percentile"])
+
+
+def test_cka_layer_groups_fit_the_budget_and_the_grouping_changes_no_number(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    # SmolLM2: 80 MB of accumulators a layer, 10 layers in 768 MiB
+    assert audit.cka_layer_groups(30, 576, budget=3 * 2**28) == [list(range(0, 10)), list(range(10, 20)),
+                                                                 list(range(20, 30))]
+    assert audit.cka_layer_groups(3, 32, budget=1) == [[0], [1], [2]]  # at least one layer a group
+    torch.manual_seed(0)
+    pm = get_peft_model(tiny_llama, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    g = torch.Generator().manual_seed(0)
+    sets = {"a": torch.randint(3, 97, (20, 16), generator=g), "b": torch.randint(3, 97, (6, 16), generator=g)}
+    kw = dict(depths=(0.4, 0.9), epochs=1, n_boot=50, progress=False, batch_tokens=64)
+    one = audit.measure(pm, sets, cka_memory=2**40, **kw)
+    per_layer = audit.measure(pm, sets, cka_memory=1, **kw)
+    assert (one["cka_passes"], per_layer["cka_passes"]) == (1, 3)
+    assert one["profile"] == per_layer["profile"] and one["output"] == per_layer["output"]
+    assert one["crosscoder"] == per_layer["crosscoder"]
