@@ -98,4 +98,9 @@ clean:
 	find results figures -mindepth 1 -not -name README.md -delete 2>/dev/null || true
 	rm -rf data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
 
-.PHONY: help paper plan test test-unit notebook lab findings finding pdf models bench gpu-check venv tex clean
+.PHONY: help paper plan test test-unit notebook lab findings finding pdf models bench gpu-check venv tex clean docs
+
+## docs: build the documentation site into site/ (mkdocs --strict, so a broken link or a missing page fails)
+docs: venv
+	$(PY) -m pip install -q -r requirements-docs.txt
+	$(PY) -m mkdocs build --strict

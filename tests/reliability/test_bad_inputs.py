@@ -1,4 +1,4 @@
-"""Reliability matrix, cases 1-5 and 9 (README, "Reliability"): bad names, parameters, corpora, layers, sites,
+"""Reliability matrix, cases 1-5 and 9 (docs/reliability.md): bad names, parameters, corpora, layers, sites,
 devices, profiles, findings and upstream records given to the CLIs. Each case must end in the project's
 one-line error naming the fix, exit 2, and nothing written under results/, figures/, paper/generated/ or
 data/ (runs, executed notebooks). No model is loaded: every check runs before a kernel starts."""

@@ -1,4 +1,4 @@
-"""Reliability matrix, cases 6-8 and 10-12 (README, "Reliability"): kills, corruption, concurrency, a full disk,
+"""Reliability matrix, cases 6-8 and 10-12 (docs/reliability.md): kills, corruption, concurrency, a full disk,
 divergence and determinism.
 
 Kills and artefact checks run through the real pipeline (papermill, a real kernel) on two probe notebooks written
