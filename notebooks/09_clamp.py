@@ -25,12 +25,15 @@
 # matched to S in firing frequency (each member of S partnered with one of the live latents nearest it in log
 # firing count) and each draw's edit rescaled by one factor so that its mean per-token norm equals the clamped set's (both norms
 # are reported), and `n_noise` draws of Gaussian noise rescaled per token to the clamp edit's norm — with paired
-# bootstrap CIs over rows and the paired clamp-vs-control effects.
+# bootstrap CIs over rows and the paired clamp-vs-control effects. Since the clamped edit is the crosscoder's own
+# low-rank model of the displacement, it is also set against linear baselines at the same edit norm (the
+# displacement projected on its own top-|S| principal directions, and on a random |S|-dimensional subspace) and
+# against the ceiling: the full patch of the layer's activation back to base.
 #
 # **Reads** `results/01_finetune`, `02_capture` and `03_crosscoder` of the same cell (adapter, activations,
 # crosscoder). **Writes** `results/09_clamp/<run id>.json` (KL removed by clamping vs random-latent and noise
-# controls, edit norms). **Rerun alone:** `make notebook NB=09_clamp ARGS="-p corpus=seneca"` (after the cell's
-# `01`-`03`). **Feeds** `10_decorrelation` (the clamping units); no finding directly.
+# controls, the linear baselines and the ceiling, edit norms). **Rerun alone:** `make notebook NB=09_clamp ARGS="-p corpus=seneca"` (after the cell's
+# `01`-`03`). **Feeds** `10_decorrelation` (the clamping units of its clamp findings); no finding directly.
 
 # %% tags=["parameters"]
 model = "smollm2-135m"  # base model of the adapter (selects the upstream runs)
@@ -45,6 +48,8 @@ n_rows = 32  # rows of seq_len tokens
 seq_len = 64  # tokens per held-out row (must match 03_crosscoder)
 n_random = 5  # random-latent control draws
 n_noise = 5  # matched-noise control draws
+baselines = True  # also the ceiling (full patch a_ft -> a_base) and the rank-|S| linear baselines (PCA, random)
+pca_rows = 32  # training rows whose displacement gives the PCA directions (apart from the measured rows)
 batch_size = 8  # rows per forward pass
 n_boot = 2000  # bootstrap resamples for the CIs
 dtype = "float32"  # forward precision (autocast)
@@ -97,9 +102,9 @@ cls = crosscoder.classify_latents(cc)
 base, tok = models.load_model(model, device=device)
 pm = finetune.load_adapter(base, adapter_dir, model_name=model)
 cp = up_cap["provenance"]["params"]
+data = corpora.load_corpus(corpus, heldout_frac=up_ft["provenance"]["params"]["heldout_frac"], seed=seed)
+run.add_input("corpus", data.digest)
 if rows_from == "heldout":
-    data = corpora.load_corpus(corpus, heldout_frac=up_ft["provenance"]["params"]["heldout_frac"], seed=seed)
-    run.add_input("corpus", data.digest)
     rows = finetune.pack_documents(tok, data.heldout, seq_len)[:n_rows]
 else:
     with pm.disable_adapter():
@@ -116,40 +121,55 @@ print(f"layer {layer}: {int((cls['labels'] == 'ft_only').sum())} fine-tune-only 
       f"latents in all; {len(rows)} rows")
 
 # %% [markdown]
-# ## Clamp and controls
+# ## Clamp, controls, linear baselines and the ceiling
+# At the same mean per-token edit norm as the clamp: the displacement back to base projected on its own top-|S|
+# principal directions (fitted on `pca_rows` training rows, not the measured rows) and on a random |S|-dimensional
+# subspace. The ceiling patches the whole activation back to base at the layer (unscaled): what any edit there can
+# remove while the adapter still acts in the layers above.
 
 # %%
+subspaces = {}
+if baselines and len(S):
+    delta = interventions.displacement_rows(pm, finetune.pack_documents(tok, data.train, seq_len)[:pca_rows], layer,
+                                            batch_size=batch_size, device=device, dtype=dtype)
+    subspaces = {"pca": interventions.pca_basis(delta, min(len(S), *delta.shape)),
+                 "subspace": interventions.random_basis(delta.shape[1], len(S), seed)}
 if len(S) == 0:
     summary = None
     print(f"{chosen.label} (recorded as such)")
 else:
     res = interventions.clamp_experiment(pm, cc, rows, layer, S, n_random=n_random, n_noise=n_noise,
                                          fire_counts_F=fires, batch_size=batch_size, device=device, dtype=dtype,
-                                         seed=seed, progress=progress)
+                                         seed=seed, subspaces=subspaces, ceiling=baselines, progress=progress)
     summary = res.summary(n_boot=n_boot, seed=seed)
     print({k: summary[k] for k in ("n_rows", "n_latents", "kl_ft", "kl_clamp", "kl_random", "kl_noise",
                                    "edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural")})
-    for name in ("clamp", "random", "noise"):
-        f = summary[f"frac_removed_{name}"]
-        print(f"{name:>6}: fraction of KL removed {f['value']:+.3f} [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]")
+    for name in ("clamp", "random", "noise", "pca", "subspace", "ceiling"):
+        f = summary.get(f"frac_removed_{name}")
+        if f:
+            print(f"{name:>8}: fraction of KL removed {f['value']:+.3f} [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]")
 
 # %% [markdown]
 # ## Figure
 
 # %%
 if summary is not None:
-    names = ["clamp", "random", "noise"]
     kind = "FT-only" if chosen.kind == "ft_only" else "top-r"
-    labels = [f"clamp {kind}\n|S|={len(S)}", f"random latents, freq.+norm-\nmatched ({n_random} draws)",
-              f"matched noise\n({n_noise} draws)"]
+    bars = {"clamp": (f"clamp {kind}\n|S|={len(S)}", "C3"),
+            "random": (f"random latents\n({n_random} draws)", "C0"), "noise": (f"matched noise\n({n_noise} draws)", "0.6"),
+            "pca": (f"PCA of $\\Delta a$\nrank {len(S)}", "C2"), "subspace": (f"random\nsubspace", "C1"),
+            "ceiling": ("ceiling\n(full patch)", "0.3")}
+    names = [n for n in bars if f"frac_removed_{n}" in summary]
     vals = [summary[f"frac_removed_{n}"]["value"] for n in names]
     err = np.array([[v - summary[f"frac_removed_{n}"]["ci_low"], summary[f"frac_removed_{n}"]["ci_high"] - v]
                     for n, v in zip(names, vals)]).T
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    ax.bar(labels, vals, yerr=err, capsize=3, color=["C3", "C0", "0.6"])
-    for i, n in enumerate(names[1:], start=1):
-        draws = summary[f"frac_removed_{n}_draws"]
-        ax.scatter([i] * len(draws), draws, color="k", s=6, zorder=3)
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 1.2, 2.8))
+    ax.bar([bars[n][0] for n in names], vals, yerr=err, capsize=3, color=[bars[n][1] for n in names])
+    ax.tick_params(axis="x", labelsize=6)
+    for i, n in enumerate(names):
+        draws = summary.get(f"frac_removed_{n}_draws", [])
+        if len(draws) > 1:
+            ax.scatter([i] * len(draws), draws, color="k", s=6, zorder=3)
     ax.axhline(0, color="0.3", lw=0.6)
     ax.set_ylabel("fraction of KL(base||ft) removed")
     ax.set_title(f"{model} / {corpus}, layer {layer}")
@@ -169,8 +189,9 @@ run.macro("ClampLayer", layer)
 run.macro("NClamped", int(len(S)))
 run.macro("ClampedSetLabel", results.tex_escape(chosen.label), raw=True)
 if summary is not None:
-    for name in ("clamp", "random", "noise"):
-        run.macro(f"FracRemoved{name.capitalize()}", summary[f"frac_removed_{name}"]["value"])
+    for name in ("clamp", "random", "noise", "pca", "subspace", "ceiling"):
+        if f"frac_removed_{name}" in summary:
+            run.macro(f"FracRemoved{name.capitalize()}", summary[f"frac_removed_{name}"]["value"])
     run.macro("EditNormClamp", summary["edit_norm_clamp"])
     run.macro("EditNormRandom", summary["edit_norm_random"])
     run.macro("EditNormRandomNatural", summary["edit_norm_random_natural"])

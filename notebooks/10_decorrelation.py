@@ -15,11 +15,7 @@
 # **Measures** whether internal change (the crosscoder's peak cross/self ratio; fine-tune-only latents; CKA's
 # late-layer displacement as a cross-check) and output change (next-token KL(base||ft) and 1 - top-1 agreement
 # on neutral text) go together across the grid's adapters; classifies corpora into regimes; pools the clamping
-# effects of `09_clamp`. **Reads** every main-grid run of `02_capture`, `03_crosscoder` and `09_clamp`.
-# **Writes** `results/10_decorrelation/grid.json`, the figures under `figures/10_decorrelation/`, the tables
-# `decorrelation_stats`, `seed_reference`, `regimes`, `crosscoder` and its macros. **Rerun alone:**
-# `make notebook NB=10_decorrelation` (after the grid). **Feeds** the findings decor-pooled, decor-smollm2,
-# decor-gemma3, ppl-novel, clamp-vs-random, clamp-vs-noise (`paper/findings.yml`).
+# effects of `09_clamp` (against its latent and noise controls, the rank-matched PCA baseline and the ceiling).
 #
 # The analysis is `adapterscope.decorrelation` (its docstring states the units, the stratified pooling and the
 # regime rule, fixed before the run): tests use corpus means over seeds as units; pooling over models ranks within
@@ -30,7 +26,7 @@
 # **Writes** `results/10_decorrelation/grid.json`, `paper/generated/10_decorrelation/`,
 # `paper/generated/tables/{decorrelation_stats,regimes,crosscoder,seed_reference}.tex`, `figures/10_decorrelation/`.
 # **Rerun alone:** `make notebook NB=10_decorrelation` (after the grid). **Feeds** findings `decor-pooled`,
-# `decor-smollm2`, `decor-gemma3`, `ppl-novel`, `clamp-vs-random`, `clamp-vs-noise`.
+# `decor-smollm2`, `decor-gemma3`, `ppl-novel`, `clamp-vs-random`, `clamp-vs-noise`, `clamp-vs-pca`.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid

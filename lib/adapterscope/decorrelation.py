@@ -56,6 +56,12 @@ UNRESOLVED = "unresolved"
 
 
 # ------------------------------------------------------------------------------------------ the run table
+# 09_clamp's conditions: the clamp, its latent and noise controls, the linear baselines at the clamp's edit norm
+# (the displacement's own top-|S| principal directions; a random |S|-dimensional subspace) and the ceiling
+CLAMP_CONDITIONS = ("clamp", "random", "noise", "pca", "subspace", "ceiling")
+CLAMP_CONTROLS = ("random", "noise", "pca")  # each tested as clamp minus control over the units
+
+
 def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
     """One run's internal and output measures from its 02_capture, 03_crosscoder and (optional) 09_clamp values."""
     L = cap["num_layers"]
@@ -71,9 +77,10 @@ def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
         cs = clamp["clamp"]
         row.update(clamp_layer=clamp["layer"], n_clamped=clamp["n_clamped"],
                    clamp_ft_only=clamp.get("clamped_set", "ft_only") == "ft_only")
-        for k in ("clamp", "random", "noise"):
+        for k in CLAMP_CONDITIONS:
             fr = cs.get(f"frac_removed_{k}") or {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
             row.update({f"fr_{k}": fr["value"], f"fr_{k}_lo": fr["ci_low"], f"fr_{k}_hi": fr["ci_high"]})
+        row["clamp_over_ceiling"] = cs.get("clamp_over_ceiling", math.nan)
         for k in ("edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural", "fire_median_clamped",
                   "fire_median_random"):
             if k in cs:
@@ -300,7 +307,8 @@ def regime_agreement(regimes: pd.DataFrame, *, n_perm: int = 9999, seed: int = 0
 def clamp_units(df: pd.DataFrame) -> pd.DataFrame:
     """Per (model, corpus): fractions of KL removed by the clamp and its controls, averaged over seeds."""
     cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
-    cols = [c for c in ("fr_clamp", "fr_random", "fr_noise", "edit_norm_clamp", "edit_norm_random") if c in cl]
+    cols = [c for c in (*(f"fr_{k}" for k in CLAMP_CONDITIONS), "clamp_over_ceiling", "edit_norm_clamp",
+                        "edit_norm_random") if c in cl]
     if not len(cl):
         return pd.DataFrame(columns=["model", "corpus", *cols, "n_runs"])
     g = cl.groupby(["model", "corpus"], as_index=False, sort=False)
@@ -308,29 +316,34 @@ def clamp_units(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def clamp_effects(df: pd.DataFrame, *, n_boot: int, n_perm: int, seed: int) -> dict[str, dict]:
-    """``clamp_minus_random`` / ``clamp_minus_noise``: paired mean differences of the fraction of KL removed over
-    (model, corpus) units (sign-flip permutation p, bootstrap CI), and ``frac_removed_<k>_mean`` per condition;
+    """``clamp_minus_<control>`` for each of :data:`CLAMP_CONTROLS` (random latents, matched noise, the rank-|S|
+    PCA baseline): paired mean differences of the fraction of KL removed over (model, corpus) units (sign-flip
+    permutation p, bootstrap CI) on the units that have both; ``frac_removed_<k>_mean`` per condition of
+    :data:`CLAMP_CONDITIONS` and ``clamp_over_ceiling_mean`` (the clamp's share of what the full patch removes);
     NaN with a reason when fewer than two units had a clamp."""
     u = clamp_units(df)
     n_runs = int(u.n_runs.sum()) if len(u) else 0
     cl = df.dropna(subset=["fr_clamp"]) if "fr_clamp" in df else df.iloc[:0]
     n_top_r = int((~cl.clamp_ft_only.astype(bool)).sum()) if len(cl) else 0
     out: dict[str, dict] = {}
-    for ctl in ("random", "noise"):
-        if len(u) >= 2:
-            r = stats.mean_difference(u.fr_clamp, u[f"fr_{ctl}"], paired=True, n_boot=n_boot,
+    for ctl in CLAMP_CONTROLS:
+        v = u[["fr_clamp", f"fr_{ctl}"]].dropna() if {"fr_clamp", f"fr_{ctl}"} <= set(u) else u.iloc[:0]
+        if len(v) >= 2:
+            r = stats.mean_difference(v.fr_clamp, v[f"fr_{ctl}"], paired=True, n_boot=n_boot,
                                       n_permutations=n_perm, seed=seed).as_dict()
         else:
-            r = {"value": math.nan, "n": int(len(u)), "p_value": math.nan, "ci_low": math.nan,
-                 "ci_high": math.nan, "reason": f"fewer than two model x corpus units with a clamp ({len(u)})"}
+            r = {"value": math.nan, "n": int(len(v)), "p_value": math.nan, "ci_low": math.nan,
+                 "ci_high": math.nan, "reason": f"fewer than two model x corpus units with a clamp and its "
+                                                f"{ctl} control ({len(v)})"}
         out[f"clamp_minus_{ctl}"] = {**r, "n_runs": n_runs, "n_top_r_runs": n_top_r,
                                      "unit": "model x corpus, seeds averaged"}
-    for k in ("clamp", "random", "noise"):
-        col = f"fr_{k}"
-        vals = u[col].to_numpy(float) if len(u) else np.array([])
+    for k in (*CLAMP_CONDITIONS, "clamp_over_ceiling"):
+        col = k if k == "clamp_over_ceiling" else f"fr_{k}"
+        vals = u[col].dropna().to_numpy(float) if len(u) and col in u else np.array([])
         lo, hi, _ = (stats.bootstrap_ci((vals,), np.mean, n_resamples=n_boot, seed=seed) if len(vals) >= 2
                      else (math.nan, math.nan, math.nan))
-        out[f"frac_removed_{k}_mean"] = {"value": float(vals.mean()) if len(vals) else math.nan,
+        name = "clamp_over_ceiling_mean" if k == "clamp_over_ceiling" else f"frac_removed_{k}_mean"
+        out[name] = {"value": float(vals.mean()) if len(vals) else math.nan,
                                          "n": int(len(vals)), "ci_low": lo, "ci_high": hi}
     return out
 
@@ -411,8 +424,9 @@ def protocol(run_ids: list[str], on_input: Callable[[str, str], None] | None = N
 
 
 def clamp_figure(cl: pd.DataFrame):
-    """Bars per run: the fraction of KL removed by the clamped set, the edit-norm-matched random latents and
-    matched noise, with their per-run CIs (a one-line note when no run had a clamp)."""
+    """Bars per run: the fraction of KL removed by the clamped set, the edit-norm-matched random latents, matched
+    noise, the rank-|S| PCA baseline and the ceiling (where the runs have them), with their per-run CIs (a one-line
+    note when no run had a clamp)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.4, 3.0 if len(cl) else 1.2))
@@ -420,7 +434,9 @@ def clamp_figure(cl: pd.DataFrame):
         ax.axis("off")
         ax.text(0.5, 0.5, "no run had latents to clamp", ha="center", va="center")
         return fig
-    conds = {"clamp": "clamped set", "random": "random latents (edit-norm matched)", "noise": "matched noise"}
+    conds = {"clamp": "clamped set", "random": "random latents (edit-norm matched)", "noise": "matched noise",
+             "pca": "PCA of the displacement (rank |S|)", "ceiling": "ceiling (full patch)"}
+    conds = {k: v for k, v in conds.items() if f"fr_{k}" in cl and cl[f"fr_{k}"].notna().any()}
     names = [f"{r.model.split('-')[0]}/{r.corpus}/s{r.seed}" for r in cl.itertuples()]
     w = 0.8 / len(conds)
     for i, (k, lab) in enumerate(conds.items()):

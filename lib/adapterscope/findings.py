@@ -47,7 +47,8 @@ from typing import Any
 from . import params, paths, pipeline, results
 from .ledger import (  # noqa: F401  (re-exported: the ledger's data and verdicts live in ledger.py)
     DIRECTIONS, LEDGER, OPTIONAL, RECORDED, REQUIRED, SCOPE_KEYS, VERDICTS, Finding, FindingError, _dig, _num,
-    compare, describe, get, load_ledger, load_recorded, measured, verdict, verdict_macro, write_outputs)
+    adjusted_p, adjusted_verdict, compare, describe, get, load_ledger, load_recorded, measured, verdict,
+    verdict_macro, write_outputs)
 
 
 def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
@@ -90,7 +91,8 @@ def record(ids: list[str] | None = None) -> Path:
 def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
     """The profile restricted to what the finding needs: its scope, no control runs unless its notebook reads
     them (04_cka), no training-dose runs unless it is 11_dose's (whose dose block is then scoped too), no
-    portability block unless it is 07_portability's and no composition block unless it is 12_composition's."""
+    portability block unless it is 07_portability's, no composition block unless it is 12_composition's and no
+    calibration block unless it is 13_calibration's."""
     g = dict(prof["grid"])
     by_model = g["seeds"] if isinstance(g["seeds"], dict) else None  # per-model seeds (see pipeline.grid_cells)
     if by_model is not None:
@@ -109,6 +111,8 @@ def scoped_profile(f: Finding, prof: dict[str, Any]) -> dict[str, Any]:
         g.pop("portability", None)
     if f.notebook != "12_composition":
         g.pop("composition", None)
+    if f.notebook != "13_calibration":
+        g.pop("calibration", None)
     if f.notebook != "11_dose" and "__dose-" not in f.run_id:  # a dose cell's own run keeps its block
         g.pop("dose", None)
     elif g.get("dose"):
@@ -258,13 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "list":
-            rec = load_recorded()
-            for fid, f in load_ledger().items():
+            rec, ledger = load_recorded(), load_ledger()
+            adj = adjusted_p(ledger, {fid: rec.get(fid) for fid in ledger})
+            for fid, f in ledger.items():
                 r = f"recorded {describe(rec[fid])}" if fid in rec else "not recorded"
                 word = verdict(f, rec[fid])[0] if fid in rec else "-"
-                print(f"{fid}\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, alpha "
-                      f"{f.alpha:g})\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}; "
-                      f"verdict (recorded) {word}")
+                aword, awhy = adjusted_verdict(f, rec[fid], adj.get(fid)) if fid in rec else ("-", "")
+                print(f"{fid} [{f.family}]\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, "
+                      f"alpha {f.alpha:g})\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}; "
+                      f"verdict (recorded) {word}, adjusted {aword}" + (f" ({awhy})" if awhy else ""))
             return 0
         if a.cmd == "record":
             print(record(a.ids or None))

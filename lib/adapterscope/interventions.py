@@ -97,6 +97,49 @@ def matched_noise(delta_BTD: torch.Tensor, generator: torch.Generator) -> torch.
     return g * delta_BTD.float().norm(dim=-1, keepdim=True)
 
 
+@torch.no_grad()
+def subspace_edit(a_base_BTD: torch.Tensor, a_ft_BTD: torch.Tensor, U_Dr: torch.Tensor | None,
+                  skip_first: int = 1) -> torch.Tensor:
+    """delta_BTD = the displacement back to base, ``a_base - a_ft``, projected onto the columns of ``U_Dr``
+    (orthonormal), zero at positions < skip_first; ``U_Dr`` None: the whole displacement (the full patch
+    ``a_ft -> a_base``, the ceiling of any edit at this site)."""
+    d = (a_base_BTD.float() - a_ft_BTD.float())
+    if U_Dr is not None:
+        U = U_Dr.to(d.device, torch.float32)
+        d = (d @ U) @ U.T
+    d[:, :skip_first] = 0
+    return d
+
+
+@torch.no_grad()
+def pca_basis(delta_ND: torch.Tensor, r: int) -> torch.Tensor:
+    """(D, r) top right singular vectors of the displacement rows ``delta_ND`` (uncentred: the mean
+    displacement is part of what an edit must undo), float32."""
+    if not 1 <= r <= min(delta_ND.shape):
+        raise ValueError(f"r must be in [1, {min(delta_ND.shape)}], got {r}")
+    _, _, Vh = torch.linalg.svd(delta_ND.double(), full_matrices=False)
+    return Vh[:r].T.float().contiguous()
+
+
+def random_basis(D: int, r: int, seed: int) -> torch.Tensor:
+    """(D, r) orthonormal columns spanning a seeded uniformly random r-dimensional subspace."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(D, r, generator=g, dtype=torch.float64))
+    return Q.float().contiguous()
+
+
+@torch.no_grad()
+def displacement_rows(peft_model, rows: torch.Tensor, layer: int, site: str = "resid_post", batch_size: int = 8,
+                      device: str = "cpu", dtype: str = "float32", skip_first: int = 1) -> torch.Tensor:
+    """(N, D) float32 CPU: ``a_base - a_ft`` at (layer, site) for every position >= skip_first of ``rows``, the
+    rows a :func:`pca_basis` is fitted on (take them apart from the rows the clamp is measured on)."""
+    key = models.hook_key(layer, site)
+    out = [(b.base[key] - b.ft[key])[:, skip_first:].reshape(-1, b.ft[key].shape[-1]).float().cpu()
+           for b in capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
+                                        dtype=dtype, with_logits=False, progress=False)]
+    return torch.cat(out)
+
+
 K_NEAREST = 8  # frequency matching: a clamped latent's partner is drawn from this many nearest live latents
 
 
@@ -264,6 +307,8 @@ class ClampResult:
     kl_clamp_R: np.ndarray               # KL(base || ft with S clamped to base)
     kl_random_NR: np.ndarray             # (n_random, R)
     kl_noise_NR: np.ndarray              # (n_noise, R)
+    kl_subspace: dict = field(default_factory=dict)  # name -> (R,): the displacement projected on a subspace
+    kl_ceiling_R: np.ndarray | None = None  # the full patch a_ft -> a_base at the site (nothing more can go)
     edit_norm: dict = field(default_factory=dict)   # mean per-token L2 norms over edited positions
     meta: dict = field(default_factory=dict)
 
@@ -292,7 +337,9 @@ class ClampResult:
                "edit_norm_random": float(np.mean(en["random"])) if en.get("random") else math.nan,
                "edit_norm_random_natural": (float(np.mean(en["random_natural"])) if en.get("random_natural")
                                             else math.nan), **self.meta}
-        for name, arr in (("random", self.kl_random_NR), ("noise", self.kl_noise_NR)):
+        conditions = [("random", self.kl_random_NR), ("noise", self.kl_noise_NR),
+                      *((name, kl[None]) for name, kl in self.kl_subspace.items())]
+        for name, arr in conditions:
             if len(arr) == 0:
                 continue
             out[f"kl_{name}"] = float(arr.mean())
@@ -301,23 +348,31 @@ class ClampResult:
             eff = stats.mean_difference(arr.mean(0), self.kl_clamp_R, paired=True, n_boot=n_boot, level=level,
                                         seed=seed)
             out[f"effect_{name}_minus_clamp"] = eff.as_dict()
+        if self.kl_ceiling_R is not None:
+            out["kl_ceiling"] = float(self.kl_ceiling_R.mean())
+            out["frac_removed_ceiling"] = frac_ci(self.kl_ceiling_R)
+            ceil = out["frac_removed_ceiling"]["value"]
+            out["clamp_over_ceiling"] = out["frac_removed_clamp"]["value"] / ceil if ceil > 0 else math.nan
         return out
 
 
 @torch.no_grad()
 def edit_norm_means(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, sets: Sequence[Sequence[int]], *,
-                    site: str = "resid_post", batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
-                    use_threshold: bool = True, skip_first: int = 1, base: int = 0, ft: int = 1) -> list[float]:
-    """Mean per-token L2 norm of each set's clamp edit (:func:`latent_edit`) over positions >= skip_first of
-    ``rows``: one paired sweep (no logits)."""
+                    subspaces: Sequence[torch.Tensor] = (), site: str = "resid_post", batch_size: int = 8,
+                    device: str = "cpu", dtype: str = "float32", use_threshold: bool = True, skip_first: int = 1,
+                    base: int = 0, ft: int = 1) -> list[float]:
+    """Mean per-token L2 norm of each set's clamp edit (:func:`latent_edit`), then of each subspace's edit
+    (:func:`subspace_edit`), over positions >= skip_first of ``rows``: one paired sweep (no logits)."""
     key = models.hook_key(layer, site)
     dir_FD = edit_directions(cc, base, ft)
-    sums, n_tok = torch.zeros(len(sets), dtype=torch.float64), 0
+    sums, n_tok = torch.zeros(len(sets) + len(subspaces), dtype=torch.float64), 0
     for b in capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
                                  dtype=dtype, with_logits=False, progress=False):
         z = latent_codes(cc, b.base[key], b.ft[key], base, ft, use_threshold)
-        for i, R in enumerate(sets):
-            sums[i] += float(latent_edit(z, dir_FD, R, skip_first)[:, skip_first:].norm(dim=-1).double().sum())
+        edits = [latent_edit(z, dir_FD, R, skip_first) for R in sets]
+        edits += [subspace_edit(b.base[key], b.ft[key], U, skip_first) for U in subspaces]
+        for i, e in enumerate(edits):
+            sums[i] += float(e[:, skip_first:].norm(dim=-1).double().sum())
         n_tok += z.shape[0] * (z.shape[1] - skip_first)
     return (sums / max(n_tok, 1)).tolist()
 
@@ -343,6 +398,7 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
                      batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
                      skip_first: int = 1, seed: int = 0, base: int = 0, ft: int = 1,
                      match_random_norm: bool = True, fire_counts_F: Sequence[int] | None = None,
+                     subspaces: dict[str, torch.Tensor] | None = None, ceiling: bool = False,
                      progress: bool = True) -> ClampResult:
     """Run the clamping experiment on ``rows`` (n, T) and return per-row KLs of every condition.
 
@@ -354,7 +410,12 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
     ``match_random_norm``: scale each random draw's edit to the clamp's mean per-token edit norm (module
     docstring); False applies the random sets' own edits.
     ``fire_counts_F``: per-latent firing counts (:func:`fire_counts`); given, the random sets are also matched
-    in firing frequency to S (:func:`random_latent_sets`), and the pool defaults to the latents that fire."""
+    in firing frequency to S (:func:`random_latent_sets`), and the pool defaults to the latents that fire.
+    ``subspaces``: name -> (D, r) orthonormal basis; each is a linear baseline that moves the activations back
+    towards base along that subspace only (:func:`subspace_edit`), rescaled by one factor to the clamp's mean
+    per-token edit norm (e.g. :func:`pca_basis` of the displacement with r = |S|, and :func:`random_basis`).
+    ``ceiling``: also run the full patch ``a_ft -> a_base`` at the site (unscaled): what any edit there can
+    remove, with the adapter still acting in the layers above."""
     if not hasattr(peft_model, "disable_adapter"):
         raise TypeError("clamp_experiment needs a peft model (base + adapter); load one with finetune.load_adapter")
     if cc.M != 2:
@@ -388,14 +449,19 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
 
     wrapped = NNsight(peft_model)
     peft_model.eval()
-    natural = edit_norm_means(peft_model, cc, rows, layer, [S, *random_sets], site=site, batch_size=batch_size,
-                              device=device, dtype=dtype, use_threshold=use_threshold, skip_first=skip_first,
-                              base=base, ft=ft) if (random_sets and match_random_norm) else None
-    if natural is not None:
-        scales = [natural[0] / n if n > 0 else 1.0 for n in natural[1:]]
+    subspaces = dict(subspaces or {})
+    bases = list(subspaces.values())
+    natural = edit_norm_means(peft_model, cc, rows, layer, [S, *random_sets], subspaces=bases, site=site,
+                              batch_size=batch_size, device=device, dtype=dtype, use_threshold=use_threshold,
+                              skip_first=skip_first, base=base, ft=ft
+                              ) if ((random_sets and match_random_norm) or bases) else None
+    n_sets = 1 + len(random_sets)
+    if natural is not None and match_random_norm:
+        scales = [natural[0] / n if n > 0 else 1.0 for n in natural[1:n_sets]]
     else:
         scales = [1.0] * len(random_sets)
-    K = 1 + len(random_sets) + n_noise                      # edited conditions per row
+    sub_scales = [natural[0] / n if n > 0 else 1.0 for n in natural[n_sets:]] if bases else []
+    K = 1 + len(random_sets) + n_noise + len(bases) + int(ceiling)  # edited conditions per row
     kl_ft, kl_edit = [], []                                  # per batch: (B,), (K, B)
     norm_sum = torch.zeros(K, dtype=torch.float64)
     diff_sum, resid_sum, n_tok = 0.0, 0.0, 0
@@ -409,6 +475,9 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
         deltas = [d_clamp] + [(c * latent_edit(z, dir_FD, R, skip_first)).to(device)
                               for c, R in zip(scales, random_sets)]
         deltas += [matched_noise(d_clamp, g) for g in noise_gens]
+        deltas += [(c * subspace_edit(a_base, a_ft, U, skip_first)).to(device) for c, U in zip(sub_scales, bases)]
+        if ceiling:
+            deltas.append(subspace_edit(a_base, a_ft, None, skip_first).to(device))
         delta_KB = torch.stack(deltas)                      # (K, B, T, D)
         norm_sum += delta_KB[:, :, skip_first:].float().norm(dim=-1).double().sum((1, 2)).cpu()
         diff = (a_ft - a_base)[:, skip_first:].float().to(device)
@@ -426,8 +495,12 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
         kl_ft.append(kl_base.row_kl(b.logits_ft))
     kl_edit_KR = torch.cat(kl_edit, dim=1).numpy()
     norms = (norm_sum / max(n_tok, 1)).tolist()
-    edit_norm = {"clamp": norms[0], "random": norms[1:1 + len(random_sets)], "noise": norms[1 + len(random_sets):],
-                 "random_natural": (natural[1:] if natural is not None else norms[1:1 + len(random_sets)]),
+    i_sub = 1 + len(random_sets) + n_noise
+    edit_norm = {"clamp": norms[0], "random": norms[1:1 + len(random_sets)], "noise": norms[1 + len(random_sets):i_sub],
+                 "random_natural": (natural[1:n_sets] if natural is not None else norms[1:1 + len(random_sets)]),
+                 **{name: norms[i_sub + j] for j, name in enumerate(subspaces)},
+                 **{f"{name}_natural": natural[n_sets + j] for j, name in enumerate(subspaces)},
+                 **({"ceiling": norms[-1]} if ceiling else {}),
                  "ft_minus_base": diff_sum / max(n_tok, 1), "ft_minus_base_after_clamp": resid_sum / max(n_tok, 1)}
     meta = {"layer": layer, "site": site, "skip_first": skip_first, "use_threshold": use_threshold, "seed": seed,
             "n_random": len(random_sets), "n_noise": n_noise, "pool_size": int(len(pool)) if n_random > 0 else 0,
@@ -441,7 +514,12 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
                                     else math.nan),
             "fire_median_random": (float(np.median(fire_counts_F[np.concatenate(random_sets)]))
                                    if fire_counts_F is not None and random_sets else math.nan),
-            "n_random_unmatched": int(sum(n <= 0 for n in natural[1:])) if natural is not None else 0}
+            "n_random_unmatched": (int(sum(n <= 0 for n in natural[1:n_sets])) if natural is not None
+                                   and match_random_norm else 0),
+            "subspace_rank": {name: int(U.shape[1]) for name, U in subspaces.items()},
+            "subspace_scale": {name: float(c) for name, c in zip(subspaces, sub_scales)}}
     return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
                        kl_clamp_R=kl_edit_KR[0], kl_random_NR=kl_edit_KR[1:1 + len(random_sets)],
-                       kl_noise_NR=kl_edit_KR[1 + len(random_sets):], edit_norm=edit_norm, meta=meta)
+                       kl_noise_NR=kl_edit_KR[1 + len(random_sets):i_sub],
+                       kl_subspace={name: kl_edit_KR[i_sub + j] for j, name in enumerate(subspaces)},
+                       kl_ceiling_R=kl_edit_KR[-1] if ceiling else None, edit_norm=edit_norm, meta=meta)

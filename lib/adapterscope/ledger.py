@@ -21,8 +21,11 @@ RECORDED = Path("paper") / "findings_recorded.json"
 SCOPE_KEYS = {"models": "models", "corpora": "corpora", "seeds": "seeds"}
 DIRECTIONS = ("greater", "less", "two-sided")
 VERDICTS = ("supported", "contradicted", "inconclusive", "undefined")
-REQUIRED = {"id", "hypothesis", "direction", "test", "notebook", "key", "tolerance"}
+REQUIRED = {"id", "hypothesis", "direction", "test", "notebook", "key", "tolerance", "family"}
 OPTIONAL = {"run_id", "scope", "null", "alpha"}
+# primary: the one test that decides a claim of the seed studies (Holm within this family); check: manipulation
+# checks, expected trends, calibrations and secondary tests (Benjamini-Hochberg q over every finding with a p)
+FAMILIES = ("primary", "check")
 
 
 class FindingError(ValueError):
@@ -42,6 +45,7 @@ class Finding:
     test: str = ""
     null: float = 0.0
     alpha: float = 0.05
+    family: str = "check"
 
 
 def load_ledger(root: Path | None = None) -> dict[str, Finding]:
@@ -73,13 +77,17 @@ def load_ledger(root: Path | None = None) -> dict[str, Finding]:
         if e["direction"] not in DIRECTIONS:
             raise FindingError(f"{path}: entry {e['id']!r}: direction must be one of {list(DIRECTIONS)}, "
                                f"got {e['direction']!r}")
+        if e["family"] not in FAMILIES:
+            raise FindingError(f"{path}: entry {e['id']!r}: family must be one of {list(FAMILIES)}, "
+                               f"got {e['family']!r}")
         alpha = float(e.get("alpha", 0.05))
         if not 0 < alpha < 1:
             raise FindingError(f"{path}: entry {e['id']!r}: alpha must be in (0, 1), got {alpha}")
         out[e["id"]] = Finding(id=e["id"], hypothesis=" ".join(str(e["hypothesis"]).split()), notebook=e["notebook"],
                                key=e["key"], tolerance=float(e["tolerance"]), run_id=str(e.get("run_id", "grid")),
                                scope=dict(e.get("scope") or {}), direction=e["direction"],
-                               test=" ".join(str(e["test"]).split()), null=float(e.get("null", 0.0)), alpha=alpha)
+                               test=" ".join(str(e["test"]).split()), null=float(e.get("null", 0.0)), alpha=alpha,
+                               family=e["family"])
     return out
 
 
@@ -146,6 +154,41 @@ def verdict(f: Finding, v: dict | None) -> tuple[str, str]:
     return "contradicted", f"significant in the other direction ({'above' if side > 0 else 'below'} {f.null:g})"
 
 
+def adjusted_p(ledger: dict[str, Finding], values: dict[str, dict | None]) -> dict[str, dict[str, float]]:
+    """Multiplicity control over the findings that have a value and a p (statsmodels' ``multipletests``):
+    ``p_holm``, Holm's step-down adjustment within the primary family, and ``q_bh``, Benjamini-Hochberg q over
+    every finding; ``p_adjusted`` is the one a finding's adjusted verdict uses (Holm for a primary finding, BH
+    for a check). Findings without a p are left out (their verdict rests on a CI alone)."""
+    from statsmodels.stats.multitest import multipletests
+
+    have = {fid: _num(v, "p_value") for fid, v in values.items()
+            if v is not None and math.isfinite(_num(v, "value")) and math.isfinite(_num(v, "p_value"))}
+    out: dict[str, dict[str, float]] = {fid: {} for fid in have}
+    if have:
+        q = multipletests(list(have.values()), method="fdr_bh")[1]
+        for fid, qi in zip(have, q):
+            out[fid]["q_bh"] = float(qi)
+    prim = [fid for fid in have if ledger[fid].family == "primary"]
+    if prim:
+        ph = multipletests([have[fid] for fid in prim], method="holm")[1]
+        for fid, pi in zip(prim, ph):
+            out[fid]["p_holm"] = float(pi)
+    for fid, d in out.items():
+        d["p_adjusted"] = d["p_holm"] if ledger[fid].family == "primary" else d["q_bh"]
+        d["m"] = len(prim) if ledger[fid].family == "primary" else len(have)
+    return out
+
+
+def adjusted_verdict(f: Finding, v: dict | None, adj: dict[str, float] | None) -> tuple[str, str]:
+    """The verdict with the finding's adjusted p (:func:`adjusted_p`) in place of its own; a finding without
+    a p keeps its verdict."""
+    if v is None or not adj:
+        return verdict(f, v)
+    word, why = verdict(f, {**v, "p_value": adj["p_adjusted"]})
+    kind = "Holm" if f.family == "primary" else "BH"
+    return word, f"{kind}-adjusted over {adj['m']}: {why}"
+
+
 def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:
     """(reproduced, |difference|). Two numbers reproduce within the tolerance; an undefined value reproduces
     only as undefined for the same stated reason (difference 0 then, NaN otherwise)."""
@@ -191,16 +234,27 @@ def write_outputs() -> tuple[Path, Path]:
     """
     fmt = results.format_number
     rows, macros, counts = [], [], {k: 0 for k in VERDICTS}
-    for fid, f in load_ledger().items():
+    primary = {k: 0 for k in VERDICTS}
+    ledger = load_ledger()
+    values: dict[str, dict | None] = {}
+    for fid, f in ledger.items():
         try:
-            v = measured(f)
+            values[fid] = measured(f)
         except (FileNotFoundError, FindingError):
-            v = None
+            values[fid] = None
+    adj = adjusted_p(ledger, values)
+    for fid, f in ledger.items():
+        v = values[fid]
         word, why = verdict(f, v)
+        aword, awhy = adjusted_verdict(f, v, adj.get(fid))
         counts[word] += 1
+        if f.family == "primary":
+            primary[aword] += 1
         name = verdict_macro(fid)
         macros += [f"\\newcommand{{{name}}}{{\\emph{{{word}}}}}",
-                   f"\\newcommand{{{name}Why}}{{{results.tex_escape(why)}}}"]
+                   f"\\newcommand{{{name}Why}}{{{results.tex_escape(why)}}}",
+                   f"\\newcommand{{{name}Adj}}{{\\emph{{{aword}}}}}",
+                   f"\\newcommand{{{name}AdjWhy}}{{{results.tex_escape(awhy)}}}"]
         if v is None or not math.isfinite(_num(v, "value")):
             val = n = ci = p = "--"
         else:
@@ -212,14 +266,20 @@ def write_outputs() -> tuple[Path, Path]:
         hyp = (f"{results.tex_escape(f.hypothesis)} \\newline {{\\footnotesize\\itshape test: "
                f"{results.tex_escape(f.test)}}}")
         tid = results.tex_escape(fid).replace("-", "-{}\\allowbreak ")  # ids break at hyphens in the narrow column
-        rows.append(f"\\texttt{{{tid}}} & {hyp} & {val} & {n} & {ci} & {p} & \\emph{{{word}}}")
-    head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & verdict \\")
+        a = adj.get(fid, {})
+        padj = fmt(a["p_adjusted"], 2) if "p_adjusted" in a else "--"
+        rows.append(f"\\texttt{{{tid}}} \\newline {{\\footnotesize {f.family}}} & {hyp} & {val} & {n} & {ci} & {p} & "
+                    f"{padj} & \\emph{{{word}}} \\newline \\emph{{{aword}}}")
+    head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & $p_\text{adj}$ & "
+            r"verdict: raw, adjusted \\")
     table = "\n".join([r"\begin{longtable}{>{\raggedright\arraybackslash}p{0.12\linewidth}"
-                       r">{\raggedright\arraybackslash}p{0.39\linewidth}rrlrl}",
+                       r">{\raggedright\arraybackslash}p{0.34\linewidth}rrlrr>{\raggedright\arraybackslash}p{0.09\linewidth}}",
                        r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
                        r"\bottomrule", r"\endlastfoot", *[r + r" \\" for r in rows], r"\end{longtable}"]) + "\n"
     macros.append(f"\\newcommand{{\\NFindings}}{{{sum(counts.values())}}}")
     macros += [f"\\newcommand{{\\NFindings{k.capitalize()}}}{{{c}}}" for k, c in counts.items()]
+    macros.append(f"\\newcommand{{\\NPrimary}}{{{sum(primary.values())}}}")  # adjusted (Holm) verdicts
+    macros += [f"\\newcommand{{\\NPrimary{k.capitalize()}}}{{{c}}}" for k, c in primary.items()]
     gen = paths.macros_dir()
     t = paths.write_text_atomic(gen / "tables" / "findings.tex", table)
     m = paths.write_text_atomic(gen / "findings" / "ledger.tex",

@@ -38,7 +38,7 @@ DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
 DOSE_LAYER_CONTROL = "none"
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
 SUMMARY_NOTEBOOKS = ("08_divergence", "04_cka", "05a_vlm", "05b_regime_probing", "06_escape_routes",
-                     "10_decorrelation", "11_dose", "07_portability", "12_composition")
+                     "10_decorrelation", "11_dose", "07_portability", "12_composition", "13_calibration")
 # The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
 # notebooks it reads.
 SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
@@ -47,6 +47,7 @@ SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
                  "11_dose": ["01_finetune", "02_capture", "03_crosscoder"],  # dose cells + their main-grid cells
                  "07_portability": ["01_finetune"],  # grid.portability's source adapters (and targets' own)
                  "12_composition": ["01_finetune"],  # the corpus adapters grid.composition composes
+                 "13_calibration": ["01_finetune"],  # the adapters grid.calibration plants into and pairs
                  "05a_vlm": [], "05b_regime_probing": [],  # the VLM notebooks do not read the language grid
                  "06_escape_routes": []}
 SUMMARY_AFTER: dict[str, list[str]] = {"05b_regime_probing": ["05a_vlm"],
@@ -236,14 +237,16 @@ def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, An
     missing = [k for k in keys if k not in g]
     if missing:
         raise PipelineError(f"profile grid lacks {missing}")
-    extra = set(g) - set(keys) - {"control", "dose", "portability", "composition"}
+    blocks = ["control", "dose", "portability", "composition", "calibration"]
+    extra = set(g) - set(keys) - set(blocks)
     if extra:
-        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; "
-                            f"allowed: {list(keys) + ['control', 'dose', 'portability', 'composition']}")
+        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; allowed: {list(keys) + blocks}")
     if g.get("portability"):
         portability_block(g)
     if g.get("composition"):
         composition_block(g)
+    if g.get("calibration"):
+        calibration_block(g)
     by_model = seeds_by_model(g)
     main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
             for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
@@ -324,6 +327,34 @@ def composition_block(g: dict[str, Any]) -> dict[str, Any]:
         alien = [s for s in out["seeds"] if s not in by_model[m]]
         if alien:
             raise PipelineError(f"grid.composition.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+    return out
+
+
+def calibration_block(g: dict[str, Any]) -> dict[str, Any]:
+    """``grid.calibration`` validated: optional ``models``, ``corpora`` and ``seeds`` (one or two), each of the
+    grid (default: its first model, its first corpus, its first two seeds). 13_calibration plants features into
+    the main grid's adapter of each model x corpus at the first seed; the second seed's adapter is the seed-pair
+    null (none with one seed)."""
+    d = g["calibration"]
+    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds"}:
+        raise PipelineError("grid.calibration may have models, corpora and seeds; "
+                            f"got {sorted(d) if isinstance(d, dict) else d!r}")
+    out = {"models": list(d.get("models", g["models"][:1])), "corpora": list(d.get("corpora", g["corpora"][:1])),
+           "seeds": list(d.get("seeds", all_seeds(g)[:2]))}
+    for key in ("models", "corpora"):
+        alien = [x for x in out[key] if x not in g[key]]
+        if alien:
+            raise PipelineError(f"grid.calibration.{key} {alien} are not in grid.{key} {g[key]}")
+    if not 1 <= len(out["seeds"]) <= 2:
+        raise PipelineError(f"grid.calibration.seeds: one or two seeds (the planted adapter, then the seed-pair "
+                            f"null), got {out['seeds']}")
+    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
+        raise PipelineError(f"grid.calibration needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
+    by_model = seeds_by_model(g)
+    for m in out["models"]:
+        alien = [s for s in out["seeds"] if s not in by_model[m]]
+        if alien:
+            raise PipelineError(f"grid.calibration.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
     return out
 
 
@@ -430,7 +461,9 @@ def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
             **({f"port_{k}": v for k, v in portability_block(g).items()} if g.get("portability")
                else {"port_pairs": [], "port_corpora": [], "port_seeds": []}),
             **({f"comp_{k}": v for k, v in composition_block(g).items()} if g.get("composition")
-               else {"comp_models": [], "comp_corpora": [], "comp_seeds": []})}
+               else {"comp_models": [], "comp_corpora": [], "comp_seeds": []}),
+            **({f"cal_{k}": v for k, v in calibration_block(g).items()} if g.get("calibration")
+               else {"cal_models": [], "cal_corpora": [], "cal_seeds": []})}
 
 
 def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
@@ -499,6 +532,12 @@ def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
         if not prof["grid"].get("composition"):
             return []
         cb = composition_block(prof["grid"])
+        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
+                and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
+    if nb == "13_calibration":
+        if not prof["grid"].get("calibration"):
+            return []
+        cb = calibration_block(prof["grid"])
         return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
                 and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
     return main + grid_cells(prof, "control")

@@ -19,7 +19,7 @@ Conventions:
     orderings), and the bootstrap resamples within strata.
 
 Public API: ``Result``, ``spearman``, ``kendall``, ``rank_correlation``, ``stratified_spearman``,
-``bootstrap_ci``, ``mean_difference``, ``spearman_rho``, ``kendall_tau``.
+``bootstrap_ci``, ``mean_difference``, ``binomial_rate``, ``spearman_rho``, ``kendall_tau``.
 """
 
 from __future__ import annotations
@@ -316,3 +316,16 @@ def mean_difference(a, b, *, paired: bool = False, n_permutations: int = 9999, n
         out.ci_low, out.ci_high = lo, hi
         out.extra.update(n_boot=int(n_boot), degenerate_fraction=deg)
     return out
+
+
+def binomial_rate(k: int, n: int, null: float = 0.5, level: float = 0.95) -> Result:
+    """A success rate ``k / n`` with the exact two-sided binomial p against ``null`` and the exact
+    (Clopper-Pearson) interval, both from ``scipy.stats.binomtest``; value nan and no test when ``n`` is 0."""
+    if n <= 0:
+        return Result("binomial_rate", math.nan, 0, extra={"k": 0, "null": null})
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    t = _st.binomtest(int(k), int(n), null)
+    ci = t.proportion_ci(confidence_level=level, method="exact")
+    return Result("binomial_rate", k / n, int(n), p_value=float(t.pvalue), p_method="exact", ci_low=float(ci.low),
+                  ci_high=float(ci.high), level=level, extra={"k": int(k), "null": null})

@@ -1,4 +1,4 @@
-"""End to end: the smoke profile through papermill (cells 01 -> 02 -> 03 -> 09; summaries 08, 04, 10, 11, 07, 12 and the VLM chain), the PDF,
+"""End to end: the smoke profile through papermill (cells 01 -> 02 -> 03 -> 09; summaries 08, 04, 10, 11, 07, 12, 13 and the VLM chain), the PDF,
 and one finding reproduced from a scratch copy.
 
 Runs in an isolated copy of the project (the ``project`` fixture); the model cache is shared. Asserts on the
@@ -62,9 +62,12 @@ def test_smoke_profile_runs_and_builds_the_pdf(smoke):
 
     ids = [e["id"] for e in yaml.safe_load((root / "paper" / "findings.yml").read_text())["findings"]]
     ledger = (root / "paper" / "generated" / "findings" / "ledger.tex").read_text()
-    words = re.findall(r"\\newcommand\{\\Verdict[A-Za-z]+\}\{\\emph\{(\w+)\}\}", ledger)
-    assert len(words) == len(ids) and set(words) <= {"supported", "contradicted", "inconclusive", "undefined"}
-    assert f"\\newcommand{{\\NFindings}}{{{len(ids)}}}" in ledger
+    verdicts = re.findall(r"\\newcommand\{\\(Verdict[A-Za-z]+)\}\{\\emph\{(\w+)\}\}", ledger)
+    raw = [w for name, w in verdicts if not name.endswith("Adj")]
+    adjusted = [w for name, w in verdicts if name.endswith("Adj")]  # after Holm / BH
+    assert len(raw) == len(adjusted) == len(ids)
+    assert set(raw) | set(adjusted) <= {"supported", "contradicted", "inconclusive", "undefined"}
+    assert f"\\newcommand{{\\NFindings}}{{{len(ids)}}}" in ledger and "\\NPrimarySupported" in ledger
 
 
 def _pdf_pages(log_file):
@@ -188,8 +191,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroEightDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 9 summary notebooks
-    assert again.stdout.count("[skip]") == 22 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 10 summary notebooks
+    assert again.stdout.count("[skip]") == 23 and "[run ]" not in again.stdout
 
 
 def test_dose_cell_and_summary(smoke):
@@ -243,6 +246,29 @@ def test_composition_of_the_two_smoke_adapters(smoke):
     assert math.isnan(f["core_vs_ta"]["value"]) and f["core_vs_ta"]["reason"]
     assert "adapter/smollm2-135m__instructions__none__s0" in v["provenance"]["inputs"]
     assert (root / "figures" / "12_composition" / "composition.pdf").is_file()
+
+
+def test_calibration_plants_finds_and_reports_its_nulls(smoke):
+    """13_calibration at smoke size: every planted feature matched in the one fit, rates and the minimum detectable
+    effect per frequency, both findings carry a binomial test, the nulls without a second seed are the trained
+    pair and the random LoRA, and the figure and tables exist."""
+    root, proc = smoke
+    assert proc.returncode == 0
+    v = _load(root, "13_calibration", "grid")
+    s, = v["values"]["studies"]
+    assert (s["model"], s["corpus"], s["seeds"]) == ("smollm2-135m", "meditations", [0])
+    assert len(s["planted"]) == 2 * 1 * 2 + 2 and all(0 <= r["cosine"] <= 1 + 1e-6 for r in s["planted"])
+    assert {(r["alpha"], r["freq"]) for r in s["rates"]} == {(0.3, 0.05), (1.0, 0.05)}
+    assert [r["freq"] for r in s["mde"]] == [0.05]
+    assert s["spectrum"]["rms_top"][0] > 0 and s["alpha_matched"] > 0
+    for k in ("detect_strong", "detect_matched"):
+        f = v["values"]["findings"][k]
+        assert f["n"] == 2 and 0 <= f["ci_low"] <= f["value"] <= f["ci_high"] <= 1 and 0 < f["p_value"] <= 1
+    assert [n["pair"] for n in s["nulls"]] == ["trained", "random LoRA"]
+    assert all(math.isfinite(n["ratio_ft"]) and n["displacement"] >= -1e-6 for n in s["nulls"])
+    assert "adapter/smollm2-135m__meditations__none__s0" in v["provenance"]["inputs"]
+    assert (root / "figures" / "13_calibration" / "calibration_detection.pdf").is_file()
+    assert (root / "paper" / "generated" / "tables" / "calibration_nulls.tex").is_file()
 
 
 def test_vlm_notebooks_ran(smoke):
@@ -313,7 +339,7 @@ def test_finding_is_reproduced_from_a_scratch_copy(smoke):
     (root / "paper" / "findings.yml").write_text(
         "findings:\n  - id: loss-med\n    hypothesis: The smoke fine-tune's final loss.\n    direction: less\n"
         "    test: none, a descriptive value whose verdict is undefined\n    notebook: 01_finetune\n"
-        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    tolerance: 0.05\n")
+        "    run_id: smollm2-135m__meditations__none__s0\n    key: final_loss\n    family: check\n    tolerance: 0.05\n")
     env = {**os.environ, "ADAPTERSCOPE_HOME": str(root)}
     run = lambda *a: subprocess.run([sys.executable, "-m", "adapterscope.findings", *a], cwd=root, env=env,
                                     capture_output=True, text=True, timeout=900)  # noqa: E731
@@ -340,7 +366,7 @@ def test_submitit_executor_redoes_a_missing_run_and_skips_the_rest(smoke):
     assert p.stdout.count("submitted (submitit-local job") == 6 and p.stdout.count(": done") == 6
     assert (root / "results" / "09_clamp" / f"{rid}.json").is_file()
     logs = "\n".join(f.read_text() for f in (root / "data" / "logs" / "smoke" / "submitit").glob("*_log.out"))
-    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 21
+    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 22
 
 
 def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines_run(tmp_path, monkeypatch):

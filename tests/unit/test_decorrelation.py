@@ -141,9 +141,18 @@ def test_clamp_effects_average_seeds_into_units():
     df["fr_clamp"] = 0.30 + rng.normal(0, 0.01, len(df))
     df["fr_random"] = 0.10 + rng.normal(0, 0.01, len(df))
     df["fr_noise"] = 0.30 + rng.normal(0, 0.01, len(df))
+    df["fr_pca"] = 0.50 + rng.normal(0, 0.01, len(df))  # the linear baseline beats the clamp here
+    df["fr_ceiling"] = 0.60
+    df["clamp_over_ceiling"] = df.fr_clamp / df.fr_ceiling
+    df.loc[df.model == "n", ["fr_pca", "fr_ceiling", "clamp_over_ceiling"]] = np.nan  # runs from before the baselines
     df["clamp_ft_only"] = False
     df["n_clamped"] = 32
     eff = dc.clamp_effects(df, n_boot=500, n_perm=9999, seed=0)
+    pca = eff["clamp_minus_pca"]
+    assert pca["n"] == 4 and pca["value"] == pytest.approx(-0.2, abs=0.01) and pca["p_value"] == pytest.approx(2 / 16)
+    assert eff["clamp_over_ceiling_mean"]["n"] == 4 and eff["clamp_over_ceiling_mean"]["value"] == pytest.approx(0.5,
+                                                                                                                abs=0.02)
+    assert eff["frac_removed_ceiling_mean"]["value"] == pytest.approx(0.6)
     r = eff["clamp_minus_random"]
     assert r["n"] == 8 and r["n_runs"] == 16 and r["value"] == pytest.approx(0.2, abs=0.01)
     assert r["ci_low"] > 0.15 and r["p_value"] == pytest.approx(2 / 256)  # exact sign flips over 8 units

@@ -29,15 +29,17 @@ def test_the_committed_ledger_parses_and_points_at_known_notebooks():
 
 
 @pytest.mark.parametrize("text, msg", [
-    ("findings:\n  - id: x\n    hypothesis: c\n    direction: greater\n    test: t\n    notebook: 10_decorrelation\n    key: k\n", "lacks ['tolerance']"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 99_nope, key: k, tolerance: 1}\n", "unknown notebook '99_nope'"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, colour: red}\n",
+    ("findings:\n  - id: x\n    hypothesis: c\n    direction: greater\n    test: t\n    notebook: 10_decorrelation\n    key: k\n    family: check\n", "lacks ['tolerance']"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n", "lacks ['family']"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: main, tolerance: 1}\n", "family must be one of"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 99_nope, key: k, family: check, tolerance: 1}\n", "unknown notebook '99_nope'"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1, colour: red}\n",
      "unknown field(s) ['colour']"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n"
-     "  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n", "duplicate id 'x'"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, scope: {layers: [1]}}\n",
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n"
+     "  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n", "duplicate id 'x'"),
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1, scope: {layers: [1]}}\n",
      "scope keys must be among"),
-    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1, null: 0.5}\n",
+    ("findings:\n  - {id: x, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1, null: 0.5}\n",
      'write it quoted, "null"'),
 ])
 def test_bad_ledgers_fail_clearly(project, text, msg):
@@ -47,7 +49,7 @@ def test_bad_ledgers_fail_clearly(project, text, msg):
 
 
 def test_unknown_id_names_the_known_ones(project):
-    _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="unknown finding 'beta'; known: alpha"):
         findings.get(findings.load_ledger(), "beta")
     assert findings.main(["reproduce", "beta"]) == 2
@@ -88,9 +90,9 @@ def test_plan_of_a_cell_finding_and_bad_scope():
 
 def test_measured_record_check_and_compare(project):
     _ledger(project, "findings:\n"
-            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05}\n"
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, family: check, tolerance: 0.05}\n"
             "  - {id: s, hypothesis: a scalar, direction: greater, test: t, notebook: 02_capture, run_id: m1__a__none__s0, key: divergence.kl, "
-            "tolerance: 0.001}\n")
+            "family: check, tolerance: 0.001}\n")
     run = results.Run("10_decorrelation", "grid", params={"profile": "test"}, seed=0)
     run.values["findings"] = {"rho": {"value": 0.5, "n": 8, "p_value": 0.2, "ci_low": -0.1, "ci_high": 0.9}}
     run.write()
@@ -134,10 +136,10 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
     prof = {k: v for k, v in PROFILE.items() if k != "_name"}
     (project / "notebooks" / "profiles" / "test.yml").write_text(yaml.safe_dump({"description": "t", **prof}))
     _ledger(project, "findings:\n"
-            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05}\n"
-            "  - {id: r1, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 0.05, "
+            "  - {id: r, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, family: check, tolerance: 0.05}\n"
+            "  - {id: r1, hypothesis: a rho, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, family: check, tolerance: 0.05, "
             "scope: {models: [m1]}}\n"
-            "  - {id: v, hypothesis: a vlm value, direction: greater, test: t, notebook: 05b_regime_probing, key: findings.g, tolerance: 0.05}\n")
+            "  - {id: v, hypothesis: a vlm value, direction: greater, test: t, notebook: 05b_regime_probing, key: findings.g, family: check, tolerance: 0.05}\n")
     for nb, prm in (("10_decorrelation", {"profile": "test"}), ("05b_regime_probing", {})):
         run = results.Run(nb, "grid", params=prm, seed=0)
         run.values["findings"] = {"rho": {"value": 0.5}, "g": {"value": 0.1}}
@@ -157,7 +159,7 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
 
 
 def test_reproduce_without_a_record_says_how_to_make_one(project):
-    _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, tolerance: 1}\n")
+    _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, family: check, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
         findings.reproduce("r", "smoke")
 
@@ -205,10 +207,49 @@ def test_verdict_uses_the_null_and_alpha():
 
 def test_ledger_rejects_a_bad_direction_or_alpha(project):
     _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: up, test: t, notebook: 10_decorrelation, "
-                     "key: k, tolerance: 1}\n")
+                     "key: k, family: check, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="direction must be one of"):
         findings.load_ledger()
     _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: less, test: t, alpha: 5, "
-                     "notebook: 10_decorrelation, key: k, tolerance: 1}\n")
+                     "notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n")
     with pytest.raises(findings.FindingError, match="alpha must be in"):
         findings.load_ledger()
+
+
+def test_holm_within_the_primary_family_and_bh_over_all_against_hand_computed_values():
+    from adapterscope import ledger
+
+    def f(fid, family, direction="greater"):
+        return ledger.Finding(id=fid, hypothesis="h", notebook="n", key="k", tolerance=1, family=family,
+                              direction=direction)
+
+    led = {"a": f("a", "primary"), "b": f("b", "primary"), "c": f("c", "primary"), "d": f("d", "check"),
+           "e": f("e", "check"), "u": f("u", "primary")}
+    vals = {"a": {"value": 1.0, "p_value": 0.01}, "b": {"value": 1.0, "p_value": 0.04},
+            "c": {"value": 1.0, "p_value": 0.03}, "d": {"value": 1.0, "p_value": 0.02},
+            "e": {"value": 1.0, "ci_low": 0.5, "ci_high": 1.5},  # a CI alone: not adjusted
+            "u": {"value": float("nan"), "reason": "no number"}}
+    adj = ledger.adjusted_p(led, vals)
+    assert set(adj) == {"a", "b", "c", "d"}
+    # Holm over the three primary p's (0.01, 0.04, 0.03): 0.03, then max(0.03, 2 * 0.03) = 0.06, then 0.06
+    assert [adj[k]["p_holm"] for k in "abc"] == pytest.approx([0.03, 0.06, 0.06])
+    # BH over all four p's (0.01, 0.04, 0.03, 0.02): q = min over ranks >= i of p_(j) m / j = 0.04 for all
+    assert [adj[k]["q_bh"] for k in "abcd"] == pytest.approx([0.04, 0.04, 0.04, 0.04])
+    assert adj["d"]["p_adjusted"] == adj["d"]["q_bh"] and adj["a"]["p_adjusted"] == adj["a"]["p_holm"]
+    assert (adj["a"]["m"], adj["d"]["m"]) == (3, 4)
+    assert ledger.verdict(led["b"], vals["b"])[0] == "supported"
+    word, why = ledger.adjusted_verdict(led["b"], vals["b"], adj["b"])
+    assert word == "inconclusive" and why.startswith("Holm-adjusted over 3")
+    assert ledger.adjusted_verdict(led["a"], vals["a"], adj["a"])[0] == "supported"
+    assert ledger.adjusted_verdict(led["e"], vals["e"], adj.get("e")) == ledger.verdict(led["e"], vals["e"])
+
+
+def test_every_ledger_entry_declares_its_family_and_each_seed_claim_has_one_primary_test():
+    from adapterscope import ledger
+
+    led = ledger.load_ledger()
+    fams = {f.family for f in led.values()}
+    assert fams == {"primary", "check"}
+    prim = [fid for fid, f in led.items() if f.family == "primary"]
+    assert {"decor-pooled", "clamp-vs-random", "port-distill", "comp-decoding-vs-merge"} <= set(prim)
+    assert "depth-slope" not in prim and "cal-detect-matched" not in prim  # an expected trend, a calibration

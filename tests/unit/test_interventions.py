@@ -286,3 +286,35 @@ def test_choose_latents_names_the_set_and_falls_back_to_top_r():
     from adapterscope.params import ParameterError
     with pytest.raises(ParameterError, match="latent_set"):
         interventions.choose_latents(labels, r, live, "top_r:x")
+
+
+def test_pca_baseline_equals_the_clamp_when_the_change_is_exactly_low_rank_and_the_ceiling_removes_all(tiny_llama):
+    """The planted change lives in span(U) (rank 2): the top-2 principal directions of the displacement on other
+    rows span it, so projecting the displacement onto them undoes it exactly, as the clamp does; a random 2-d
+    subspace at the same edit norm does not; the full patch (the ceiling) removes every bit of KL."""
+    model, U_KD = _planted(tiny_llama)
+    cc = _planted_crosscoder(U_KD)
+    key = f"blocks.{L}.hook_resid_post"
+    train = torch.randint(97, (8, 12), generator=torch.Generator().manual_seed(5))
+    (b,) = list(capture.iter_paired(model, train, [L], batch_size=8, progress=False))
+    U_pca = interventions.pca_basis((b.base[key] - b.ft[key])[:, 1:].reshape(-1, D), 2)
+    cosines = torch.linalg.svdvals(U_pca.T @ U_KD.T)  # principal angles between the two planes
+    assert cosines.min() > 1 - 1e-5
+    U_rand = interventions.random_basis(D, 2, seed=0)
+    assert torch.allclose(U_rand.T @ U_rand, torch.eye(2), atol=1e-6)
+    rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
+    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], n_random=2, n_noise=1, batch_size=4,
+                                         subspaces={"pca": U_pca, "subspace": U_rand}, ceiling=True, progress=False)
+    s = res.summary(n_boot=200)
+    assert set(res.kl_subspace) == {"pca", "subspace"} and res.kl_ceiling_R.shape == (6,)
+    assert s["frac_removed_pca"]["value"] == pytest.approx(s["frac_removed_clamp"]["value"], abs=1e-4)
+    assert s["frac_removed_ceiling"]["value"] > 0.999 and s["clamp_over_ceiling"] == pytest.approx(1, abs=1e-3)
+    assert s["frac_removed_subspace"]["value"] < 0.5
+    assert s["edit_norm"]["pca"] == pytest.approx(s["edit_norm"]["clamp"], rel=1e-4)
+    assert s["edit_norm"]["subspace"] == pytest.approx(s["edit_norm"]["clamp"], rel=1e-4)
+    assert s["edit_norm"]["subspace_natural"] < 0.5 * s["edit_norm"]["clamp"]  # rescaled up to the clamp's norm
+    assert s["effect_subspace_minus_clamp"]["value"] > 0
+    assert res.meta["subspace_rank"] == {"pca": 2, "subspace": 2}
+    json.dumps(s)
+    with pytest.raises(ValueError, match="r must be"):
+        interventions.pca_basis(torch.zeros(3, D), 4)

@@ -310,6 +310,24 @@ def test_portability_block_validation(port, match):
         pipeline.grid_cells({"grid": _port_grid(**port)})
 
 
+def test_calibration_block_cells_params_and_validation():
+    g = {"models": ["a", "b"], "corpora": ["x", "y"], "layer_controls": ["none"], "seeds": [0, 1, 2],
+         "calibration": {"models": ["b"], "corpora": ["y"]}}
+    prof = {"grid": g}
+    assert [pipeline.cell_id(c) for c in pipeline.summary_cells("13_calibration", prof)] == [
+        "b__y__none__s0", "b__y__none__s1"]  # the first two seeds by default
+    sp = pipeline.summary_params("p", prof)
+    assert (sp["cal_models"], sp["cal_corpora"], sp["cal_seeds"]) == (["b"], ["y"], [0, 1])
+    declared = params.parse_parameters_cell(pipeline.notebook_path("13_calibration"))
+    assert {k for k in sp if k.startswith("cal_")} <= set(declared)
+    assert pipeline.summary_cells("13_calibration", {"grid": {**g, "calibration": None}}) == []
+    for bad, match in [({"models": ["c"]}, r"grid.calibration.models \['c'\]"),
+                       ({"seeds": [0, 1, 2]}, "one or two seeds"), ({"seeds": [5]}, "not seeds of"),
+                       ({"depth": 1}, "may have models, corpora and seeds")]:
+        with pytest.raises(pipeline.PipelineError, match=match):
+            pipeline.grid_cells({"grid": {**g, "calibration": bad}})
+
+
 def test_composition_block_cells_params_and_validation():
     g = {"models": ["a", "b"], "corpora": ["x", "y", "z"], "layer_controls": ["none"], "seeds": [0, 1],
          "composition": {"models": ["b"]}}

@@ -195,3 +195,16 @@ def test_stratified_spearman_exact_p_matches_brute_force():
             hits += abs(stats.stratified_spearman(x, yp, strata, n_boot=0, exact_max=0, n_permutations=1).value) >= obs - 1e-12
             total += 1
     assert r.p_method == "exact" and r.p_value == pytest.approx(hits / total)
+
+
+def test_binomial_rate_against_closed_forms():
+    r = stats.binomial_rate(12, 12)  # every trial a success: p = 2 * 0.5^12, CI low = 0.025^(1/12)
+    assert r.value == 1.0 and r.p_value == pytest.approx(2 * 0.5**12) and r.p_method == "exact"
+    assert r.ci_low == pytest.approx(0.025 ** (1 / 12)) and r.ci_high == 1.0
+    r = stats.binomial_rate(3, 6)
+    assert r.p_value == pytest.approx(1.0) and r.ci_low < 0.5 < r.ci_high
+    r = stats.binomial_rate(0, 8)
+    assert r.value == 0.0 and r.ci_high == pytest.approx(1 - 0.025 ** (1 / 8)) and r.p_value == pytest.approx(2 / 256)
+    assert math.isnan(stats.binomial_rate(0, 0).value)
+    with pytest.raises(ValueError):
+        stats.binomial_rate(5, 4)
