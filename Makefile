@@ -55,6 +55,10 @@ finding: venv models
 	@test -n "$(F)" || { echo "usage: make finding F=<id>   (ids: make findings)" >&2; exit 2; }
 	$(PY) -m adapterscope.findings reproduce $(F) --profile $(PROFILE)
 
+## timings: where the build's time went, per notebook, model and phase (the runs' provenance and the pipeline's log)
+timings: venv
+	$(PY) -m adapterscope.timings
+
 ## pdf: rebuild the PDF from existing results (no notebook runs)
 pdf: venv tex
 	PROFILE=$(PROFILE) $(PY) -m adapterscope.pipeline pdf
@@ -98,7 +102,7 @@ clean:
 	find results figures -mindepth 1 -not -name README.md -delete 2>/dev/null || true
 	rm -rf data/executed data/runs paper/generated paper/build paper/adapterscope.pdf
 
-.PHONY: help paper plan test test-unit notebook lab findings finding pdf models bench gpu-check venv tex clean docs
+.PHONY: help paper plan test test-unit notebook lab findings finding timings pdf models bench gpu-check venv tex clean docs
 
 ## docs: build the documentation site into site/ (mkdocs --strict, so a broken link or a missing page fails)
 docs: venv

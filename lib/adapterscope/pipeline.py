@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import executors, ledger, params, paths, results
+from . import executors, ledger, params, paths, results, timings
 
 LOCK_FILE = "requirements.lock"
 # Which notebooks a grid cell runs, in order, and which earlier notebook each reads.
@@ -218,6 +218,7 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     if rec["provenance"].get("content_digest") != digest:
         raise PipelineError(f"{nb} {run_id} did not write its results JSON")
     log(f"[done] {nb} {run_id} in {time.time() - t0:.0f}s")
+    timings.log_run(nb, run_id, time.time() - t0, rec["provenance"].get("wall_time_s"))
     return rec
 
 
@@ -771,31 +772,20 @@ def _findings_table() -> None:
 
 
 def write_timing_table(profile_name: str | None = None) -> Path:
-    """paper/generated/tables/timing.tex: wall time per notebook (and model) over the results present, from
-    each run's provenance, with the device it ran on: how long this build took, measured, not estimated."""
-    rows: dict[tuple[str, str], list[float]] = {}
-    devices = set()
-    for f in sorted(paths.results_dir().glob("*/*.json")):
-        try:
-            rec = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        prov = rec.get("provenance", {})
-        model = prov.get("params", {}).get("model", "all")
-        rows.setdefault((f.parent.name, str(model)), []).append(float(prov.get("wall_time_s") or 0.0))
-        devices.add(str(prov.get("device", "?")))
-    lines = [r"\begin{tabular}{llrrr}", r"\toprule", r"notebook & model & runs & median [s] & total [min] \\",
+    """paper/generated/tables/timing.tex: work and overhead per notebook and model over the results present
+    (``adapterscope.timings``: each run's provenance wall time, and the pipeline's log for kernel start-up and
+    imports), with the devices they ran on: how long this build took, measured, not estimated."""
+    s = timings.summarise(timings.collect())
+    fmt = results.format_number
+    lines = [r"\begin{tabular}{llrrr}", r"\toprule", r"notebook & model & runs & work [min] & overhead [min] \\",
              r"\midrule"]
-    total = 0.0
-    for (nb, model), ts in sorted(rows.items()):
-        total += sum(ts)
-        lines.append(f"{results.tex_escape(nb)} & {results.tex_escape(model)} & {len(ts)} & "
-                     f"{results.format_number(float(sorted(ts)[len(ts) // 2]), 3)} & "
-                     f"{results.format_number(sum(ts) / 60, 3)} \\\\")
-    lines += [r"\midrule", f"all & & {sum(len(t) for t in rows.values())} & & {results.format_number(total / 60, 3)} \\\\",
-              r"\bottomrule", r"\end{tabular}"]
-    dev = "; ".join(sorted(devices)) or "none"
-    lines.append(f"% devices: {dev}")
+    for r in s["by_notebook_model"]:
+        over = fmt(r["overhead_s"] / 60, 2) if r["logged"] else "--"
+        lines.append(f"{results.tex_escape(r['notebook'])} & {results.tex_escape(r['model'])} & {r['runs']} & "
+                     f"{fmt(r['wall_s'] / 60, 3)} & {over} \\\\")
+    n = sum(r["runs"] for r in s["by_notebook_model"])
+    lines += [r"\midrule", f"all & & {n} & {fmt(s['total_wall_s'] / 60, 3)} & {fmt(s['total_overhead_s'] / 60, 3)} \\\\",
+              r"\bottomrule", r"\end{tabular}", f"% devices: {'; '.join(s['devices']) or 'none'}"]
     return paths.write_text_atomic(paths.macros_dir() / "tables" / "timing.tex", "\n".join(lines) + "\n")
 
 
