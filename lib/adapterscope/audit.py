@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import audit_inputs, paths, results
+from . import audit_inputs, explain, paths, results
 from .audit_inputs import AuditError, depth_layers, safe
 
 REFERENCE_FILE = Path("data") / "reference" / "audit_reference.json"
@@ -98,7 +98,7 @@ def cka_layer_groups(n_layers: int, width: int, n_blocks: int = 5, budget: int =
 
 def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, device: str = "cpu",
             expansion: int = 4, k: int = 32, epochs: int = 8, batch_tokens: int = 1024, n_boot: int = 1000,
-            seed: int = 0, progress: bool = True, cka_memory: int = CKA_MEMORY) -> dict[str, Any]:
+            seed: int = 0, progress: bool = True, cka_memory: int = CKA_MEMORY, tok=None) -> dict[str, Any]:
     """Both axes from paired passes over each set of rows (``sets``: name -> (rows, T) token ids; the first
     set also trains the crosscoders, 80/20 by row, with every other set's rows on the training side).
 
@@ -106,10 +106,11 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     further group of layers (as many as ``cka_memory`` holds, :func:`cka_layer_groups`) gets a pass of its own
     that stops at its deepest layer. Every accumulator sees the same rows in the same order whatever the
     grouping, so the numbers do not depend on it; a group's readings are taken and its accumulators freed
-    before the next."""
+    before the next. With the tokenizer ``tok``, also what changed (``explain``): the divergence hotspots and
+    token shifts of every set, and the activation-difference lens at the crosscoder depths and the last layer."""
     import torch
 
-    from . import capture, crosscoder_train, depth, divergence, models, outliers
+    from . import capture, crosscoder_train, depth, divergence, explain, models, outliers
 
     L = models.num_layers(pm)
     cc_layers = depth_layers(L, depths)
@@ -118,6 +119,9 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     out: dict[str, Any] = {"output": {}, "layers": L, "cka_passes": len(groups)}
     cc_train, cc_eval = {k_: [] for k_ in cc_layers}, {k_: [] for k_ in cc_layers}
     prof = []
+    hot = explain.HotspotAccumulator()
+    delta_sums: dict[int, torch.Tensor] = {}
+    delta_counts: dict[int, int] = {}
     for gi, group in enumerate(groups):
         first_pass = gi == 0
         keys = [models.hook_key(l, "resid_post") for l in group]
@@ -132,13 +136,19 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                 n_b = len(b.input_ids)
                 if first_pass:
                     acc.update(b.logits_base, b.logits_ft, b.input_ids)
+                    if tok is not None:
+                        hot.update(b.logits_base, b.logits_ft, b.input_ids, name, seen)
                     for l in cc_layers:
                         per_row = b.tokens(models.hook_key(l, "resid_post")).reshape(n_b, -1, 2, width)
                         for r in range(n_b):
                             (cc_train if seen + r < n_train else cc_eval)[l].append(per_row[r])
-                for key in keys:  # row by row, so that the jackknife's blocks fill even from a few batches
-                    for rp in b.tokens(key).reshape(n_b, -1, 2, width):
+                for l, key in zip(group, keys):  # row by row, so that the jackknife's blocks fill even from a
+                    pair = b.tokens(key)               # few batches
+                    for rp in pair.reshape(n_b, -1, 2, width):
                         ckas[key].update(rp[:, 0], rp[:, 1])
+                    d = (pair[:, 1] - pair[:, 0]).double().sum(0).cpu()
+                    delta_sums[l] = delta_sums[l] + d if l in delta_sums else d
+                    delta_counts[l] = delta_counts.get(l, 0) + len(pair)
                 seen += n_b
             if first_pass:
                 r = acc.result()
@@ -178,6 +188,8 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                                              "dead_fraction", "train_tokens") if key in fit.row}
         out["crosscoder"].append({"layer": l, "depth": l / max(L - 1, 1), **row})
     out["displacement_at"] = {str(l): prof[l]["displacement"] for l in cc_layers}
+    if tok is not None:
+        out["explain"] = explain.explanations(pm, tok, hot, delta_sums, delta_counts, sorted({*cc_layers, L - 1}))
     return out
 
 
@@ -435,7 +447,9 @@ def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>adapterscope audit</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;}} .axes{{display:flex;gap:2em}}
 .axis{{flex:1}} table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #ddd;padding:3px 6px;font-size:13px}}
-.call{{font-weight:bold}} img{{max-width:100%}}</style></head><body>
+.call{{font-weight:bold}} img{{max-width:100%}} .tok{{font-family:monospace;background:#f3f3f3}}
+.ctx{{font-family:monospace;font-size:12px;max-width:420px}} .tops{{font-size:11px}}
+mark{{background:#ffd54f}}</style></head><body>
 <h1>Two-axis audit</h1>
 <p>base <code>{e(rep['base'])}</code>, adapter <code>{e(str(rep['adapter']))}</code>; reference:
 {e(rep['reference']['source'])} ({len(rep['reference']['runs'])} adapters of the same base).</p>
@@ -443,6 +457,7 @@ def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
 <h2>Output change per text (95% CI over rows)</h2>
 <table><tr><th>text</th><th>KL(base||adapted)</th><th>top-1 agreement</th><th>tokens</th></tr>{outrows}</table>
 {massive_html(rep)}
+{explain.explain_html(rep["measure"].get("explain"))}
 <h2>Figures</h2>
 <figure><img alt="depth profile" src="{img['profile']}"><figcaption>Internal axis by depth: displacement
 1 - CKA between base and adapted residual streams per layer (jackknife SE), over every token and without the
@@ -520,7 +535,7 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
                                                             device=device, progress=progress)
     log(f"[3/4] paired pass and crosscoders: {sum(len(r) for r in sets.values())} rows x {seq_len} tokens, "
         f"depths {list(depths)}")
-    m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress)
+    m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress, tok=tok)
     summ = summarise(m, depths)
     ref = load_reference(base, depths)
     rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
@@ -536,7 +551,7 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         (tmp / "audit.html").write_text(render_html(rep, pngs))
         audit_inputs.write_marker(tmp, {"base": base, "adapter": str(adapter)})
     log(terminal_table(rep))
-    for line in massive_lines(rep["massive"]):
+    for line in massive_lines(rep["massive"]) + explain.explain_lines(m.get("explain")):
         log(line)
     log(f"report: {safe(out / 'audit.html')}")
     return rep

@@ -76,6 +76,12 @@ def _check_report(out: Path, proc):
     page.feed((out / "audit.html").read_text())
     assert len(page.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
     assert "output" in proc.stdout and "internal" in proc.stdout  # the terminal summary table
+    ex = rep["measure"]["explain"]  # what changed: hotspots, token shifts, the difference lens
+    assert len(ex["hotspots"]) == 20 and ex["hotspots"][0]["kl"] >= ex["hotspots"][-1]["kl"] > 0
+    assert all(h["context"] and "next" in h and len(h["ft_top"]) == 5 for h in ex["hotspots"])
+    assert len(ex["promoted"]) == len(ex["suppressed"]) == 10 and ex["promoted"][0]["value"] > 0
+    assert [x["layer"] for x in ex["lens"]] == [12, 26, 29] and all(len(x["promoted"]) == 10 for x in ex["lens"])
+    assert "id='what-changed'" in (out / "audit.html").read_text() and "what changed:" in proc.stdout
     return rep
 
 
