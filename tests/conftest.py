@@ -32,6 +32,24 @@ def tiny_llama():
     return model
 
 
+def plant_switchable(model, index: int, layer) -> None:
+    """Put ``layer`` (a module with an ``enabled`` flag, wrapping decoder layer ``index``) into ``model`` and give
+    the model peft's ``disable_adapter()`` switch for it: off is the base model, on the "fine-tuned" one."""
+    import contextlib
+
+    model.model.layers[index] = layer
+
+    @contextlib.contextmanager
+    def disable_adapter():
+        layer.enabled = False
+        try:
+            yield
+        finally:
+            layer.enabled = True
+
+    model.disable_adapter = disable_adapter
+
+
 def copy_project(root: Path) -> Path:
     """The checkout's tracked and untracked-but-not-ignored files, copied under ``root``; returns ``root``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,

@@ -305,57 +305,49 @@ def portability_block(g: dict[str, Any]) -> dict[str, Any]:
     return {"pairs": [list(p) for p in pairs], "corpora": list(corpora), "seeds": list(seeds)}
 
 
-def composition_block(g: dict[str, Any]) -> dict[str, Any]:
-    """``grid.composition`` validated: optional ``models``, ``corpora`` (at least two) and ``seeds``, each of the
-    grid (default: its first model, all its corpora, its first seed). 12_composition composes the main grid's
-    corpus adapters (layer_control none) of each model and seed."""
-    d = g["composition"]
+def grid_subset(g: dict[str, Any], block: str, defaults: dict[str, list]) -> dict[str, Any]:
+    """``grid.<block>`` as a part of the main grid, validated: optional ``models``, ``corpora`` and ``seeds``
+    (``defaults`` where absent), each of the grid; seeds each of its models has; and the main grid's layer
+    control none (the block reads those cells' adapters)."""
+    d = g[block]
     if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds"}:
-        raise PipelineError("grid.composition may have models, corpora and seeds; "
+        raise PipelineError(f"grid.{block} may have models, corpora and seeds; "
                             f"got {sorted(d) if isinstance(d, dict) else d!r}")
-    out = {"models": list(d.get("models", g["models"][:1])), "corpora": list(d.get("corpora", g["corpora"])),
-           "seeds": list(d.get("seeds", [min(all_seeds(g))]))}
+    out = {k: list(d.get(k, v)) for k, v in defaults.items()}
     for key in ("models", "corpora"):
         alien = [x for x in out[key] if x not in g[key]]
         if alien:
-            raise PipelineError(f"grid.composition.{key} {alien} are not in grid.{key} {g[key]}")
-    if len(out["corpora"]) < 2:
-        raise PipelineError(f"grid.composition needs at least two corpora to compose, got {out['corpora']}")
+            raise PipelineError(f"grid.{block}.{key} {alien} are not in grid.{key} {g[key]}")
     if DOSE_LAYER_CONTROL not in g["layer_controls"]:
-        raise PipelineError(f"grid.composition needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
+        raise PipelineError(f"grid.{block} needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
     by_model = seeds_by_model(g)
     for m in out["models"]:
         alien = [s for s in out["seeds"] if s not in by_model[m]]
         if alien:
-            raise PipelineError(f"grid.composition.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+            raise PipelineError(f"grid.{block}.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
+    return out
+
+
+def composition_block(g: dict[str, Any]) -> dict[str, Any]:
+    """``grid.composition`` validated (:func:`grid_subset`; default: the grid's first model, all its corpora, its
+    first seed), with at least two corpora. 12_composition composes the main grid's corpus adapters (layer_control
+    none) of each model and seed."""
+    out = grid_subset(g, "composition", {"models": g["models"][:1], "corpora": g["corpora"],
+                                         "seeds": [min(all_seeds(g))]})
+    if len(out["corpora"]) < 2:
+        raise PipelineError(f"grid.composition needs at least two corpora to compose, got {out['corpora']}")
     return out
 
 
 def calibration_block(g: dict[str, Any]) -> dict[str, Any]:
-    """``grid.calibration`` validated: optional ``models``, ``corpora`` and ``seeds`` (one or two), each of the
-    grid (default: its first model, its first corpus, its first two seeds). 13_calibration plants features into
-    the main grid's adapter of each model x corpus at the first seed; the second seed's adapter is the seed-pair
-    null (none with one seed)."""
-    d = g["calibration"]
-    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds"}:
-        raise PipelineError("grid.calibration may have models, corpora and seeds; "
-                            f"got {sorted(d) if isinstance(d, dict) else d!r}")
-    out = {"models": list(d.get("models", g["models"][:1])), "corpora": list(d.get("corpora", g["corpora"][:1])),
-           "seeds": list(d.get("seeds", all_seeds(g)[:2]))}
-    for key in ("models", "corpora"):
-        alien = [x for x in out[key] if x not in g[key]]
-        if alien:
-            raise PipelineError(f"grid.calibration.{key} {alien} are not in grid.{key} {g[key]}")
+    """``grid.calibration`` validated (:func:`grid_subset`; default: the grid's first model, its first corpus,
+    its first two seeds), with one or two seeds. 13_calibration plants features into the main grid's adapter of
+    each model x corpus at the first seed; the second seed's adapter is the seed-pair null (none with one seed)."""
+    out = grid_subset(g, "calibration", {"models": g["models"][:1], "corpora": g["corpora"][:1],
+                                         "seeds": all_seeds(g)[:2]})
     if not 1 <= len(out["seeds"]) <= 2:
         raise PipelineError(f"grid.calibration.seeds: one or two seeds (the planted adapter, then the seed-pair "
                             f"null), got {out['seeds']}")
-    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
-        raise PipelineError(f"grid.calibration needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
-    by_model = seeds_by_model(g)
-    for m in out["models"]:
-        alien = [s for s in out["seeds"] if s not in by_model[m]]
-        if alien:
-            raise PipelineError(f"grid.calibration.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
     return out
 
 

@@ -4,13 +4,12 @@ the hotspots must be the largest-KL positions, and the report section must escap
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn as nn
 
 from adapterscope import capture, explain
+from tests.conftest import plant_switchable
 
 TARGET = 42
 
@@ -32,18 +31,7 @@ def planted(tiny_llama):
     """(model with disable_adapter(), rows): the adapted model adds c * W_U[42] / ||W_U[42]|| at layer 1."""
     W = tiny_llama.get_output_embeddings().weight.detach()
     u = W[TARGET] / W[TARGET].norm()
-    layer = _Push(tiny_llama.model.layers[1], u, c=6.0)
-    tiny_llama.model.layers[1] = layer
-
-    @contextlib.contextmanager
-    def disable_adapter():
-        layer.enabled = False
-        try:
-            yield
-        finally:
-            layer.enabled = True
-
-    tiny_llama.disable_adapter = disable_adapter
+    plant_switchable(tiny_llama, 1, _Push(tiny_llama.model.layers[1], u, c=6.0))
     rows = torch.randint(3, 97, (6, 16), generator=torch.Generator().manual_seed(0))
     return tiny_llama, rows
 

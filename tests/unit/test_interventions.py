@@ -1,7 +1,6 @@
 """Causal clamping: a hand-computed edit, and a planted fine-tune whose change the crosscoder's fine-tune-only
 latents decode exactly (clamping them must give back the base model; random latents and matched noise not)."""
 
-import contextlib
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch.nn as nn
 
 from adapterscope import capture, finetune, interventions
 from adapterscope.crosscoder import Crosscoder
+from tests.conftest import plant_switchable
 
 L = 1          # the planted layer of the 3-layer tiny llama
 D = 32
@@ -63,18 +63,7 @@ def _planted(tiny_llama, K=2, seed=0):
         tiny_llama(input_ids=ids)
     h.remove()
     c = 0.5 * float(out["h"][:, 1:].norm(dim=-1).mean())
-    layer = PlantedLayer(tiny_llama.model.layers[L], U_KD, W_KD, c)
-    tiny_llama.model.layers[L] = layer
-
-    @contextlib.contextmanager
-    def disable_adapter():
-        layer.enabled = False
-        try:
-            yield
-        finally:
-            layer.enabled = True
-
-    tiny_llama.disable_adapter = disable_adapter
+    plant_switchable(tiny_llama, L, PlantedLayer(tiny_llama.model.layers[L], U_KD, W_KD, c))
     return tiny_llama, U_KD
 
 
