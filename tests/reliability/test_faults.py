@@ -326,7 +326,7 @@ def test_second_pipeline_in_the_same_checkout_is_refused(project):
 
 # ----------------------------------------------------------------------------------------------- case 7
 def test_diverging_fine_tune_stops_at_the_first_non_finite_step(tiny_llama):
-    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=6, batch_size=4, seq_len=16, lr=1e6, dtype="float32",
+    cfg = finetune.FinetuneConfig(rank=4, alpha=8, steps=6, batch_size=4, seq_len=16, lr=1e30, dtype="float32",
                                   max_grad_norm=0.0)
     pm = finetune.add_lora(tiny_llama, cfg)
     rows = torch.randint(0, 97, (8, 16), generator=torch.Generator().manual_seed(0))
