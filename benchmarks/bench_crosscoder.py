@@ -144,9 +144,9 @@ def _import_dictionary_learning():
 
 class _Ours:
     def __init__(self, M, steps, lr, warmup, decay, seed, dtype):
-        from adapterscope.crosscoder_train import CrosscoderTrainer, TrainConfig
-        cfg = TrainConfig(M, D, F, k=K, batch_size=B, total_steps=steps, lr=lr, warmup_steps=warmup,
-                          decay_frac=decay / steps, k_anneal_frac=0.0, seed=seed, log_every=10**9)
+        from adapterscope.crosscoder_train import CrosscoderConfig, CrosscoderTrainer
+        cfg = CrosscoderConfig(M, D, F, k=K, batch_size=B, total_steps=steps, lr=lr, warmup_steps=warmup,
+                               decay_frac=decay / steps, k_anneal_frac=0.0, seed=seed, log_every=10**9)
         self.tr = CrosscoderTrainer(cfg, dtype=dtype)
 
     def step(self, i, x):

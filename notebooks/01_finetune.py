@@ -16,12 +16,10 @@
 # alpha 32, attention q/k/v/o, 50 steps, lr 2e-4). `layer_control="equal_step"` is the depth-profile
 # control of Billa (2026): every layer's update is rescaled to the same ||dW||/||W|| after each step.
 #
-# Writes: a peft adapter directory (+ `meta.json`), the loss curve (PDF + PNG), and
-# `results/01_finetune/<run_id>.json` with provenance.
-#
 # **Reads** the base model (`data/cache/models/`, converted once by `make models`) and one corpus
 # (`adapterscope.corpora`). **Writes** `results/01_finetune/<model>__<corpus>__<layer_control>__s<seed>.json`
-# (losses, update norms per layer), a loss figure in `figures/01_finetune/`, and the adapter under
+# (losses, update norms per layer, provenance), its macros in `paper/generated/01_finetune/`, the loss curve
+# `figures/01_finetune/<run id>_loss.{pdf,png}`, and the peft adapter directory (+ `meta.json`) under
 # `data/runs/01_finetune/<run id>/`. **Rerun alone:** `make notebook NB=01_finetune ARGS="-p corpus=seneca -p
 # steps=10"`. **Feeds** `02_capture`, `03_crosscoder`, `09_clamp` (the adapter), `04_cka` (update norms, equal-step
 # control), `11_dose`; no finding directly.

@@ -63,7 +63,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from adapterscope import capture, cka, corpora, divergence, finetune, models, paths, plotting, results
+from adapterscope import capture, cka, corpora, divergence, finetune, models, paths, plotting, results, stats
 
 plotting.setup()
 NB = "02_capture"
@@ -119,7 +119,8 @@ for name, rows in sets.items():
     if writer:
         writer.close()
     r = acc.result()
-    r["kl_ci95"] = divergence.bootstrap_mean_ci(acc.row_kl, seed=seed)
+    kl_ci = stats.mean_ci(acc.row_kl, 2000, seed, constant_point=True, nan_policy="propagate")  # CI over rows
+    r["kl_ci95"] = (kl_ci.ci_low, kl_ci.ci_high)
     div[name] = r
     change[name] = act.result()
 capture_s = time.perf_counter() - t0

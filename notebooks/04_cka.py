@@ -12,7 +12,7 @@
 
 # %% [markdown]
 # # 04 — CKA and the depth profile, with the equal-step control
-# Reads the per-layer linear CKA between base and fine-tuned residual streams that `02_capture` streamed
+# Takes the per-layer linear CKA between base and fine-tuned residual streams that `02_capture` streamed
 # (exact, over all tokens of its neutral and held-out sets, with delete-one-block jackknife standard errors)
 # for every adapter of the grid, and asks where in depth the adapter moves the representation.
 #

@@ -28,14 +28,12 @@
 #    (prediction = the candidate answer with the highest log-probability; chance = 1 / number of candidates),
 #    with paired bootstrap CIs of the change.
 #
-# Writes the projector (when trained) and the adapter under `data/runs/05a_vlm/grid/`, a figure, and
-# `results/05a_vlm/grid.json`; `05b_regime_probing` reads both through this run's results.
-#
 # **Reads** the embedded SmolLM2-135M-Instruct and EfficientNet-Lite0, the reference projector in
 # `data/reference/vlm_projector/` (or trains one). **Writes** `results/05a_vlm/grid.json` (VQA accuracy base vs
-# adapted), the projector and the VQA adapter under `data/runs/05a_vlm/`, `paper/generated/05a_vlm/`,
-# `figures/05a_vlm/`. **Rerun alone:** `make notebook NB=05a_vlm`. **Feeds** `05b_regime_probing` and
-# `06_escape_routes` (the VLM and its adapter); no finding directly.
+# adapted), the projector (when trained) and the VQA adapter under `data/runs/05a_vlm/grid/`,
+# `paper/generated/05a_vlm/`, `paper/generated/tables/vlm_accuracy.tex`, `figures/05a_vlm/`. **Rerun alone:**
+# `make notebook NB=05a_vlm`. **Feeds** `05b_regime_probing` and `06_escape_routes` (the VLM and its adapter,
+# read through this run's results); no finding directly.
 
 # %% tags=["parameters"]
 lm = "smollm2-135m"  # language model (embedded name)

@@ -79,7 +79,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from adapterscope import finetune, paths, plotting, regimes, results, scenes
+from adapterscope import finetune, macros, paths, plotting, regimes, results, scenes
 from adapterscope import vlm as V
 
 plotting.setup()
@@ -241,10 +241,10 @@ sb = stab.set_index(["model", "regime"])
 findings = {f"stability_{m}_{r}": {"value": float(sb.loc[(m, r), "stability"]), "ci_low": float(sb.loc[(m, r), "lo"]),
                                    "ci_high": float(sb.loc[(m, r), "hi"]), "n": int(sb.loc[(m, r), "n_items"])}
             for m in MODELS for r in REGIMES}
-findings["prompt_minus_pressure_base"] = regimes.finding(gap)
-findings["adapter_stability_change_pressure"] = regimes.finding(adiff["pressure"])
+findings["prompt_minus_pressure_base"] = macros.ledger_view(gap, require=regimes.FINDING_KEYS)
+findings["adapter_stability_change_pressure"] = macros.ledger_view(adiff["pressure"], require=regimes.FINDING_KEYS)
 findings["critical_layer_base"] = {"value": int(crit["base"]), "n": n_items}
-findings["critical_layer_heldout_margin"] = regimes.finding(held)
+findings["critical_layer_heldout_margin"] = macros.ledger_view(held, require=regimes.FINDING_KEYS)
 run.values.update({
     "findings": findings,
     "stability": stab.to_dict("records"), "stability_by_kind": kinds.to_dict("records"),

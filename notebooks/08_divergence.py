@@ -12,11 +12,11 @@
 
 # %% [markdown]
 # # 08 — Output divergence across the grid
-# Reads every `01_finetune` and `02_capture` run of the grid (through the results API) and draws the
-# paper's spine figures: loss curves, KL(base||ft) and top-1 agreement per corpus x model, and the
-# per-layer activation change (and its late/early ratio per model: mean relative change over the final
-# `late_frac` share of layers over the first `late_frac` share, `adapterscope.depth.late_over_early`).
-# Writes a LaTeX table and the macros the text quotes.
+# Draws the paper's spine figures from every `01_finetune` and `02_capture` run of the grid (through the results
+# API): loss curves, KL(base||ft) and top-1 agreement per corpus x model, and the per-layer activation change
+# (and its late/early ratio per model: mean relative change over the final `late_frac` share of layers over the
+# first `late_frac` share, `adapterscope.depth.late_over_early`); beside them a LaTeX table and the macros the
+# text quotes.
 #
 # **Reads** every main-grid cell's `results/01_finetune` and `02_capture` runs. **Writes**
 # `results/08_divergence/grid.json`, `paper/generated/08_divergence/`, `paper/generated/tables/divergence.tex`,

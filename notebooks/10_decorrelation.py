@@ -205,14 +205,15 @@ latex.write_table("crosscoder", "llrrrrrrr",
 # ## Export: findings, values and macros
 
 # %%
-findings = {"rho_ratio_kl_pooled": dc.finding(corrs[("corpus_means", "pooled", "ratio_kl")]),
-            "rho_ratio_kl_pooled_naive": dc.finding(corrs[("runs", "pooled_naive", "ratio_kl")]),
-            "rho_ppl_ftonly_pooled": dc.finding(corrs[("corpus_means", "pooled", "ppl_ftonly")]),
+extra = dc.FINDING_EXTRA  # the ledger's view of a statistic keeps the clamp's run counts and unit too
+findings = {"rho_ratio_kl_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "ratio_kl")], extra=extra),
+            "rho_ratio_kl_pooled_naive": macros.ledger_view(corrs[("runs", "pooled_naive", "ratio_kl")], extra=extra),
+            "rho_ppl_ftonly_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "ppl_ftonly")], extra=extra),
             "regime_agreement": agreement,
-            **{k: dc.finding(v) for k, v in clamp.items()}}
+            **{k: macros.ledger_view(v, extra=extra) for k, v in clamp.items()}}
 for m in model_names:
-    findings[f"rho_ratio_kl_{m}"] = dc.finding(corrs[("runs", m, "ratio_kl")])
-    findings[f"rho_ratio_kl_{m}_means"] = dc.finding(corrs[("corpus_means", m, "ratio_kl")])
+    findings[f"rho_ratio_kl_{m}"] = macros.ledger_view(corrs[("runs", m, "ratio_kl")], extra=extra)
+    findings[f"rho_ratio_kl_{m}_means"] = macros.ledger_view(corrs[("corpus_means", m, "ratio_kl")], extra=extra)
 findings["rho_ratio_kl_largest_means"] = findings[f"rho_ratio_kl_{largest}_means"]
 run.values.update({
     "runs": df.to_dict("records"), "corpus_means": means.to_dict("records"),

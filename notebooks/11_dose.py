@@ -14,23 +14,22 @@
 # # 11 — Training dose: does construction appear when the adapter is trained harder?
 # **Measures** how the fine-tune-only latent count (all and genuine), the crosscoder's peak cross/self ratio,
 # neutral KL(base||ft), 1 - top-1 agreement and the held-out perplexity grow with training dose = steps x lr, and
-# per corpus the lowest dose at which a fine-tune-only latent first appears. **Reads** `01_finetune`,
-# `02_capture` and `03_crosscoder` of the profile's `grid.dose` runs (run id = the cell id + `__dose-...`) and
-# of the main-grid cells they start from (the lowest dose). **Writes** `results/11_dose/grid.json`, the figure
-# `figures/11_dose/dose.{pdf,png}`, the tables `dose` (runs) and `dose_trends` (statistics) and its macros.
-# **Rerun alone:** `make notebook NB=11_dose` (after the dose cells). **Feeds** the findings on
-# `findings.rho_dose_ftonly`, `findings.rho_dose_ratio`, `findings.rho_dose_kl` and
-# `findings.first_construction_dose.<corpus>`.
+# per corpus the lowest dose at which a fine-tune-only latent first appears.
 #
 # The analysis is `adapterscope.dose` (its docstring states the test, fixed before the runs): Spearman between
 # dose and each measure with ranks within each corpus's dose series, exact within-corpus permutation null.
 # A profile without a dose block writes NaN findings with the reason "no dose block in this profile" and
 # placeholder tables and figure.
 #
-# **Reads** the dose cells' and their main-grid cells' `results/01_finetune`, `02_capture` and `03_crosscoder` runs.
-# **Writes** `results/11_dose/grid.json`, `paper/generated/11_dose/`, `paper/generated/tables/dose*.tex`,
-# `figures/11_dose/`. **Rerun alone:** `make notebook NB=11_dose` (after the dose block). **Feeds** findings
-# `dose-ftonly`, `dose-ratio`, `dose-kl`.
+# **Reads** `results/01_finetune`, `02_capture` and `03_crosscoder` of the profile's `grid.dose` cells (run id =
+# the main-grid cell's id + `__dose-...`) and of the main-grid cells they start from (the lowest dose).
+# **Writes** `results/11_dose/grid.json`, the macros in `paper/generated/11_dose/`, the tables
+# `paper/generated/tables/dose.tex` (runs) and `dose_trends.tex` (statistics), and the figure
+# `figures/11_dose/dose.{pdf,png}`. **Rerun alone:** `make notebook NB=11_dose` (after the dose cells and the
+# main-grid cells they start from). **Feeds** findings `dose-ftonly`, `dose-ratio`, `dose-kl`
+# (`findings.rho_dose_ftonly`, `findings.rho_dose_ratio`, `findings.rho_dose_kl`); the construction thresholds
+# (`findings.first_construction_dose.<corpus>`, `findings.first_genuine_dose.<corpus>`) are recorded for the
+# paper's text, not as ledger findings.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -145,7 +144,7 @@ latex.write_table("dose_trends", "lrrrl", r"dose vs & $n$ & $\rho$ & $p$ & 95\% 
 # ## Export: findings, values and macros
 
 # %%
-findings = {k: dose.finding(v) for k, v in trends.items()}
+findings = {k: macros.ledger_view(v) for k, v in trends.items()}
 findings["first_construction_dose"] = first
 findings["first_genuine_dose"] = first_genuine
 run.values.update({"runs": df.to_dict("records"), "trends": trends, "findings": findings,

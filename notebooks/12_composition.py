@@ -68,6 +68,7 @@ import pandas as pd
 import seaborn as sns
 
 from adapterscope import composition, latex, macros, plotting, results
+from adapterscope.stats import mean_ci
 
 plotting.setup()
 NB = "12_composition"
@@ -103,8 +104,11 @@ summary
 # %%
 core_m = f"core_q{core_qs[0]:g}" if core_qs else ""
 ta_mean = composition.per_subset(rows, "task_arithmetic", "mean") if "task_arithmetic" in merges else {}
+ta = mean_ci(list(ta_mean.values()), n_boot, boot_seed)  # mean retention over subsets, bootstrap CI over subsets
 stats = {
-    "ta_retention": composition.mean_ci(ta_mean, n_boot, boot_seed),
+    "ta_retention": ({"value": ta.value, "n": ta.n, "reason": "", "ci_low": ta.ci_low, "ci_high": ta.ci_high}
+                     if ta.n >= 2 else {"value": math.nan, "n": ta.n,
+                                        "reason": f"{ta.n} subset(s) with a defined retention: a CI needs 2"}),
     "interference_alignment": composition.interference_vs_alignment(rows, align, "task_arithmetic", "core_jaccard",
                                                                      n_boot, boot_seed),
     "interference_sign_conflict": composition.interference_vs_alignment(rows, align, "task_arithmetic",

@@ -110,7 +110,7 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     token shifts of every set, and the activation-difference lens at the crosscoder depths and the last layer."""
     import torch
 
-    from . import capture, crosscoder_train, depth, divergence, explain, models, outliers
+    from . import capture, crosscoder_train, depth, divergence, explain, models, outliers, stats
 
     L = models.num_layers(pm)
     cc_layers = depth_layers(L, depths)
@@ -152,8 +152,9 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                 seen += n_b
             if first_pass:
                 r = acc.result()
-                lo, hi = divergence.bootstrap_mean_ci(acc.row_kl, n_boot=n_boot, seed=seed)
-                tlo, thi = divergence.bootstrap_mean_ci(acc.row_agree, n_boot=n_boot, seed=seed)
+                kl_ci = stats.mean_ci(acc.row_kl, n_boot, seed, constant_point=True, nan_policy="propagate")
+                top1_ci = stats.mean_ci(acc.row_agree, n_boot, seed, constant_point=True, nan_policy="propagate")
+                lo, hi, tlo, thi = kl_ci.ci_low, kl_ci.ci_high, top1_ci.ci_low, top1_ci.ci_high
                 out["output"][name] = {"kl": r["kl"], "kl_lo": lo, "kl_hi": hi, "top1": r["top1_agreement"],
                                        "top1_lo": tlo, "top1_hi": thi, "n_tokens": r["n_tokens"],
                                        "n_rows": r["n_rows"]}

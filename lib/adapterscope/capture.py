@@ -236,7 +236,9 @@ class ShardWriter:
     def __init__(self, out_dir: str | Path, keys: Sequence[str], tokens_per_shard: int = 65536,
                  dtype: torch.dtype = torch.bfloat16, meta: dict | None = None):
         self.final = Path(out_dir)
-        self.tmp = self.final.with_name(f".{self.final.name}.partial")
+        # atomic_path's .<name>.*.tmp naming, but a fixed name (not a random one, nor one with-block): shards are
+        # appended over many calls, and a rerun must find (and replace) the shards a killed capture left
+        self.tmp = paths.temp_beside(self.final, "partial")
         if self.tmp.exists():
             import shutil
 

@@ -1,6 +1,6 @@
 r"""Exact linear CKA, streamed over tokens, biased and debiased.
 
-Pure tool: imports only ``torch``, ``numpy`` and the standard library.
+Pure tool: imports only ``torch``, ``numpy``, the standard library and ``threads`` (torch only; a thread cap).
 
 Definitions
 -----------
@@ -75,7 +75,6 @@ matrices; the reference for small n).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -83,6 +82,8 @@ from typing import Union
 
 import numpy as np
 import torch
+
+from .threads import num_threads
 
 __all__ = [
     "StreamingCKA",
@@ -964,21 +965,6 @@ def cka_gram(X: ArrayLike, Y: ArrayLike, debiased: bool = False, device=None) ->
     return _ratio(hsic_gram(K, L, debiased), hsic_gram(K, K, debiased), hsic_gram(L, L, debiased))
 
 
-@contextlib.contextmanager
-def _few_threads(n: int = 1):
-    """Run O(d^2) finalisation ops on one CPU thread: they are too small to gain from more, and on a busy
-    machine every parallel region waits for a descheduled thread (measured 15x slower with 2 threads)."""
-    old = torch.get_num_threads()
-    if old <= n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 class BlockedCKA:
     r"""Streaming linear CKA with a delete-one-block jackknife over token blocks.
 
@@ -1072,7 +1058,7 @@ class BlockedCKA:
         """``{"value", "se", "ci_low", "ci_high", "n_blocks"}``; needs every block non-empty."""
         from statistics import NormalDist
 
-        with _few_threads():
+        with num_threads(1):  # O(d^2) finalisation ops: too small to gain from more threads
             return self._jackknife(debiased, level, NormalDist)
 
     def _jackknife(self, debiased, level, NormalDist):

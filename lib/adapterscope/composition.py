@@ -20,8 +20,8 @@ Building blocks of the composition notebook, tested on planted cases in ``tests/
   keeps.
 * **The study** (:func:`run_composition`, :func:`run_grid_model`): every subset of a model's corpus adapters
   under every method, scored on each constituent's own held-out rows and on neutral text; and its statistics
-  (:func:`mean_ci`, :func:`interference_vs_alignment`, :func:`per_subset`, :func:`best_merge`,
-  :func:`paired_comparison`), the ledger's tests of ``12_composition``.
+  (:func:`interference_vs_alignment`, :func:`per_subset`, :func:`best_merge`, :func:`paired_comparison`; the
+  mean retention over subsets is :func:`adapterscope.stats.mean_ci`), the ledger's tests of ``12_composition``.
 """
 
 from __future__ import annotations
@@ -435,20 +435,6 @@ def best_merge(rows: Sequence[dict], merges: Sequence[str], how: str = "min") ->
     per = [per_subset(rows, m, how) for m in merges]
     keys = set.intersection(*(set(p) for p in per)) if per else set()
     return {k: max(p[k] for p in per) for k in keys}
-
-
-def mean_ci(values: dict[str, float], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The mean over subsets with a 95% percentile bootstrap CI over subsets (the ledger's form)."""
-    from .stats import bootstrap_ci
-
-    v = np.asarray(list(values.values()), float)
-    out = {"value": float("nan"), "n": len(v), "reason": ""}
-    if len(v) < 2:
-        out["reason"] = f"{len(v)} subset(s) with a defined retention: a CI needs 2"
-        return out
-    lo, hi, _ = bootstrap_ci((v,), lambda x, axis=-1: np.mean(x, axis=axis), n_resamples=n_boot, seed=seed)
-    out.update(value=float(v.mean()), ci_low=lo, ci_high=hi)
-    return out
 
 
 def run_grid_model(model: str, corpora: Sequence[str], seed: int, cfg: CompositionConfig, eval_rows: int,

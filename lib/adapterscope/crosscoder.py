@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .paths import replace_dir
+from .paths import atomic_path
 
 FORMAT = "adapterscope.crosscoder/1"
 SPARSITIES = ("batchtopk", "l1")
@@ -218,23 +216,18 @@ class Crosscoder(nn.Module):
                 "threshold": float(self.threshold), "hparams": self.hparams}
 
     def save(self, directory: str | os.PathLike, provenance: dict | None = None) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (+ ``provenance.json``) atomically:
-        everything goes to a temporary sibling directory which is then renamed."""
+        """Write ``model.safetensors`` + ``config.json`` (+ ``provenance.json``) atomically, through
+        :func:`paths.atomic_path`: everything goes to a hidden temporary beside ``directory`` (``.<name>.*.tmp``)
+        which then takes its place in one exchange."""
         from safetensors.torch import save_file
         out = Path(directory)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
             tensors = {n: t.detach().to("cpu").contiguous() for n, t in self.state_dict().items()}
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
             (tmp / "config.json").write_text(json.dumps(self.config_dict(), indent=2))
             if provenance is not None:
                 (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
-            replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod

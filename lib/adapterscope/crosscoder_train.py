@@ -1,6 +1,7 @@
 """Fast crosscoder training (BatchTopK + AuxK, or the L1 baseline).
 
-Pure tool: imports torch / numpy / tqdm / stdlib, ``crosscoder`` and ``paths`` (stdlib only, for the atomic folder swap).
+Pure tool: imports torch / numpy / tqdm / stdlib, ``crosscoder``, ``paths`` (stdlib only, for the atomic folder
+write) and ``threads`` (torch only, the thread cap).
 
 The BatchTopK step uses hand-written sparse gradients instead of autograd: the only dense
 operation is the encoder matmul (bf16 when ``dtype=torch.bfloat16``); decoding and every
@@ -27,7 +28,7 @@ state, losses, threshold and statistics stay float32/float64.
 
 Usage::
 
-    cfg = TrainConfig(n_models=2, d_model=576, n_latents=4608, k=32, total_tokens=50_000_000)
+    cfg = CrosscoderConfig(n_models=2, d_model=576, n_latents=4608, k=32, total_tokens=50_000_000)
     cc = train_crosscoder(cfg, batches, dtype=torch.bfloat16, checkpoint_dir="ck", out_dir="cc")
     # or: tr = CrosscoderTrainer(cfg); stats = tr.train_step(x_BMD)
 
@@ -48,9 +49,7 @@ import json
 import math
 import os
 import random
-import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -62,13 +61,14 @@ from tqdm.auto import tqdm
 
 from . import crosscoder as _cc
 from .crosscoder import Crosscoder, batch_topk_flat
-from .paths import replace_dir
+from .paths import atomic_path
+from .threads import num_threads
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class CrosscoderConfig:
     n_models: int
     d_model: int
     n_latents: int
@@ -112,7 +112,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> "CrosscoderConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         if "betas" in d:
@@ -132,7 +132,7 @@ class CrosscoderTrainer:
     checkpointing and resuming.  ``dtype`` is the compute dtype of the big matmuls
     (parameters, optimiser and statistics stay float32/float64)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu",
+    def __init__(self, cfg: CrosscoderConfig, device: torch.device | str = "cpu",
                  dtype: torch.dtype | str = torch.float32, crosscoder: Crosscoder | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
@@ -269,9 +269,9 @@ class CrosscoderTrainer:
         other processes each parallel region waits for a descheduled thread, which made the
         step ~4x slower with 2 threads than with 1; quiet, the cap costs a few ms."""
         n = self.cfg.sparse_threads
-        if self.device.type != "cpu" or not n or n >= torch.get_num_threads():
+        if self.device.type != "cpu" or not n:
             return contextlib.nullcontext()
-        return _num_threads(n)
+        return num_threads(n)  # no change where torch already runs n threads or fewer
 
     def _sparse_part(self, x, xs, W_dec, n_F, v_BF, k_t):
         B, F = v_BF.shape
@@ -418,18 +418,12 @@ class CrosscoderTrainer:
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
         """Atomic checkpoint: crosscoder/ (safetensors), trainer_state.pt, train_config.json."""
         out = Path(directory)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_path(out) as tmp:  # a killed save leaves only a hidden .<name>.*.tmp beside ``out``
+            tmp.mkdir()
             self.cc.save(tmp / "crosscoder")
             torch.save(self.state_dict(), tmp / "trainer_state.pt")
             meta = {"cfg": self.cfg.to_dict(), "dtype": str(self.dtype).replace("torch.", "")}
             (tmp / "train_config.json").write_text(json.dumps(meta, indent=2))
-            replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod
@@ -437,7 +431,7 @@ class CrosscoderTrainer:
                         dtype: torch.dtype | str | None = None) -> "CrosscoderTrainer":
         d = Path(directory)
         meta = json.loads((d / "train_config.json").read_text())
-        cfg = TrainConfig.from_dict(meta["cfg"])
+        cfg = CrosscoderConfig.from_dict(meta["cfg"])
         cc = Crosscoder.load(d / "crosscoder", device=device)
         tr = cls(cfg, device=device, dtype=dtype or meta["dtype"], crosscoder=cc)
         st = torch.load(d / "trainer_state.pt", map_location="cpu", weights_only=True)
@@ -456,16 +450,6 @@ class CrosscoderTrainer:
         return tr
 
 
-@contextlib.contextmanager
-def _num_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -474,7 +458,7 @@ def has_checkpoint(directory: str | os.PathLike | None) -> bool:
     return directory is not None and (Path(directory) / "trainer_state.pt").exists()
 
 
-def train_crosscoder(cfg: TrainConfig, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu",
+def train_crosscoder(cfg: CrosscoderConfig, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu",
                      dtype: torch.dtype | str = torch.float32, progress: bool = True,
                      checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
                      resume: bool = True, out_dir: str | os.PathLike | None = None,
@@ -526,27 +510,27 @@ def chunks(x_NMD: torch.Tensor, size: int = 4096) -> Iterator[torch.Tensor]:
 
 
 def fit_config(n_tokens: int, d_model: int, *, expansion: int, k: int, epochs: int, batch_tokens: int, lr: float,
-               seed: int) -> TrainConfig:
+               seed: int) -> CrosscoderConfig:
     """A two-model BatchTopK run over ``n_tokens`` training tokens: batch min(batch_tokens, n_tokens), ``epochs``
     passes (at least one step), 5% warm-up, a latent dead after one pass without firing."""
     bs = min(batch_tokens, n_tokens)
     steps = max(1, epochs * n_tokens // bs)
-    return TrainConfig(n_models=2, d_model=d_model, n_latents=expansion * d_model, k=k, batch_size=bs,
-                       total_steps=steps, lr=lr, warmup_steps=max(1, steps // 20),
-                       dead_after_tokens=max(bs, n_tokens), seed=seed)
+    return CrosscoderConfig(n_models=2, d_model=d_model, n_latents=expansion * d_model, k=k, batch_size=bs,
+                            total_steps=steps, lr=lr, warmup_steps=max(1, steps // 20),
+                            dead_after_tokens=max(bs, n_tokens), seed=seed)
 
 
 @dataclasses.dataclass
 class DepthFit:
     """One depth's crosscoder and what was measured on it."""
     cc: Crosscoder
-    cfg: TrainConfig
+    cfg: CrosscoderConfig
     row: dict               # the per-layer metrics (03_crosscoder's per_layer table, without layer/depth)
     r_F: np.ndarray         # relative decoder norm of every latent
     alive_F: np.ndarray     # fired on the held-out tokens
 
 
-def fit_and_measure(train_x_NMD: torch.Tensor, eval_x_NMD: torch.Tensor, cfg: TrainConfig, *, stream_seed: int,
+def fit_and_measure(train_x_NMD: torch.Tensor, eval_x_NMD: torch.Tensor, cfg: CrosscoderConfig, *, stream_seed: int,
                     device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
                     progress: bool = False) -> DepthFit:
     """Train on :func:`shuffled_batches` of the training tokens (seeded ``stream_seed``), set the inference
@@ -586,7 +570,7 @@ def benchmark_throughput(n_models: int = 1, d_model: int = 576, n_latents: int =
     atoms = torch.randn(n_latents, M * D, generator=g)
     codes = (torch.rand(4, B, atoms.shape[0], generator=g) < 8 / atoms.shape[0]).float()
     data = [(c @ atoms).view(B, M, D) + 0.1 * torch.randn(B, M, D, generator=g) for c in codes]
-    cfg = TrainConfig(M, D, n_latents, k=k, batch_size=B, total_steps=10**6, k_anneal_frac=0.0)
+    cfg = CrosscoderConfig(M, D, n_latents, k=k, batch_size=B, total_steps=10**6, k_anneal_frac=0.0)
     tr = CrosscoderTrainer(cfg, device=device, dtype=dtype)
     tr.init_from_data(data[0])
     times = []

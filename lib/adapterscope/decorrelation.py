@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import macros, params, results, stats
+from . import params, results, stats
 
 PAIRS = {  # name: (internal, output)
     "ratio_kl": ("peak_ratio", "kl"),
@@ -382,9 +382,9 @@ def load_per_depth(model_names: list[str], corpus_names: list[str], layer_contro
     return pd.DataFrame(rows)
 
 
-def finding(r: dict) -> dict:
-    """The ledger's view of a statistic (:func:`macros.ledger_view`), with the clamp's run counts and unit."""
-    return macros.ledger_view(r, extra=("n_runs", "n_top_r_runs", "unit"))
+# what the ledger keeps of a statistic beside macros.LEDGER_KEYS: the clamp's run counts and the unit
+# (``macros.ledger_view(r, extra=FINDING_EXTRA)``)
+FINDING_EXTRA = ("n_runs", "n_top_r_runs", "unit")
 
 
 PROTOCOL = {  # macro name: (notebook, where, key); "params" = the run's provenance parameters, "values" = its values

@@ -121,16 +121,3 @@ class ActivationChange:
 
     def result(self) -> dict[str, float]:
         return {k: math.sqrt(self.diff_sq[k]) / math.sqrt(self.base_sq[k]) for k in self.diff_sq}
-
-
-def bootstrap_mean_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (scipy.stats.bootstrap)."""
-    import numpy as np
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2 or np.allclose(v, v[0]):
-        return (float(v.mean()), float(v.mean())) if len(v) else (math.nan, math.nan)
-    r = stats.bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-                        random_state=np.random.default_rng(seed))
-    return float(r.confidence_interval.low), float(r.confidence_interval.high)

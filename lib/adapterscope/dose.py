@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import macros, params, results, stats
+from . import params, results, stats
 
 LAYER_CONTROL = "none"
 # finding key suffix: (run-table column, name in a sentence, axis label)
@@ -139,8 +139,3 @@ def first_construction(df: pd.DataFrame, corpora: list[str], col: str = "ft_only
                                            else f"no dose runs of {c}"))
         out[c] = rec
     return out
-
-
-def finding(r: dict) -> dict:
-    """The ledger's view of a statistic (:func:`macros.ledger_view`)."""
-    return macros.ledger_view(r)

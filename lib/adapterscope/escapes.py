@@ -79,7 +79,8 @@ def condition_table(var: pd.DataFrame, models: Sequence[str], escape_below: floa
     for m in models:
         F = flip_matrix(var, m, conditions)
         for c in conditions:
-            s, lo, hi = regimes.mean_ci(1.0 - F[c].to_numpy(), n_boot, seed)
+            ci = stats.mean_ci(1.0 - F[c].to_numpy(), n_boot, seed)
+            s, lo, hi = ci.value, ci.ci_low, ci.ci_high
             call = "escape" if hi < escape_below else "holds" if lo >= escape_below else "unclear"
             out.append({"model": m, "regime": REGIME_OF.get(c, ""), "condition": c, "stability": s, "lo": lo,
                         "hi": hi, "halfwidth": (hi - lo) / 2, "n_items": len(F), "call": call})

@@ -45,10 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from . import params, paths, pipeline, results
-from .ledger import (  # noqa: F401  (re-exported: the ledger's data and verdicts live in ledger.py)
-    DIRECTIONS, LEDGER, OPTIONAL, RECORDED, REQUIRED, SCOPE_KEYS, VERDICTS, Finding, FindingError, _dig, _num,
-    adjusted_p, adjusted_verdict, compare, describe, get, load_ledger, load_recorded, measured, verdict,
-    verdict_macro, write_outputs)
+from .ledger import (RECORDED, SCOPE_KEYS, Finding, FindingError, adjusted_p, adjusted_verdict, compare, describe,
+                     get, load_ledger, load_recorded, measured, verdict)
 
 
 def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:

@@ -14,7 +14,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,10 +370,6 @@ def site_module(model, layer: int, site: str):
     if site == "mlp_out":
         return block.mlp
     raise ModelError(f"unknown site {site!r}; choose from {SITES}")
-
-
-def clear_cache(name: str) -> None:
-    shutil.rmtree(cache_path(name), ignore_errors=True)
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ override fails the run. Two entry points share one rule (:func:`validate`):
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -148,10 +147,6 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     if extra:
         raise ParameterError(f"profile {p}: unknown top-level key(s) {sorted(extra)}; allowed: {sorted(known)}")
     return data
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def run_key(*parts: object) -> str:

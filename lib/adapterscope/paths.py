@@ -108,11 +108,21 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def temp_beside(final: Path, tag: str) -> Path:
+    """The hidden temporary ``.<name>.<tag>.tmp`` beside ``final``: :func:`atomic_path`'s naming with a fixed middle
+    instead of a random one, for a writer that fills it over several calls and must find a killed run's leftovers
+    again to replace them (``capture.ShardWriter``: ``tag="partial"``). Swap it in with :func:`replace_dir`."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{tag}.tmp")
+
+
 @contextmanager
 def atomic_path(final: Path, suffix: str = ""):
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
-    Works for files and directories (whatever the block creates at the yielded path)."""
+    Works for files and directories (whatever the block creates at the yielded path). Every atomic write of the
+    project goes through here (or :func:`temp_beside` + :func:`replace_dir`), so a kill leaves only a hidden
+    ``.<name>.*.tmp`` (and, where the system cannot exchange two paths, ``.<name>.old``)."""
     import shutil
 
     final = Path(final)
@@ -131,8 +141,13 @@ def atomic_path(final: Path, suffix: str = ""):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# hidden temporaries that atomic writes leave when the process is killed mid-write
-_TEMP_PATTERNS = (".*.tmp", ".*.tmp-*", ".*.partial", ".*.old", ".*.old-*")
+# hidden temporaries that atomic writes leave when the process is killed mid-write: atomic_path's and temp_beside's
+# ``.<name>.*.tmp``, and replace_dir's ``.<name>.old`` (its two-rename fallback)
+_TEMP_PATTERNS = (".*.tmp", ".*.old")
+# what earlier versions left, no longer written but still cleaned, so that a run killed before an upgrade leaves no
+# garbage after it: Crosscoder.save's and CrosscoderTrainer.save_checkpoint's ``.<name>.tmp-<hex>`` and
+# capture.ShardWriter's ``.<name>.partial`` (both until #39), the old crosscoder folder swap's ``.<name>.old-<hex>``
+_LEGACY_TEMP_PATTERNS = (".*.tmp-*", ".*.partial", ".*.old-*")
 
 
 def _newest_mtime(p: Path) -> float:
@@ -164,8 +179,8 @@ def _remove_stale(candidates, min_age_s: float) -> list[Path]:
 
 
 def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
-    """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.tmp-*``, ``.<name>.partial``, ``.<name>.old``) that killed runs
-    left under results/, figures/, paper/generated/ and data/runs/, and beside the PDF in paper/; one in which anything (at any depth) changed
+    """Delete the hidden temporaries (``.<name>.*.tmp``, ``.<name>.old``, and those of earlier versions) that killed
+    runs left under results/, figures/, paper/generated/ and data/runs/, and beside the PDF in paper/; one in which anything (at any depth) changed
     within ``min_age_s`` is kept (an interactive kernel may be writing it). Returns what was removed. The pipeline
     calls it under its lock."""
     removed = []
@@ -174,7 +189,7 @@ def clean_stale_temporaries(min_age_s: float = 60.0) -> list[Path]:
     for top, deep in tops:
         if not top.is_dir():
             continue
-        for pat in _TEMP_PATTERNS:
+        for pat in _TEMP_PATTERNS + _LEGACY_TEMP_PATTERNS:
             removed += _remove_stale(sorted(top.rglob(pat) if deep else top.glob(pat)), min_age_s)
     return removed
 

@@ -66,40 +66,107 @@ def notebook_path(name: str) -> Path:
     return p
 
 
-def _lib_imports(source: str) -> set[str]:
-    mods: set[str] = set()
+def _lib_imports(source: str, package: str = "adapterscope") -> list[tuple[str, str | None, str]]:
+    """The ``adapterscope`` imports of a source, at any depth (inside functions too): ``(module, name, statement)``
+    each, ``module`` absolute and dotted (``adapterscope.x``), ``name`` what ``from module import name`` takes
+    (None for ``import module``) and ``statement`` the import as written, with its line. Relative imports resolve
+    in ``package``, the source's own package (a notebook's count as the top-level package's)."""
+    out = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            if node.module == "adapterscope" or (node.module or "").startswith("adapterscope."):
-                sub = (node.module or "").split(".")[1:]
-                mods.update(sub[:1] or [a.name for a in node.names])
-            elif node.level > 0:
-                mods.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+            if node.level > 0:
+                base = package.split(".")
+                up = len(base) - (node.level - 1)
+                mod = (".".join(base[:up] + ([node.module] if node.module else [])) if up > 0
+                       else "." * node.level + (node.module or ""))  # beyond the top-level package: no file
+            elif node.module == "adapterscope" or (node.module or "").startswith("adapterscope."):
+                mod = node.module
+            else:
+                continue
+            out += [(mod, a.name, f"line {node.lineno}: `{ast.unparse(node)}`") for a in node.names]
         elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.startswith("adapterscope."):
-                    mods.add(a.name.split(".")[1])
-    return mods
+            out += [(a.name, None, f"line {node.lineno}: `{ast.unparse(node)}`") for a in node.names
+                    if a.name == "adapterscope" or a.name.startswith("adapterscope.")]
+    return out
 
 
-def lib_closure(source: str) -> list[Path]:
-    """The lib modules a source imports, transitively."""
-    lib = paths.project_root() / "lib" / "adapterscope"
-    todo, seen = list(_lib_imports(source)), set()
+def _bound_names(tree: ast.Module) -> set[str]:
+    """The names a module binds outside its functions and classes (definitions, assignments, imports)."""
+    names, todo = set(), list(tree.body)
     while todo:
-        m = todo.pop()
-        f = lib / f"{m}.py"
-        if m in seen or not f.is_file():
-            continue
-        seen.add(m)
-        todo.extend(_lib_imports(f.read_text()))
-    return [lib / f"{m}.py" for m in sorted(seen)] + [lib / "__init__.py"]
+        n = todo.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        else:
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                names.add(n.id)
+            todo.extend(ast.iter_child_nodes(n))
+    return names
+
+
+def _lib_files(lib: Path, module: str, name: str | None) -> list[Path] | str:
+    """The files ``import module`` (``from module import name``) runs under ``lib`` (the ``adapterscope``
+    package's folder): each package's ``__init__.py`` on the way, the module's own file, and ``name``'s where it
+    is a submodule; or, where one is not a file there, what is missing."""
+    parts = module.split(".")
+    if parts[0] != "adapterscope":
+        return f"{module} is not inside the adapterscope package"
+    files, here = [lib / "__init__.py"], lib
+    for i, part in enumerate(parts[1:], 2):
+        if (here / part / "__init__.py").is_file():
+            here = here / part
+            files.append(here / "__init__.py")
+        elif i == len(parts) and (here / f"{part}.py").is_file():
+            return files + [here / f"{part}.py"]  # a module: ``name`` is one of its attributes
+        else:
+            return f"{'.'.join(parts[:i])} is neither {here / part}.py nor a package {here / part}/"
+    if name is None or name == "*":
+        return files
+    if (here / name / "__init__.py").is_file():
+        return files + [here / name / "__init__.py"]
+    if (here / f"{name}.py").is_file():
+        return files + [here / f"{name}.py"]
+    bound = _bound_names(ast.parse((here / "__init__.py").read_text()))
+    if name in bound or "__getattr__" in bound:
+        return files
+    return (f"{module}.{name} is neither a module ({here / name}.py or {here / name}/) nor a name "
+            f"{here / '__init__.py'} defines")
+
+
+def lib_closure(source: str, origin: str | Path = "the source") -> list[Path]:
+    """The lib files a source imports, transitively (imports inside functions count): its modules, sorted, then
+    ``lib/adapterscope/__init__.py``; a sub-package's ``__init__.py`` comes with the modules imported from it.
+
+    ``origin`` names the source (the notebook) in errors. An ``adapterscope`` import that resolves to no file under
+    ``lib/adapterscope`` (a module moved or renamed, a name the package does not define) raises
+    :class:`PipelineError` naming the import and the file that holds it: it never drops silently out of a digest."""
+    lib = paths.project_root() / "lib" / "adapterscope"
+    init = lib / "__init__.py"
+    seen = {init}
+    todo = [(source, str(origin), "adapterscope")] + ([(init.read_text(), str(init), "adapterscope")]
+                                                        if init.is_file() else [])
+    while todo:
+        src, where, package = todo.pop()
+        for module, name, stmt in _lib_imports(src, package):
+            files = _lib_files(lib, module, name)
+            if isinstance(files, str):
+                raise PipelineError(f"{where}, {stmt}: an adapterscope import that resolves to no file ({files}); "
+                                    "a module moved or renamed? Fix the import: a content digest must cover every "
+                                    "module a notebook runs")
+            for f in files:
+                if f not in seen:
+                    seen.add(f)
+                    pkg = ".".join(("adapterscope", *f.relative_to(lib).parent.parts))
+                    todo.append((f.read_text(), str(f), pkg))
+    return sorted(seen - {init}, key=lambda f: f.relative_to(lib).with_suffix("").parts) + [init]
 
 
 def content_digest(nb: str, run_params: dict[str, Any], upstream_digests: list[str]) -> str:
     src = notebook_path(nb).read_text()
     h = [results.sha256_bytes(src.encode())]
-    h += [results.sha256_file(f) for f in lib_closure(src)]
+    h += [results.sha256_file(f) for f in lib_closure(src, origin=notebook_path(nb))]
     lock = paths.project_root() / LOCK_FILE
     h.append(results.sha256_file(lock) if lock.is_file() else "no-lock")
     h.append(results.sha256_json(run_params))

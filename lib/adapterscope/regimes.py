@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import cka, geometry, macros, results, scenes, stats
+from . import cka, geometry, results, scenes, stats
 
 MODELS = ("base", "adapted")
 MECHANISM = {  # mechanism classes of the escape routes, fixed before the first run
@@ -42,6 +42,7 @@ MECHANISM = {  # mechanism classes of the escape routes, fixed before the first 
     "authority": "social pressure towards a wrong answer",
     "prefill": "answer scaffold (neutral prefill)", "prefill_agree": "committed agreement (prefilled wrong answer)",
 }
+# keys every statistic behind a finding of 05b_regime_probing carries (macros.ledger_view(d, require=FINDING_KEYS))
 FINDING_KEYS = ("value", "ci_low", "ci_high", "p_value", "p_method", "n")
 
 
@@ -103,13 +104,6 @@ def variant_table(meta: pd.DataFrame, models: Sequence[str] = MODELS) -> tuple[p
 
 
 # ------------------------------------------------------------------------------------------ stability
-def mean_ci(x, n_boot: int, seed: int) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap 95% CI of the mean of ``x`` (one value per item)."""
-    x = np.asarray(x, float)
-    lo, hi, _ = stats.bootstrap_ci((x,), np.mean, n_resamples=n_boot, seed=seed)
-    return float(x.mean()), lo, hi
-
-
 def stability(var: pd.DataFrame, clean: pd.DataFrame, regimes: Sequence[str], n_boot: int, seed: int,
               models: Sequence[str] = MODELS) -> pd.DataFrame:
     """One row per (model, regime or "all"): stability (mean over items of the share of an item's variants
@@ -121,7 +115,8 @@ def stability(var: pd.DataFrame, clean: pd.DataFrame, regimes: Sequence[str], n_
         for r in list(regimes) + ["all"]:
             g = var if r == "all" else var[var.regime == r]
             per_item = g.groupby("item")[same].mean()
-            est, lo, hi = mean_ci(per_item, n_boot, seed)
+            ci = stats.mean_ci(per_item, n_boot, seed)
+            est, lo, hi = ci.value, ci.ci_low, ci.ci_high
             ch = g[~g[same]]
             cw = int((ch[f"clean_correct_{m}"] & ~ch[corr]).sum())
             wc = int((~ch[f"clean_correct_{m}"] & ch[corr]).sum())
@@ -143,7 +138,8 @@ def stability_by_kind(var: pd.DataFrame, escape_below: float, n_boot: int, seed:
     out = []
     for m in models:
         for (r, k), g in var.groupby(["regime", "kind"], sort=False):
-            est, lo, hi = mean_ci(g[f"same_{m}"].to_numpy(float), n_boot, seed)
+            ci = stats.mean_ci(g[f"same_{m}"].to_numpy(float), n_boot, seed)
+            est, lo, hi = ci.value, ci.ci_low, ci.ci_high
             out.append({"model": m, "regime": r, "kind": k, "mechanism": mechanism[k], "stability": est, "lo": lo,
                         "hi": hi, "accuracy": float(g[f"correct_{m}"].mean()),
                         "to_suggested": float(g[f"to_suggested_{m}"].mean()) if g.suggested.notna().any() else np.nan,
@@ -166,11 +162,6 @@ def paired_difference(a, b, n_boot: int, seed: int) -> dict:
     value, ci_low, ci_high, p_value, p_method (sign-flip, exact or permutation) and n make a finding."""
     return stats.mean_difference(np.asarray(a, float), np.asarray(b, float), paired=True, n_boot=n_boot,
                                  n_permutations=n_boot, seed=seed).as_dict()
-
-
-def finding(d: Mapping) -> dict:
-    """The ledger's view of a result dict (:func:`macros.ledger_view`); every key of FINDING_KEYS is required."""
-    return macros.ledger_view(dict(d), require=FINDING_KEYS)
 
 
 def per_item_stability(var: pd.DataFrame, regime: str, model: str) -> pd.Series:

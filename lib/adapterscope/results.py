@@ -303,7 +303,8 @@ def verify_outputs(record: Mapping[str, Any]) -> list[str]:
 
 def check_artefact(path: str | Path, exclude: tuple[str, str] | None = None, digest: str | None = None) -> None:
     """Refuse a path inside a run's artefact folder (``data/runs/<notebook>/<run_id>/<artefact>...``) whose
-    artefact differs from the digest its run recorded, or whose run has no record (an unfinished run).
+    artefact differs from the digest its run recorded, whose run has no record (an unfinished run), or whose
+    record has no output digests (``provenance.outputs``: such a record cannot vouch for any artefact).
     Paths elsewhere, and the run ``exclude`` (the caller's own), pass. ``digest``: the path's own
     :func:`sha256_tree`, when the caller has it (used only when the path is the artefact itself)."""
     try:
@@ -320,9 +321,12 @@ def check_artefact(path: str | Path, exclude: tuple[str, str] | None = None, dig
         raise ResultsError(f"{paths.runs_dir() / nb / rid / name} has no results record ({rp}): it is left from "
                            f"an unfinished {nb} run; {fix}")
     outs = read_record(rp)["provenance"].get("outputs")
-    if outs is None:
-        return  # a record from before outputs were recorded
     art = paths.runs_dir() / nb / rid / name
+    if not isinstance(outs, dict):
+        raise ResultsError(f"{art} cannot be checked: {rp} records no output digests (provenance.outputs; a record "
+                           f"from before they were recorded), so it vouches for none of its artefacts; redo {nb} "
+                           f"run {rid} (`python -m adapterscope.pipeline run {nb} --force` with its parameters, or "
+                           f"delete {rp} and run `make paper`)")
     if name not in outs:
         raise ResultsError(f"{art} is not among the artefacts {nb} run {rid} recorded ({sorted(outs)}); {fix}")
     same = digest is not None and Path(path).resolve() == art.resolve()

@@ -11,6 +11,7 @@ Conventions:
   * Bootstrap CIs resample whole pairs (paired) with scipy.stats.bootstrap, seeded. Resamples on which the
     statistic is undefined (e.g. all x equal, so rho is nan) are *degenerate*: they are dropped and the
     percentile CI is taken over the rest; their share is reported as ``extra["degenerate_fraction"]``.
+    :func:`mean_ci` is the one bootstrap CI of a mean (one value per unit) every module uses.
   * Every function returns a :class:`Result` (``as_dict()`` gives a JSON-able dict).
 
   * Stratified correlation (:func:`stratified_spearman`): when a third variable (the model) drives both x and y,
@@ -19,7 +20,7 @@ Conventions:
     orderings), and the bootstrap resamples within strata.
 
 Public API: ``Result``, ``spearman``, ``kendall``, ``rank_correlation``, ``stratified_spearman``,
-``bootstrap_ci``, ``mean_difference``, ``binomial_rate``, ``spearman_rho``, ``kendall_tau``.
+``bootstrap_ci``, ``mean_ci``, ``mean_difference``, ``binomial_rate``, ``spearman_rho``, ``kendall_tau``.
 """
 
 from __future__ import annotations
@@ -99,12 +100,19 @@ _CORR: dict[str, Callable] = {"spearman": spearman_rho, "kendall": kendall_tau}
 
 # ------------------------------------------------------------------------------------------ bootstrap
 def bootstrap_ci(data: Sequence, statistic: Callable, *, paired: bool = True, n_resamples: int = 9999,
-                 level: float = 0.95, seed: int = 0, method: str = "percentile") -> tuple[float, float, float]:
+                 level: float = 0.95, seed: int = 0, method: str = "percentile",
+                 nan_policy: str = "omit") -> tuple[float, float, float]:
     """(low, high, degenerate_fraction) of a seeded bootstrap CI (scipy.stats.bootstrap).
 
     ``statistic(*samples, axis=-1)`` must be vectorised along ``axis`` and may return nan on degenerate
-    resamples; those are dropped and a percentile CI is taken over the others (``method`` is then ignored).
-    ``paired=True`` resamples the same indices in every sample (pairs stay together)."""
+    resamples. ``nan_policy="omit"`` (the default): those are dropped and a percentile CI is taken over the
+    others (``numpy.quantile``; ``method`` is then ignored). ``nan_policy="propagate"``: scipy's own interval
+    over every resample, as ``scipy.stats.bootstrap`` reports it (``scipy.stats.quantile``: nan when any
+    resample is nan; otherwise equal to "omit" up to the last bit or two of floating-point rounding).
+    ``paired=True`` resamples the same indices in every sample (pairs stay together; for one sample the
+    resamples are the same either way)."""
+    if nan_policy not in ("omit", "propagate"):
+        raise ValueError(f"nan_policy must be 'omit' or 'propagate', got {nan_policy!r}")
     data = tuple(np.asarray(d, float) for d in data)
     if min(len(d) for d in data) < 2:
         return math.nan, math.nan, math.nan
@@ -116,17 +124,43 @@ def bootstrap_ci(data: Sequence, statistic: Callable, *, paired: bool = True, n_
     dist = np.asarray(res.bootstrap_distribution, float)
     bad = ~np.isfinite(dist)
     degenerate = float(bad.mean())
-    if degenerate == 1.0:
-        return math.nan, math.nan, 1.0
-    if degenerate > 0 or method == "percentile":
-        alpha = (1 - level) / 2
-        lo, hi = np.quantile(dist[~bad], [alpha, 1 - alpha])
-        return float(lo), float(hi), degenerate
+    if nan_policy == "propagate" and method == "percentile":
+        return float(res.confidence_interval.low), float(res.confidence_interval.high), degenerate
+    if nan_policy == "omit":
+        if degenerate == 1.0:
+            return math.nan, math.nan, 1.0
+        if degenerate > 0 or method == "percentile":
+            alpha = (1 - level) / 2
+            lo, hi = np.quantile(dist[~bad], [alpha, 1 - alpha])
+            return float(lo), float(hi), degenerate
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = _st.bootstrap(data, statistic, n_resamples=n_resamples, vectorized=True, paired=paired,
                             confidence_level=level, method=method, rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high), 0.0
+    return float(res.confidence_interval.low), float(res.confidence_interval.high), degenerate
+
+
+def mean_ci(values, n_boot: int, seed: int = 0, *, level: float = 0.95, constant_point: bool = False,
+            nan_policy: str = "omit") -> Result:
+    """The mean of ``values`` (1-D, one value per unit) with a seeded percentile bootstrap CI over the units:
+    :func:`bootstrap_ci` of ``np.mean`` with ``n_boot`` resamples. ``value`` is the mean (nan when there are no
+    values), ``n`` the number of values; the CI is nan with fewer than two values.
+
+    ``constant_point=True``: fewer than two values, or values all ``np.allclose`` to the first, get the point
+    interval (mean, mean) (nan for no values) instead of a bootstrap (``extra["constant"]``). ``nan_policy``: see
+    :func:`bootstrap_ci` (``"propagate"``: a nan among the values makes the CI nan)."""
+    v = np.asarray(values, float)
+    n = len(v)
+    value = float(v.mean()) if n else math.nan
+    out = Result("mean", value, n, level=level)
+    if constant_point and (n < 2 or np.allclose(v, v[0])):
+        out.ci_low = out.ci_high = value
+        out.extra["constant"] = True
+        return out
+    lo, hi, deg = bootstrap_ci((v,), np.mean, n_resamples=n_boot, level=level, seed=seed, nan_policy=nan_policy)
+    out.ci_low, out.ci_high = lo, hi
+    out.extra.update(n_boot=int(n_boot), degenerate_fraction=deg)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ correlation

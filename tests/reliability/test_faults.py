@@ -288,17 +288,22 @@ def test_directory_replacement_is_one_exchange(tmp_path, monkeypatch):
 def test_stale_temporaries_are_cleaned_young_ones_kept(project):
     old = paths.figures_dir() / "08_divergence" / ".fig.pdf.abc.tmp"
     young = paths.results_dir() / "01_finetune" / ".x.json.def.tmp"
-    part = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial"
+    part = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial.tmp"  # capture.ShardWriter's
     pdf_copy = paths.project_root() / "paper" / ".adapterscope.pdf.ghi.tmp"  # a killed PDF copy
-    for d in (old, young, part, pdf_copy):
+    swap = paths.runs_dir() / "03_crosscoder" / "r" / ".cc.old"  # replace_dir's two-rename fallback
+    # what versions before #39 left (Crosscoder.save / save_checkpoint, ShardWriter, the old crosscoder swap):
+    # still cleaned, so that a run killed before an upgrade leaves nothing behind after it
+    legacy = [paths.runs_dir() / "03_crosscoder" / "r" / n for n in (".cc.tmp-1a2b3c4d", ".cc.old-5e6f7a8b")]
+    legacy.append(paths.runs_dir() / "02_capture" / "r" / ".shards_heldout.partial")
+    for d in (old, young, part, pdf_copy, swap, *legacy):
         d.mkdir(parents=True, exist_ok=True)
         (d / "payload").write_text("half")
     past = time.time() - 3600
-    for d in (old, part, pdf_copy):
+    for d in (old, part, pdf_copy, swap, *legacy):
         os.utime(d / "payload", (past, past))
         os.utime(d, (past, past))
     removed = paths.clean_stale_temporaries()
-    assert sorted(removed) == sorted([old, part, pdf_copy]) and young.exists() and not old.exists()
+    assert sorted(removed) == sorted([old, part, pdf_copy, swap, *legacy]) and young.exists() and not old.exists()
 
 
 # ----------------------------------------------------------------------------------------------- case 10
@@ -366,7 +371,7 @@ def test_file_replacing_a_folder_and_folder_replacing_a_file(tmp_path):
 
 
 def test_a_temporary_still_being_written_deep_inside_is_kept(project):
-    d = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial"
+    d = paths.runs_dir() / "02_capture" / "r" / ".shards_neutral.partial.tmp"
     d.mkdir(parents=True)
     (d / "shard_00000.safetensors").write_text("old shard")
     past = time.time() - 3600

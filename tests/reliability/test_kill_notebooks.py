@@ -331,7 +331,7 @@ def test_kill_01_mid_finetune_beside_an_earlier_record(kp, monkeypatch):
 # --------------------------------------------------------------------------------------------------- 02
 def test_kill_02_mid_capture(kp, monkeypatch):
     """02_capture (write_shards) killed while capturing its second set: the first set's shards, finished, are under
-    their final name but have no record (downstream refuses them), the second's only in a hidden .partial; no JSON.
+    their final name but have no record (downstream refuses them), the second's only in a hidden .partial.tmp; no JSON.
     The same command again redoes it, reads the new adapter, and matches an undisturbed run (shard bytes too)."""
     root = kp.killed
     monkeypatch.setenv("ADAPTERSCOPE_HOME", str(root))
@@ -348,7 +348,7 @@ def test_kill_02_mid_capture(kp, monkeypatch):
     assert new and all(f.startswith(prefix) for f in new), new
     assert not (root / "results" / "02_capture" / f"{RID}.json").exists()
     assert _entries(root, "02_capture") == ["shards_neutral"]  # no shards_heldout, not even an empty one
-    assert _entries(root, "02_capture", hidden=True) == [".shards_heldout.partial"]  # where its shards went
+    assert _entries(root, "02_capture", hidden=True) == [".shards_heldout.partial.tmp"]  # where its shards went
     meta = json.loads((art / "shards_neutral" / "meta.json").read_text())
     n = sum(len(b) for b in capture.iter_shards(art / "shards_neutral", models.hook_key(0, "resid_post")))
     assert n == meta["n_tokens"] > 0  # whole: every shard its meta.json lists, checksums matching
@@ -357,7 +357,7 @@ def test_kill_02_mid_capture(kp, monkeypatch):
     again = _run(kp, root, "02_capture", CAP)
     _assert_redone(again, "02_capture")
     assert _entries(root, "02_capture") == ["shards_heldout", "shards_neutral"]
-    assert _entries(root, "02_capture", hidden=True) == []  # the killed run's .partial went with the redo
+    assert _entries(root, "02_capture", hidden=True) == []  # the killed run's .partial.tmp went with the redo
     rec = _record(root, "02_capture")
     assert sorted(rec["provenance"]["outputs"]) == ["shards_heldout", "shards_neutral"]
     assert results.verify_outputs(rec) == []

@@ -95,7 +95,7 @@ def test_shards_round_trip(peft_tiny, tmp_path):
     assert torch.equal(back, torch.cat(direct))
     with pytest.raises(KeyError, match="not captured"):
         next(capture.iter_shards(out, "blocks.0.hook_mlp_out"))
-    assert not (tmp_path / ".shards.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # its .shards.partial.tmp went with the swap
 
 
 def test_capture_refuses_plain_model_and_bad_layer(tiny_llama, peft_tiny):

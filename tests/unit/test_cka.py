@@ -9,6 +9,7 @@ import torch
 
 from adapterscope.cka import (CKAMatrix, StreamingCKA, cka_features, cka_gram, cka_matrix, diagonal_cka,
                               hsic_gram)
+from adapterscope.threads import num_threads
 
 F64 = torch.float64
 
@@ -16,10 +17,8 @@ F64 = torch.float64
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # small matrices on 2 shared cores: single-threaded is faster and less noisy
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with num_threads(1):
+        yield
 
 
 def _gen(seed):
@@ -410,3 +409,21 @@ def test_blocked_leave_one_out_equals_direct_accumulation():
     before = blk.value(True)
     blk.update(xs[0] * 2, ys[0])
     assert blk.value(True) != pytest.approx(before, abs=1e-9)
+
+
+def test_thread_cap_lowers_never_raises_and_restores():
+    """threads.num_threads, the one thread cap (BlockedCKA.jackknife and the crosscoder's sparse step use it)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with num_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with num_threads(4):  # a cap: never more threads than before
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with num_threads(1):
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,8 +1,12 @@
 """Crosscoder tests on planted truth (small dims; whole file well under 90 s on 2 cores)."""
 
+import fnmatch
 import itertools
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,16 +16,16 @@ from adapterscope.crosscoder import (Crosscoder, StreamingMoments, batch_topk_fl
                                      classify_latents,
                                      estimate_scaling_factors, evaluate, latent_scaling,
                                      reconstruction_ratio, relative_decoder_norms)
-from adapterscope.crosscoder_train import CrosscoderTrainer, TrainConfig, train_crosscoder
+from adapterscope import paths
+from adapterscope.crosscoder_train import CrosscoderConfig, CrosscoderTrainer, train_crosscoder
+from adapterscope.threads import num_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # tiny ops on 2 shared cores are faster (and far less noisy) single-threaded
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with num_threads(1):
+        yield
 
 
 # ----------------------------------------------------------------------------- planted data
@@ -61,8 +65,8 @@ ATOMS = planted_atoms()
 @pytest.fixture(scope="module")
 def trained():
     base, ft = ATOMS
-    cfg = TrainConfig(2, D, 128, k=3, batch_size=512, total_steps=700, lr=3e-3,
-                      dead_after_tokens=512 * 50, threshold_ema=0.99, seed=1)
+    cfg = CrosscoderConfig(2, D, 128, k=3, batch_size=512, total_steps=700, lr=3e-3,
+                           dead_after_tokens=512 * 50, threshold_ema=0.99, seed=1)
     tr = CrosscoderTrainer(cfg)
     cc = tr.fit(planted_batches(base, ft, 512, 10_000, seed=1), progress=False)
     assert tr.step == 700
@@ -207,8 +211,8 @@ def test_estimate_scaling_factors():
 @pytest.mark.parametrize("sddmm", ["sparse", "dense"])
 def test_fast_gradients_match_autograd(sddmm):
     B, M, Dm, F, k = 64, 2, 8, 32, 3
-    cfg = TrainConfig(M, Dm, F, k=k, total_steps=10, auxk_coeff=0.5, k_aux=4, dead_after_tokens=50,
-                      k_anneal_frac=0.0, sddmm=sddmm)
+    cfg = CrosscoderConfig(M, Dm, F, k=k, total_steps=10, auxk_coeff=0.5, k_aux=4, dead_after_tokens=50,
+                           k_anneal_frac=0.0, sddmm=sddmm)
     tr = CrosscoderTrainer(cfg)
     tr.debug = True
     g = torch.Generator().manual_seed(0)
@@ -317,8 +321,8 @@ def test_reconstruction_ratio_planted(trained):
 
 def test_reconstruction_ratio_identical_models():
     base, _ = ATOMS
-    cfg = TrainConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3,
-                      dead_after_tokens=512 * 20, threshold_ema=0.99)
+    cfg = CrosscoderConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3,
+                           dead_after_tokens=512 * 20, threshold_ema=0.99)
     cc = CrosscoderTrainer(cfg).fit(planted_batches(base, base, 512, 250, 1, noise=0.05), progress=False)
     rr = reconstruction_ratio(cc, planted_batches(base, base, 1024, 2, 2, noise=0.05))
     assert rr["fvu_self_ft"] < 0.1
@@ -412,13 +416,66 @@ def test_save_load_roundtrip(trained, tmp_path):
         assert torch.equal(a, b)
 
 
+# SIGKILLs itself inside a save, once the weights (save) or the trainer state (checkpoint) are on disk
+KILLED_SAVE = r"""
+import os, signal, sys
+import safetensors.torch as st
+import torch
+from adapterscope.crosscoder import Crosscoder
+from adapterscope.crosscoder_train import CrosscoderConfig, CrosscoderTrainer
+
+what, out = sys.argv[1], sys.argv[2]
+mod, name = (st, "save_file") if what == "save" else (torch, "save")
+real = getattr(mod, name)
+
+
+def killed(*a, **k):
+    real(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+setattr(mod, name, killed)
+cc = Crosscoder(2, 8, 16, k=2)
+if what == "save":
+    cc.save(out, provenance={"run": 2})
+else:
+    CrosscoderTrainer(CrosscoderConfig(2, 8, 16, k=2, total_steps=1), crosscoder=cc).save_checkpoint(out)
+"""
+
+
+@pytest.mark.parametrize("what", ["save", "checkpoint"])
+def test_killed_save_leaves_only_a_tmp_that_the_cleaner_removes(what, tmp_path, monkeypatch):
+    """Crosscoder.save and save_checkpoint write through paths.atomic_path: a SIGKILL mid-write leaves the earlier
+    folder byte for byte and only a hidden ``.<name>.*.tmp`` beside it, which clean_stale_temporaries removes."""
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(tmp_path))
+    d = paths.runs_dir() / "03_crosscoder" / "r"
+    out = d / "cc"
+    torch.manual_seed(0)
+    cc = Crosscoder(2, 8, 16, k=2)
+    if what == "save":
+        cc.save(out, provenance={"run": 1})
+    else:
+        CrosscoderTrainer(CrosscoderConfig(2, 8, 16, k=2, total_steps=1), crosscoder=cc).save_checkpoint(out)
+    files = lambda: {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    earlier = files()
+    r = subprocess.run([sys.executable, "-c", KILLED_SAVE, what, str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = sorted(p.name for p in d.iterdir() if p.name != "cc")
+    assert len(left) == 1 and fnmatch.fnmatch(left[0], ".cc.*.tmp"), left  # the killed write's only trace
+    assert any((d / left[0]).rglob("*.safetensors")), "the kill came after the weights were written"
+    assert files() == earlier  # the earlier save, untouched
+    assert paths.clean_stale_temporaries(min_age_s=0) == [d / left[0]]
+    assert sorted(p.name for p in d.iterdir()) == ["cc"]
+
+
 def _stream(n, seed=5):
     return planted_batches(*ATOMS, 256, n, seed)
 
 
 def test_checkpoint_resume_is_bitwise(tmp_path):
-    cfg = TrainConfig(2, D, 48, k=3, batch_size=256, total_steps=40, lr=3e-3, warmup_steps=5,
-                      dead_after_tokens=256 * 4, threshold_ema=0.9, n_scale_batches=3, seed=3)
+    cfg = CrosscoderConfig(2, D, 48, k=3, batch_size=256, total_steps=40, lr=3e-3, warmup_steps=5,
+                           dead_after_tokens=256 * 4, threshold_ema=0.9, n_scale_batches=3, seed=3)
     ref = CrosscoderTrainer(cfg)
     ref.fit(_stream(100), progress=False)
     ck = tmp_path / "ck"
@@ -439,8 +496,8 @@ def test_checkpoint_resume_is_bitwise(tmp_path):
 # ----------------------------------------------------------------------------- variants
 def test_l1_variant_trains():
     base, ft = ATOMS
-    cfg = TrainConfig(2, D, 64, sparsity="l1", batch_size=512, total_steps=300, lr=3e-3, l1_coeff=0.5,
-                      dead_after_tokens=512 * 20)
+    cfg = CrosscoderConfig(2, D, 64, sparsity="l1", batch_size=512, total_steps=300, lr=3e-3, l1_coeff=0.5,
+                           dead_after_tokens=512 * 20)
     tr = CrosscoderTrainer(cfg)
     stats = [tr.train_step(x) for x in planted_batches(base, ft, 512, 300, 1)]
     assert stats[-1]["loss"] < 0.2 * stats[0]["loss"]
@@ -456,8 +513,8 @@ def test_l1_variant_trains():
 
 def _revived(auxk_coeff):
     base, ft = ATOMS
-    cfg = TrainConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3, dead_after_tokens=512 * 5,
-                      auxk_coeff=auxk_coeff, k_anneal_frac=0.0, seed=4)
+    cfg = CrosscoderConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3, dead_after_tokens=512 * 5,
+                           auxk_coeff=auxk_coeff, k_anneal_frac=0.0, seed=4)
     tr = CrosscoderTrainer(cfg)
     data = planted_batches(base, ft, 512, 250, 1)
     tr.init_from_data(next(data))
@@ -479,8 +536,8 @@ def test_auxk_revives_dead_latents():
 
 def test_bf16_training_matches_fp32_quality():
     base, ft = ATOMS
-    cfg = TrainConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3, dead_after_tokens=512 * 20,
-                      threshold_ema=0.99)
+    cfg = CrosscoderConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3, dead_after_tokens=512 * 20,
+                           threshold_ema=0.99)
     fve = {}
     for dt in ("float32", "bfloat16"):
         cc = CrosscoderTrainer(cfg, dtype=dt).fit(planted_batches(base, ft, 512, 250, 1), progress=False)
@@ -490,7 +547,7 @@ def test_bf16_training_matches_fp32_quality():
 
 def test_m1_is_an_sae():
     base, _ = ATOMS
-    cfg = TrainConfig(1, D, 64, k=3, batch_size=512, total_steps=200, lr=3e-3, threshold_ema=0.99)
+    cfg = CrosscoderConfig(1, D, 64, k=3, batch_size=512, total_steps=200, lr=3e-3, threshold_ema=0.99)
     cc = CrosscoderTrainer(cfg).fit((x[:, :1] for x in planted_batches(base, base, 512, 200, 1)), progress=False)
     ev = evaluate(cc, (x[:, :1] for x in eval_batches(2)))
     assert len(ev["fve"]) == 1 and ev["fve"][0] > 0.9
@@ -507,7 +564,7 @@ def test_sparse_threads_cap_same_step_and_restores_threads():
     torch.set_num_threads(2)
     try:
         for st in (1, None):
-            cfg = TrainConfig(2, D, 64, k=3, batch_size=256, total_steps=10, k_anneal_frac=0.0, sparse_threads=st)
+            cfg = CrosscoderConfig(2, D, 64, k=3, batch_size=256, total_steps=10, k_anneal_frac=0.0, sparse_threads=st)
             tr = CrosscoderTrainer(cfg)
             tr.init_from_data(x)
             stats[st] = tr._grads_batchtopk(x)

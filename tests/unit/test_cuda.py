@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapterscope import capture, finetune
-from adapterscope.crosscoder_train import CrosscoderTrainer, TrainConfig
+from adapterscope.crosscoder_train import CrosscoderConfig, CrosscoderTrainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -24,7 +24,7 @@ def _data(B=512, M=2, D=64, F=256, seed=0):
 
 
 def _trainer(device, dtype=torch.float32):
-    cfg = TrainConfig(2, 64, 256, k=16, batch_size=512, total_steps=100, k_anneal_frac=0.0, seed=3)
+    cfg = CrosscoderConfig(2, 64, 256, k=16, batch_size=512, total_steps=100, k_anneal_frac=0.0, seed=3)
     return CrosscoderTrainer(cfg, device=device, dtype=dtype)
 
 

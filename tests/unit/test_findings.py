@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from adapterscope import findings, params, pipeline, results
+from adapterscope import findings, ledger, params, pipeline, results
 
 PROFILE = {"grid": {"models": ["m1", "m2"], "corpora": ["a", "b"], "layer_controls": ["none"], "seeds": [0, 1],
                     "control": {"layer_control": "equal_step", "corpora": ["a"], "seeds": [0]}},
@@ -20,12 +20,12 @@ def _ledger(root, text):
 
 
 def test_the_committed_ledger_parses_and_points_at_known_notebooks():
-    led = findings.load_ledger()
+    led = ledger.load_ledger()
     assert len(led) >= 5
     for f in led.values():
         assert f.notebook in pipeline.CELL_NOTEBOOKS + pipeline.SUMMARY_NOTEBOOKS
         assert f.tolerance > 0 and len(f.hypothesis.split()) >= 8 and f.key
-        assert f.direction in findings.DIRECTIONS and len(f.test.split()) >= 5
+        assert f.direction in ledger.DIRECTIONS and len(f.test.split()) >= 5
 
 
 @pytest.mark.parametrize("text, msg", [
@@ -44,19 +44,19 @@ def test_the_committed_ledger_parses_and_points_at_known_notebooks():
 ])
 def test_bad_ledgers_fail_clearly(project, text, msg):
     _ledger(project, text)
-    with pytest.raises(findings.FindingError, match=msg.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
-        findings.load_ledger()
+    with pytest.raises(ledger.FindingError, match=msg.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        ledger.load_ledger()
 
 
 def test_unknown_id_names_the_known_ones(project):
     _ledger(project, "findings:\n  - {id: alpha, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n")
-    with pytest.raises(findings.FindingError, match="unknown finding 'beta'; known: alpha"):
-        findings.get(findings.load_ledger(), "beta")
+    with pytest.raises(ledger.FindingError, match="unknown finding 'beta'; known: alpha"):
+        ledger.get(ledger.load_ledger(), "beta")
     assert findings.main(["reproduce", "beta"]) == 2
 
 
 def test_plan_of_a_summary_finding_reruns_only_its_scope_and_reads():
-    f = findings.Finding("x", "c", "10_decorrelation", "findings.k", 0.1, scope={"models": ["m2"], "seeds": [1]})
+    f = ledger.Finding("x", "c", "10_decorrelation", "findings.k", 0.1, scope={"models": ["m2"], "seeds": [1]})
     prof = findings.scoped_profile(f, PROFILE)
     steps = findings.plan(f, prof)
     cells = {rid for nb, rid, _ in steps if rid != "grid"}
@@ -69,7 +69,7 @@ def test_plan_of_a_summary_finding_reruns_only_its_scope_and_reads():
 
 
 def test_plan_of_cka_keeps_control_runs_and_skips_clamps():
-    f = findings.Finding("x", "c", "04_cka", "findings.slope_min", 0.1)
+    f = ledger.Finding("x", "c", "04_cka", "findings.slope_min", 0.1)
     steps = findings.plan(f, findings.scoped_profile(f, PROFILE))
     rids = {rid for nb, rid, _ in steps}
     assert "m1__a__equal-step__s0" in rids
@@ -78,13 +78,13 @@ def test_plan_of_cka_keeps_control_runs_and_skips_clamps():
 
 
 def test_plan_of_a_cell_finding_and_bad_scope():
-    f = findings.Finding("x", "c", "02_capture", "divergence.neutral.kl", 0.1, run_id="m1__b__none__s0")
+    f = ledger.Finding("x", "c", "02_capture", "divergence.neutral.kl", 0.1, run_id="m1__b__none__s0")
     assert [nb for nb, _, _ in findings.plan(f, PROFILE)] == ["01_finetune", "02_capture"]
-    f = findings.Finding("x", "c", "02_capture", "k", 0.1, run_id="m9__b__none__s0")
-    with pytest.raises(findings.FindingError, match="not a cell"):
+    f = ledger.Finding("x", "c", "02_capture", "k", 0.1, run_id="m9__b__none__s0")
+    with pytest.raises(ledger.FindingError, match="not a cell"):
         findings.plan(f, PROFILE)
-    f = findings.Finding("x", "c", "10_decorrelation", "k", 0.1, scope={"models": ["m9"]})
-    with pytest.raises(findings.FindingError, match=r"scope models \['m9'\] not in"):
+    f = ledger.Finding("x", "c", "10_decorrelation", "k", 0.1, scope={"models": ["m9"]})
+    with pytest.raises(ledger.FindingError, match=r"scope models \['m9'\] not in"):
         findings.scoped_profile(f, PROFILE)
 
 
@@ -99,34 +99,34 @@ def test_measured_record_check_and_compare(project):
     run = results.Run("02_capture", "m1__a__none__s0", params={}, seed=0)
     run.values["divergence"] = {"kl": 0.0123}
     run.write()
-    led = findings.load_ledger()
-    assert findings.measured(led["r"])["value"] == 0.5 and findings.measured(led["s"])["value"] == 0.0123
-    assert findings.describe(findings.measured(led["r"])).startswith("0.500 [-0.100, 0.900] (n=8, p=0.200)")
+    led = ledger.load_ledger()
+    assert ledger.measured(led["r"])["value"] == 0.5 and ledger.measured(led["s"])["value"] == 0.0123
+    assert ledger.describe(ledger.measured(led["r"])).startswith("0.500 [-0.100, 0.900] (n=8, p=0.200)")
     findings.record()
     rec = json.loads((project / "paper" / "findings_recorded.json").read_text())
     assert rec["r"]["value"] == 0.5 and rec["s"]["value"] == 0.0123 and "recorded_utc" in rec["r"]
     assert findings.check(log=lambda *_: None) == 0
-    assert findings.compare(led["r"], {"value": 0.54}, rec["r"]) == (True, pytest.approx(0.04))
-    assert findings.compare(led["r"], {"value": 0.56}, rec["r"])[0] is False
+    assert ledger.compare(led["r"], {"value": 0.54}, rec["r"]) == (True, pytest.approx(0.04))
+    assert ledger.compare(led["r"], {"value": 0.56}, rec["r"])[0] is False
     # an undefined value reproduces only as undefined for the same stated reason
-    assert findings.compare(led["r"], {"value": math.nan}, {"value": math.nan})[0] is False
-    assert findings.compare(led["r"], {"value": math.nan, "reason": "no latents"},
-                            {"value": math.nan, "reason": "no latents"})[0] is True
-    assert findings.compare(led["r"], {"value": math.nan, "reason": "one seed"},
-                            {"value": math.nan, "reason": "no latents"})[0] is False
-    assert findings.compare(led["r"], {"value": math.nan}, {"value": 0.5})[0] is False
+    assert ledger.compare(led["r"], {"value": math.nan}, {"value": math.nan})[0] is False
+    assert ledger.compare(led["r"], {"value": math.nan, "reason": "no latents"},
+                          {"value": math.nan, "reason": "no latents"})[0] is True
+    assert ledger.compare(led["r"], {"value": math.nan, "reason": "one seed"},
+                          {"value": math.nan, "reason": "no latents"})[0] is False
+    assert ledger.compare(led["r"], {"value": math.nan}, {"value": 0.5})[0] is False
     rec["s"]["value"] = 0.02
     (project / "paper" / "findings_recorded.json").write_text(json.dumps(rec))
     assert findings.check(log=lambda *_: None) == 1
-    table, macros = (p.read_text() for p in findings.write_outputs())
+    table, macros = (p.read_text() for p in ledger.write_outputs())
     assert r"\texttt{r}" in table and "0.500" in table and r"\emph{inconclusive}" in table
     assert r"\newcommand{\VerdictR}{\emph{inconclusive}}" in macros  # p=0.2, CI spans 0
     assert r"\newcommand{\VerdictS}{\emph{undefined}}" in macros  # a bare number: no test statistic
     assert r"\newcommand{\NFindingsInconclusive}{1}" in macros
     timing = pipeline.write_timing_table().read_text()
     assert "10\\_decorrelation & all & 1" in timing and "02\\_capture & all & 1" in timing
-    with pytest.raises(findings.FindingError, match="no value at 'findings.nope'"):
-        findings.measured(findings.Finding("t", "c", "10_decorrelation", "findings.nope", 1.0))
+    with pytest.raises(ledger.FindingError, match="no value at 'findings.nope'"):
+        ledger.measured(ledger.Finding("t", "c", "10_decorrelation", "findings.nope", 1.0))
 
 
 def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(project):
@@ -149,7 +149,7 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
             run = results.Run("01_finetune", f"{m}__{c}__none__s0", params={}, seed=0)
             run.values["compute_dtype"] = dt
             run.write()
-    led = findings.load_ledger()
+    led = ledger.load_ledger()
     assert findings.compute_dtypes(led["r"], {**PROFILE}) == ["bfloat16", "float32"]
     assert findings.compute_dtypes(led["r1"], {**PROFILE}) == ["float32"]
     findings.record()
@@ -160,7 +160,7 @@ def test_record_keeps_the_compute_dtypes_of_the_fine_tunes_behind_a_finding(proj
 
 def test_reproduce_without_a_record_says_how_to_make_one(project):
     _ledger(project, "findings:\n  - {id: r, hypothesis: c, direction: greater, test: t, notebook: 10_decorrelation, key: findings.rho, family: check, tolerance: 1}\n")
-    with pytest.raises(findings.FindingError, match="nothing recorded.*findings record"):
+    with pytest.raises(ledger.FindingError, match="nothing recorded.*findings record"):
         findings.reproduce("r", "smoke")
 
 
@@ -174,7 +174,7 @@ def test_profiles_parameters_of_summary_notebooks_exist():
 
 
 def _f(direction="greater", null=0.0, alpha=0.05):
-    return findings.Finding("x", "h", "10_decorrelation", "k", 0.1, direction=direction, null=null, alpha=alpha)
+    return ledger.Finding("x", "h", "10_decorrelation", "k", 0.1, direction=direction, null=null, alpha=alpha)
 
 
 @pytest.mark.parametrize("direction, v, expected", [
@@ -192,7 +192,7 @@ def _f(direction="greater", null=0.0, alpha=0.05):
     ("greater", None, "undefined"),
 ])
 def test_verdicts(direction, v, expected):
-    word, why = findings.verdict(_f(direction), v)
+    word, why = ledger.verdict(_f(direction), v)
     assert word == expected and why
     if v is not None and v.get("reason"):
         assert why == v["reason"]
@@ -200,25 +200,23 @@ def test_verdicts(direction, v, expected):
 
 def test_verdict_uses_the_null_and_alpha():
     v = {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4, "p_value": 0.03}
-    assert findings.verdict(_f(null=0.25), v)[0] == "inconclusive"
-    assert findings.verdict(_f(null=0.1), v)[0] == "supported"
-    assert findings.verdict(_f(alpha=0.01), v)[0] == "inconclusive"
+    assert ledger.verdict(_f(null=0.25), v)[0] == "inconclusive"
+    assert ledger.verdict(_f(null=0.1), v)[0] == "supported"
+    assert ledger.verdict(_f(alpha=0.01), v)[0] == "inconclusive"
 
 
 def test_ledger_rejects_a_bad_direction_or_alpha(project):
     _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: up, test: t, notebook: 10_decorrelation, "
                      "key: k, family: check, tolerance: 1}\n")
-    with pytest.raises(findings.FindingError, match="direction must be one of"):
-        findings.load_ledger()
+    with pytest.raises(ledger.FindingError, match="direction must be one of"):
+        ledger.load_ledger()
     _ledger(project, "findings:\n  - {id: x, hypothesis: h, direction: less, test: t, alpha: 5, "
                      "notebook: 10_decorrelation, key: k, family: check, tolerance: 1}\n")
-    with pytest.raises(findings.FindingError, match="alpha must be in"):
-        findings.load_ledger()
+    with pytest.raises(ledger.FindingError, match="alpha must be in"):
+        ledger.load_ledger()
 
 
 def test_holm_within_the_primary_family_and_bh_over_all_against_hand_computed_values():
-    from adapterscope import ledger
-
     def f(fid, family, direction="greater"):
         return ledger.Finding(id=fid, hypothesis="h", notebook="n", key="k", tolerance=1, family=family,
                               direction=direction)
@@ -245,8 +243,6 @@ def test_holm_within_the_primary_family_and_bh_over_all_against_hand_computed_va
 
 
 def test_every_ledger_entry_declares_its_family_and_each_seed_claim_has_one_primary_test():
-    from adapterscope import ledger
-
     led = ledger.load_ledger()
     fams = {f.family for f in led.values()}
     assert fams == {"primary", "check"}

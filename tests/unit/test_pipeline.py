@@ -87,18 +87,18 @@ def test_control_runs_for_a_subset_of_models():
 
 
 def test_findings_scope_narrows_a_seed_mapping():
-    from adapterscope import findings
+    from adapterscope import findings, ledger
 
     prof = {"grid": {"models": ["a", "b"], "corpora": ["x"], "layer_controls": ["none"],
                      "seeds": {"a": [0, 1], "b": [0]}}}
-    f = findings.Finding(id="t", hypothesis="c " * 8, notebook="10_decorrelation", key="k", tolerance=0.1,
-                         scope={"models": ["b"]})
+    f = ledger.Finding(id="t", hypothesis="c " * 8, notebook="10_decorrelation", key="k", tolerance=0.1,
+                       scope={"models": ["b"]})
     g = findings.scoped_profile(f, prof)["grid"]
     assert g["models"] == ["b"] and g["seeds"] == {"b": [0]}
     f.scope = {"seeds": [1]}
     g = findings.scoped_profile(f, prof)["grid"]
     assert g["seeds"] == {"a": [1], "b": []}
-    with pytest.raises(findings.FindingError, match="not in the profile's grid"):
+    with pytest.raises(ledger.FindingError, match="not in the profile's grid"):
         f.scope = {"seeds": [5]}
         findings.scoped_profile(f, prof)
 
@@ -215,11 +215,11 @@ def test_a_level_equal_to_the_profiles_own_setting_is_refused():
 
 
 def test_dose_cells_in_findings_plans_and_single_runs():
-    from adapterscope import findings
+    from adapterscope import findings, ledger
 
     prof = {"grid": _dose_grid(), "notebooks": {"01_finetune": {"steps": 4}}, "_name": "p"}
-    f = findings.Finding(id="t", hypothesis="h", notebook="11_dose", key="findings.rho_dose_kl", tolerance=0.1,
-                         scope={"corpora": ["y"]})
+    f = ledger.Finding(id="t", hypothesis="h", notebook="11_dose", key="findings.rho_dose_kl", tolerance=0.1,
+                       scope={"corpora": ["y"]})
     sp = findings.scoped_profile(f, prof)
     assert sp["grid"]["dose"]["corpora"] == ["y"] and "control" not in sp["grid"]
     steps = findings.plan(f, sp)
@@ -230,11 +230,11 @@ def test_dose_cells_in_findings_plans_and_single_runs():
     assert steps[3][2]["steps"] == 50 and steps[3][2]["dose_tag"] == "dose-n50-lr0.0006"
     assert steps[0][2]["steps"] == 4 and "dose_tag" not in steps[0][2]
     assert steps[-1][2]["dose_corpora"] == ["y"]
-    f8 = findings.Finding(id="t8", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1)
+    f8 = ledger.Finding(id="t8", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1)
     sp8 = findings.scoped_profile(f8, prof)
     assert "dose" not in sp8["grid"] and not any("dose" in rid for _, rid, _ in findings.plan(f8, sp8))
-    fc = findings.Finding(id="tc", hypothesis="h", notebook="03_crosscoder", key="k", tolerance=0.1,
-                          run_id="a__x__none__s0__dose-n200-lr0.002")
+    fc = ledger.Finding(id="tc", hypothesis="h", notebook="03_crosscoder", key="k", tolerance=0.1,
+                        run_id="a__x__none__s0__dose-n200-lr0.002")
     plan = findings.plan(fc, findings.scoped_profile(fc, prof))
     assert [nb for nb, _, _ in plan] == ["01_finetune", "02_capture", "03_crosscoder"] and plan[0][2]["lr"] == 2e-3
     rid, ups = pipeline.single_run("02_capture", {"model": "m", "corpus": "c", "layer_control": "none", "seed": 0,
@@ -272,7 +272,7 @@ def _port_grid(**port):
 
 
 def test_portability_block_cells_params_and_findings_plan():
-    from adapterscope import findings
+    from adapterscope import findings, ledger
 
     prof = {"grid": _port_grid(corpora=["y"]), "_name": "p"}
     assert [pipeline.cell_id(c) for c in pipeline.summary_cells("07_portability", prof)] == ["a__y__none__s0"]
@@ -281,12 +281,12 @@ def test_portability_block_cells_params_and_findings_plan():
     assert sp["port_pairs"] == [["a", "c"]] and sp["port_corpora"] == ["y"] and sp["port_seeds"] == [0]
     declared = params.parse_parameters_cell(pipeline.notebook_path("07_portability"))
     assert {k for k in sp if k.startswith("port_")} <= set(declared)
-    f = findings.Finding(id="t", hypothesis="h", notebook="07_portability", key="findings.recovery_distilled",
-                         tolerance=0.1)
+    f = ledger.Finding(id="t", hypothesis="h", notebook="07_portability", key="findings.recovery_distilled",
+                       tolerance=0.1)
     assert [(nb, rid) for nb, rid, _ in findings.plan(f, findings.scoped_profile(f, prof))] == [
         ("01_finetune", "a__y__none__s0"), ("07_portability", "grid")]
-    other = findings.Finding(id="o", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1,
-                             scope={"corpora": ["x"]})
+    other = ledger.Finding(id="o", hypothesis="h", notebook="10_decorrelation", key="k", tolerance=0.1,
+                           scope={"corpora": ["x"]})
     assert "portability" not in findings.scoped_profile(other, prof)["grid"]  # a scope never trips its check
     bare = {"grid": {k: v for k, v in prof["grid"].items() if k != "portability"}}
     assert pipeline.summary_cells("07_portability", bare) == [] and pipeline.summary_params("p", bare)["port_pairs"] == []
@@ -343,3 +343,65 @@ def test_composition_block_cells_params_and_validation():
                        ({"levels": 1}, "may have models, corpora and seeds")]:
         with pytest.raises(pipeline.PipelineError, match=match):
             pipeline.grid_cells({"grid": {**g, "composition": bad}})
+
+
+def _plant_lib(root, files):
+    """A project under ``root`` whose lib/adapterscope holds ``files`` (relative path -> source)."""
+    for rel, src in files.items():
+        p = root / "lib" / "adapterscope" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(src)
+    return root / "lib" / "adapterscope"
+
+
+def test_lib_closure_follows_sub_packages_relative_and_lazy_imports(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(tmp_path))
+    lib = _plant_lib(tmp_path, {
+        "__init__.py": '__version__ = "0"\n',
+        "a.py": "def f():\n    from . import b\n",           # lazy, inside a function
+        "b.py": "X = 1\n",
+        "unused.py": "from . import b\n",
+        "sub/__init__.py": "from .. import b\n",
+        "sub/c.py": "from .d import Y\nfrom ..b import X\n",
+        "sub/d.py": "Y = 2\n",
+    })
+    nb = ("import numpy\nfrom adapterscope import a, __version__\nfrom adapterscope.sub.c import Y\n"
+          "import adapterscope\n")
+    assert pipeline.lib_closure(nb) == [lib / "a.py", lib / "b.py", lib / "sub" / "__init__.py",
+                                        lib / "sub" / "c.py", lib / "sub" / "d.py", lib / "__init__.py"]
+    assert pipeline.lib_closure("from adapterscope import sub") == [lib / "b.py", lib / "sub" / "__init__.py",
+                                                                    lib / "__init__.py"]
+    assert pipeline.lib_closure("import json") == [lib / "__init__.py"]
+
+
+@pytest.mark.parametrize("where, source, line, stmt", [
+    ("notebook", "import os\nfrom adapterscope import d\n", 2, "from adapterscope import d"),  # d moved into sub/
+    ("notebook", "import adapterscope.sub.gone\n", 1, "import adapterscope.sub.gone"),
+    ("notebook", "from adapterscope.sub import nope\n", 1, "from adapterscope.sub import nope"),  # not in sub/
+    ("notebook", "from adapterscope.a.b import X\n", 1, "from adapterscope.a.b import X"),  # a is no package
+    ("a.py", "import os\n\ndef f():\n    from .renamed import g\n", 4, "from .renamed import g"),  # lazy
+    ("sub/c.py", "from ...b import X\n", 1, "from ...b import X"),  # beyond the top-level package
+])
+def test_lib_closure_refuses_an_import_it_cannot_resolve_naming_it_and_its_file(tmp_path, monkeypatch, where,
+                                                                                  source, line, stmt):
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(tmp_path))
+    files = {"__init__.py": "", "a.py": "X = 0\n", "sub/__init__.py": "", "sub/c.py": "X = 1\n", "sub/d.py": ""}
+    nb = "from adapterscope import a\nfrom adapterscope.sub import c\n"
+    if where == "notebook":
+        nb = source
+    else:
+        files[where] = source
+    lib = _plant_lib(tmp_path, files)
+    origin = tmp_path / "notebooks" / "99_planted.py"
+    with pytest.raises(pipeline.PipelineError) as e:
+        pipeline.lib_closure(nb, origin=origin)
+    file = origin if where == "notebook" else lib / where
+    assert str(e.value).startswith(f"{file}, line {line}: `{stmt}`: an adapterscope import that resolves to no file")
+
+
+def test_lib_closure_of_every_notebook_resolves():
+    from adapterscope import paths
+
+    for nb in sorted((paths.project_root() / "notebooks").glob("[0-9]*.py")):
+        closure = pipeline.lib_closure(nb.read_text(), origin=nb)
+        assert closure[-1].name == "__init__.py" and all(f.is_file() for f in closure), nb.name

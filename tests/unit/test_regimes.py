@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapterscope import geometry, scenes
+from adapterscope import geometry, macros, scenes
 from adapterscope import regimes as R
 
 # --------------------------------------------------------------------------------- planted predictions
@@ -78,7 +78,7 @@ def test_paired_differences_carry_the_ledger_keys():
     ad = R.adapter_stability_change(var, ["prompt", "pressure"], n_boot=200, seed=0)
     assert ad["pressure"]["value"] == pytest.approx(1 - 0.375) and ad["prompt"]["value"] == pytest.approx(0.375)
     for d in (gap, ad["pressure"]):
-        f = R.finding(d)
+        f = macros.ledger_view(d, require=R.FINDING_KEYS)  # as 05b_regime_probing records a finding
         assert set(f) == set(R.FINDING_KEYS) and f["ci_low"] <= f["value"] <= f["ci_high"] and 0 < f["p_value"] <= 1
     none = R.adapter_stability_change(var.assign(same_adapted=var.same_base), ["prompt"], n_boot=200, seed=0)
     assert none["prompt"]["value"] == 0 and none["prompt"]["p_value"] == 1.0

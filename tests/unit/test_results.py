@@ -63,3 +63,27 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         tmp.mkdir()
         (tmp / "x").write_text("2")
     assert (d / "x").read_text() == "2" and sorted(p.name for p in tmp_path.iterdir()) == ["adir", "out.json"]
+
+
+def test_a_record_without_output_digests_vouches_for_no_artefact(tmp_path, monkeypatch):
+    """An upstream artefact is read only against its run's recorded digest: a record lacking
+    ``provenance.outputs`` (from before outputs were recorded) is refused, naming the run to redo."""
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(tmp_path))
+    art = results.artefact_dir("01_finetune", "m__c__none__s0") / "adapter"
+    art.mkdir(parents=True)
+    (art / "weights.bin").write_bytes(b"weights")
+    rp = results.Run("01_finetune", "m__c__none__s0", params={}, seed=0).write()
+    rec = json.loads(rp.read_text())
+    assert rec["provenance"]["outputs"] == {"adapter": results.sha256_tree(art)}
+    down = results.Run("02_capture", "m__c__none__s0", params={}, seed=0)
+    assert down.add_input("adapter", art) == rec["provenance"]["outputs"]["adapter"]  # a record with digests vouches
+    del rec["provenance"]["outputs"]
+    rp.write_text(json.dumps(rec))
+    for path in (art, art / "weights.bin"):
+        with pytest.raises(results.ResultsError, match=r"records no output digests.*redo 01_finetune run "
+                                                       r"m__c__none__s0 \(`python -m adapterscope.pipeline run "
+                                                       r"01_finetune --force`"):
+            down.add_input("adapter", path)
+        with pytest.raises(results.ResultsError, match="records no output digests"):
+            results.check_artefact(path)
+    results.check_artefact(art, exclude=("01_finetune", "m__c__none__s0"))  # the run's own artefacts are its own

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +98,145 @@ def test_bootstrap_ci_matches_scipy_and_handles_degenerate_resamples():
     lo, hi, deg = stats.bootstrap_ci((x,), lambda a, axis=-1: a.mean(axis), method="BCa", n_resamples=999, seed=0)
     ref = st.bootstrap((x,), np.mean, n_resamples=999, method="BCa", rng=np.random.default_rng(0))
     assert (lo, hi, deg) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high, 0.0))
+
+
+# ---------------------------------------------------------------- mean_ci: the three CIs of a mean it replaced
+# Reference oracles: the three deleted duplicates and stats.bootstrap_ci as it was before issue #39, copied
+# verbatim but for their names (prefixed _old_), scipy.stats spelled ``st`` and the oracles calling _old_bootstrap_ci.
+def _old_bootstrap_ci(data, statistic, *, paired: bool = True, n_resamples: int = 9999,
+                      level: float = 0.95, seed: int = 0, method: str = "percentile") -> tuple[float, float, float]:
+    """(low, high, degenerate_fraction) of a seeded bootstrap CI (scipy.stats.bootstrap)."""
+    data = tuple(np.asarray(d, float) for d in data)
+    if min(len(d) for d in data) < 2:
+        return math.nan, math.nan, math.nan
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = st.bootstrap(data, statistic, n_resamples=n_resamples, vectorized=True, paired=paired,
+                           confidence_level=level, method="percentile",
+                           rng=np.random.default_rng(seed))
+    dist = np.asarray(res.bootstrap_distribution, float)
+    bad = ~np.isfinite(dist)
+    degenerate = float(bad.mean())
+    if degenerate == 1.0:
+        return math.nan, math.nan, 1.0
+    if degenerate > 0 or method == "percentile":
+        alpha = (1 - level) / 2
+        lo, hi = np.quantile(dist[~bad], [alpha, 1 - alpha])
+        return float(lo), float(hi), degenerate
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = st.bootstrap(data, statistic, n_resamples=n_resamples, vectorized=True, paired=paired,
+                           confidence_level=level, method=method, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high), 0.0
+
+
+def _old_divergence_bootstrap_mean_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap CI of the mean (scipy.stats.bootstrap)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or np.allclose(v, v[0]):
+        return (float(v.mean()), float(v.mean())) if len(v) else (math.nan, math.nan)
+    r = st.bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                     random_state=np.random.default_rng(seed))
+    return float(r.confidence_interval.low), float(r.confidence_interval.high)
+
+
+def _old_regimes_mean_ci(x, n_boot: int, seed: int):
+    """(mean, low, high): percentile bootstrap 95% CI of the mean of ``x`` (one value per item)."""
+    x = np.asarray(x, float)
+    lo, hi, _ = _old_bootstrap_ci((x,), np.mean, n_resamples=n_boot, seed=seed)
+    return float(x.mean()), lo, hi
+
+
+def _old_composition_mean_ci(values: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The mean over subsets with a 95% percentile bootstrap CI over subsets (the ledger's form)."""
+    bootstrap_ci = _old_bootstrap_ci
+
+    v = np.asarray(list(values.values()), float)
+    out = {"value": float("nan"), "n": len(v), "reason": ""}
+    if len(v) < 2:
+        out["reason"] = f"{len(v)} subset(s) with a defined retention: a CI needs 2"
+        return out
+    lo, hi, _ = bootstrap_ci((v,), lambda x, axis=-1: np.mean(x, axis=axis), n_resamples=n_boot, seed=seed)
+    out.update(value=float(v.mean()), ci_low=lo, ci_high=hi)
+    return out
+
+
+def _samples():
+    """Seeded inputs of every shape the callers pass: row means, 0/1 shares, retentions; ties, constants,
+    near-constants (np.allclose but not equal), one value, none, a nan."""
+    rng = np.random.default_rng(39)
+    out = [rng.normal(1.0, 0.3, size=n) for n in (2, 3, 7, 24, 61)]
+    out += [rng.exponential(0.5, size=40), rng.integers(0, 2, size=30).astype(float),
+            rng.integers(0, 5, size=12) / 4, rng.uniform(-1, 2, size=9)]
+    out += [np.full(5, 0.1), [2.0, 2.0], [1.0, 1.0 + 1e-10, 1.0 - 1e-10], [0.3], [], [1.0, np.nan, 2.0, 0.5],
+            [0.0, 1.0]]
+    return [np.asarray(v, float) for v in out]
+
+
+def _same(a, b):
+    """Bit-identical floats (nan equal to nan)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+@pytest.mark.filterwarnings("ignore:The BCa confidence interval cannot be calculated")  # the old one, on a nan
+@pytest.mark.parametrize("n_boot,seed", [(2000, 0), (999, 7), (200, 3)])
+def test_mean_ci_reproduces_each_deleted_duplicate_bit_for_bit(n_boot, seed):
+    """Issue #39: ``stats.mean_ci`` at each former caller's options gives the very numbers of the function it
+    replaced: divergence.bootstrap_mean_ci (02_capture, audit: constant_point, nan_policy="propagate", scipy's
+    own quantile), regimes.mean_ci (regimes, escapes) and composition.mean_ci (12_composition's form)."""
+    for v in _samples():
+        c = stats.mean_ci(v, n_boot, seed, constant_point=True, nan_policy="propagate")
+        assert _same((c.ci_low, c.ci_high), _old_divergence_bootstrap_mean_ci(v, n_boot=n_boot, seed=seed)), v
+        if len(v):
+            r = stats.mean_ci(v, n_boot, seed)
+            assert _same((r.value, r.ci_low, r.ci_high), _old_regimes_mean_ci(v, n_boot, seed)), v
+        ta = stats.mean_ci(v, n_boot, seed)  # as 12_composition builds ta_retention
+        new = ({"value": ta.value, "n": ta.n, "reason": "", "ci_low": ta.ci_low, "ci_high": ta.ci_high}
+               if ta.n >= 2 else {"value": math.nan, "n": ta.n,
+                                  "reason": f"{ta.n} subset(s) with a defined retention: a CI needs 2"})
+        old = _old_composition_mean_ci({f"s{i}": x for i, x in enumerate(v)}, n_boot, seed)
+        assert list(new) == list(old) and new["n"] == old["n"] and new["reason"] == old["reason"], v
+        nums = [k for k in old if k not in ("n", "reason")]
+        assert _same([new[k] for k in nums], [old[k] for k in nums]), v
+
+
+def test_bootstrap_ci_default_path_is_unchanged_by_the_nan_policy_option():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=25)
+    y = x + rng.normal(size=25)
+    rho = lambda a, b, axis=-1: stats.spearman_rho(a, b, axis)  # noqa: E731
+    cases = [((x,), np.mean, {}), ((x,), np.mean, {"method": "BCa", "n_resamples": 999}),
+             ((x, y), rho, {"n_resamples": 999, "seed": 4}), (([0, 0, 1, 2], [1, 0, 2, 3]), rho, {"n_resamples": 999}),
+             (([0, 0, 1, 2], [1, 0, 2, 3]), rho, {"n_resamples": 999, "method": "BCa"}), (([1.0], ), np.mean, {})]
+    for data, f, kw in cases:
+        assert _same(stats.bootstrap_ci(data, f, **kw), _old_bootstrap_ci(data, f, **kw)), kw
+
+
+def test_mean_ci_options_and_why_the_capture_form_keeps_scipy_quantiles():
+    v = np.random.default_rng(0).normal(1.0, 0.2, size=200)
+    c = stats.mean_ci(v, 2000, constant_point=True, nan_policy="propagate")
+    assert c.ci_low < v.mean() < c.ci_high and c.ci_high - c.ci_low < 0.1 and c.n == 200
+    assert c.value == float(v.mean()) and c.extra == {"n_boot": 2000, "degenerate_fraction": 0.0}
+    two = stats.mean_ci([2.0, 2.0], 2000, constant_point=True)
+    assert (two.ci_low, two.ci_high) == (2.0, 2.0) and two.extra == {"constant": True}
+    assert math.isnan(stats.mean_ci([0.3], 2000).ci_low) and stats.mean_ci([0.3], 2000).value == 0.3
+    assert math.isnan(stats.mean_ci([], 2000, constant_point=True).value)
+    # "omit" drops a resample whose mean is nan, "propagate" (scipy's interval) turns the CI nan
+    w = [1.0, np.nan, 2.0, 0.5]
+    assert np.isfinite([stats.mean_ci(w, 999).ci_low]).all()
+    assert math.isnan(stats.mean_ci(w, 999, nan_policy="propagate").ci_low)
+    # numpy's and scipy's linear quantiles round differently: the two policies differ in the last bits, so the
+    # capture form must keep "propagate" to reproduce recorded numbers exactly
+    diffs = []
+    for s in range(20):
+        x = np.random.default_rng(s).normal(1, 0.3, size=30)
+        a, b = stats.mean_ci(x, 2000, s), stats.mean_ci(x, 2000, s, nan_policy="propagate")
+        assert (a.ci_low, a.ci_high) == pytest.approx((b.ci_low, b.ci_high), rel=1e-12, abs=1e-15)
+        diffs.append((a.ci_low, a.ci_high) != (b.ci_low, b.ci_high))
+    assert any(diffs)
+    with pytest.raises(ValueError, match="nan_policy"):
+        stats.bootstrap_ci((v,), np.mean, nan_policy="raise")
 
 
 def test_mean_difference_paired_exact_and_effect_size():
