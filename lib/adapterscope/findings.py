@@ -46,7 +46,7 @@ from typing import Any
 
 from . import params, paths, pipeline, results
 from .ledger import (RECORDED, SCOPE_KEYS, Finding, FindingError, adjusted_p, adjusted_verdict, compare, describe,
-                     get, load_ledger, load_recorded, measured, verdict)
+                     get, load_ledger, load_recorded, measured, verdict, written_dates)
 
 
 def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
@@ -262,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "list":
             rec, ledger = load_recorded(), load_ledger()
             adj = adjusted_p(ledger, {fid: rec.get(fid) for fid in ledger})
+            written = written_dates()
             for fid, f in ledger.items():
                 r = f"recorded {describe(rec[fid])}" if fid in rec else "not recorded"
                 word = verdict(f, rec[fid])[0] if fid in rec else "-"
                 aword, awhy = adjusted_verdict(f, rec[fid], adj.get(fid)) if fid in rec else ("-", "")
-                print(f"{fid} [{f.family}]\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, "
+                print(f"{fid} [{f.family}; written {written.get(fid, 'now (not committed)')}]\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, "
                       f"alpha {f.alpha:g})\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}; "
                       f"verdict (recorded) {word}, adjusted {aword}" + (f" ({awhy})" if awhy else ""))
             return 0

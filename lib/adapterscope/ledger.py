@@ -223,6 +223,34 @@ def verdict_macro(fid: str) -> str:
     return "\\" + results.tex_name("verdict", fid)
 
 
+def written_dates(root: Path | None = None) -> dict[str, str]:
+    """Finding id -> the date (YYYY-MM-DD) of the commit that first added it to the ledger, from git's history
+    of ``paper/findings.yml`` (one ``git log -p`` pass); empty where there is no history (a copy without .git).
+    An entry whose id is not committed yet has no date: it is being written now, before its first recorded
+    run."""
+    import re
+    import subprocess
+
+    root_ = root or paths.project_root()
+    try:
+        out = subprocess.run(["git", "log", "--reverse", "--format=@@%as", "-p", "--", str(LEDGER)], cwd=root_,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0:
+        return {}
+    dates: dict[str, str] = {}
+    day = ""
+    for line in out.stdout.splitlines():
+        if line.startswith("@@") and not line.startswith("@@ "):
+            day = line[2:]
+            continue
+        m = re.match(r"\+\s*-\s*(?:\{\s*)?id:\s*([A-Za-z0-9_.-]+)", line)
+        if m and m.group(1) not in dates:
+            dates[m.group(1)] = day
+    return dates
+
+
 def write_outputs() -> tuple[Path, Path]:
     """The paper's view of the ledger, from the current results files:
 
@@ -243,6 +271,7 @@ def write_outputs() -> tuple[Path, Path]:
         except (FileNotFoundError, FindingError):
             values[fid] = None
     adj = adjusted_p(ledger, values)
+    written = written_dates()
     for fid, f in ledger.items():
         v = values[fid]
         word, why = verdict(f, v)
@@ -268,7 +297,8 @@ def write_outputs() -> tuple[Path, Path]:
         tid = results.tex_escape(fid).replace("-", "-{}\\allowbreak ")  # ids break at hyphens in the narrow column
         a = adj.get(fid, {})
         padj = fmt(a["p_adjusted"], 2) if "p_adjusted" in a else "--"
-        rows.append(f"\\texttt{{{tid}}} \\newline {{\\footnotesize {f.family}}} & {hyp} & {val} & {n} & {ci} & {p} & "
+        when = f", written {written[fid]}" if fid in written else ""
+        rows.append(f"\\texttt{{{tid}}} \\newline {{\\footnotesize {f.family}{when}}} & {hyp} & {val} & {n} & {ci} & {p} & "
                     f"{padj} & \\emph{{{word}}} \\newline \\emph{{{aword}}}")
     head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & $p_\text{adj}$ & "
             r"verdict: raw, adjusted \\")

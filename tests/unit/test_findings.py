@@ -249,3 +249,28 @@ def test_every_ledger_entry_declares_its_family_and_each_seed_claim_has_one_prim
     prim = [fid for fid, f in led.items() if f.family == "primary"]
     assert {"decor-pooled", "clamp-vs-random", "port-distill", "comp-decoding-vs-merge"} <= set(prim)
     assert "depth-slope" not in prim and "cal-detect-matched" not in prim  # an expected trend, a calibration
+
+
+def test_written_dates_come_from_the_commit_that_first_added_each_id(tmp_path):
+    import os
+    import subprocess
+
+    from adapterscope import ledger
+
+    (tmp_path / "paper").mkdir()
+    f = tmp_path / "paper" / "findings.yml"
+
+    def commit(text, day):
+        f.write_text(text)
+        env = {**os.environ, "GIT_AUTHOR_DATE": f"{day}T12:00:00", "GIT_COMMITTER_DATE": f"{day}T12:00:00",
+               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}
+        subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, env=env)
+        subprocess.run(["git", "commit", "-q", "-m", day], cwd=tmp_path, check=True, env=env)
+
+    assert ledger.written_dates(tmp_path) == {}  # no history: no dates
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    commit("findings:\n  - id: a\n    hypothesis: x\n", "2026-01-01")
+    commit("findings:\n  - id: a\n    hypothesis: x\n  - {id: b, hypothesis: y}\n", "2026-02-02")
+    commit("findings:\n  - {id: b, hypothesis: y}\n  - id: a\n    hypothesis: x, reworded\n", "2026-03-03")
+    assert ledger.written_dates(tmp_path) == {"a": "2026-01-01", "b": "2026-02-02"}
