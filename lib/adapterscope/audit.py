@@ -166,7 +166,7 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                          "displacement": disp, "cka_trimmed": j["cka_trimmed"], "se_trimmed": j["cka_trimmed_se"],
                          "displacement_trimmed": disp_t, "n_massive": j["n_massive"], "n_tokens": j["n_tokens"],
                          "massive_share": j["massive_share"],
-                         "carried_by_massive": outliers.carried_by_massive(disp, disp_t)})
+                         "carried_by_massive": outliers.carried_by_massive(disp, disp_t, se=j["cka_se"])})
     out["profile"] = prof
     d = np.array([p["depth"] for p in prof])
     c, se = np.array([p["cka"] for p in prof]), np.array([p["se"] for p in prof])
@@ -315,11 +315,23 @@ def place(value: float, ref: Sequence[float]) -> dict[str, Any]:
         return {**out, "call": "no reference"}
     out["percentile"] = float(100 * ((r < value).sum() + 0.5 * (r == value).sum()) / len(r))
     out["call"] = "above" if value > r.max() else "below" if value < r.min() else "within"
+    if len(r) > 1 and r.min() == r.max() == value:  # every adapter, this one too, reads the same
+        out["call"] = f"uninformative (every reference adapter reads {r.min():.3g})"
+        out["percentile"] = math.nan
     return out
 
 
-def placements(summary: dict[str, float], ref_runs: list[dict]) -> dict[str, dict[str, Any]]:
-    return {k: place(v, [r.get(k, math.nan) for r in ref_runs]) for k, v in summary.items()}
+def placements(summary: dict[str, float], ref_runs: list[dict],
+               massive: Sequence[dict[str, Any]] = ()) -> dict[str, dict[str, Any]]:
+    """:func:`place` for every summary number; a depth's 1 - CKA carried by massive-activation tokens
+    (``massive``: :func:`massive_notes`) says so in its call, with the trimmed reading beside it."""
+    out = {k: place(v, [r.get(k, math.nan) for r in ref_runs]) for k, v in summary.items()}
+    for n in massive:
+        p = out.get(f"displacement@{n['depth']:g}")
+        if p is not None and n["carried_by_massive"]:
+            p["call"] += (f"; carried by {n['n_massive']} massive token(s): without them "
+                          f"{n['displacement_trimmed']:.3g}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -540,7 +552,7 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
     summ = summarise(m, depths)
     ref = load_reference(base, depths)
     rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
-           "placement": placements(summ, ref["runs"]), "massive": massive_notes(m, depths),
+           "placement": placements(summ, ref["runs"], massive_notes(m, depths)), "massive": massive_notes(m, depths),
            "massive_factor": outliers.FACTOR}
     log(f"[4/4] writing the report to {safe(out)}")
     with paths.atomic_path(out) as tmp:

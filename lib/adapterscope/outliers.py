@@ -87,9 +87,14 @@ class TrimmedCKA:
                 "massive_share": self._sq_massive / self._sq_all if self._sq_all > 0 else float("nan")}
 
 
-def carried_by_massive(displacement: float, displacement_trimmed: float, ratio: float = 3.0) -> bool:
-    """True when 1 - CKA over every token is more than ``ratio`` times (and more than 0.05 above) 1 - CKA
-    without the massive tokens: the reading is then mostly the few flagged tokens' change."""
+def carried_by_massive(displacement: float, displacement_trimmed: float, ratio: float = 3.0, se: float = 0.0,
+                       floor: float = 1e-3) -> bool:
+    """True when 1 - CKA over every token is more than ``ratio`` times 1 - CKA without the massive tokens, and
+    the gap is resolved: above twice the every-token reading's jackknife SE ``se`` and above ``floor``. The
+    reading is then mostly the few flagged tokens' change. (An absolute gap of 0.05 was required before, which
+    left small readings 5-10x above their trimmed twins unflagged.)"""
     if not (displacement == displacement and displacement_trimmed == displacement_trimmed):  # NaN
         return False
-    return displacement > ratio * max(displacement_trimmed, 1e-12) and displacement - displacement_trimmed > 0.05
+    se = se if se == se else 0.0
+    gap = displacement - displacement_trimmed
+    return displacement > ratio * max(displacement_trimmed, 1e-12) and gap > max(2 * se, floor)

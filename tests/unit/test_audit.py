@@ -72,6 +72,23 @@ def test_place_percentile_range_and_call():
     assert audit.place(2.0, [])["call"] == "no reference"
     assert audit.place(math.nan, ref)["call"] == "undefined"
     assert audit.place(2.0, [math.nan, 1.0, None, 3.0])["n_ref"] == 2
+    # a measure on which every reference adapter, and this one, reads the same cannot place it
+    same = audit.place(0.0, [0.0, 0.0, 0.0])
+    assert same["call"].startswith("uninformative") and math.isnan(same["percentile"])
+    assert audit.place(3.0, [0.0, 0.0, 0.0])["call"] == "above"
+
+
+def test_a_displacement_carried_by_massive_tokens_is_flagged_by_ratio_and_its_placement_says_so():
+    from adapterscope import outliers
+
+    assert outliers.carried_by_massive(0.01, 0.001, se=0.001)  # 10x, a resolved gap (no 0.05 needed)
+    assert not outliers.carried_by_massive(0.01, 0.001, se=0.01)  # the gap is within the noise
+    assert not outliers.carried_by_massive(0.004, 0.0035)  # no ratio
+    assert not outliers.carried_by_massive(float("nan"), 0.001)
+    note = {"depth": 0.4, "layer": 12, "displacement": 0.01, "displacement_trimmed": 0.001, "n_massive": 2,
+            "n_tokens": 4000, "massive_share": 0.8, "carried_by_massive": True}
+    p = audit.placements({"displacement@0.4": 0.01}, [{"displacement@0.4": x} for x in (0.02, 0.03)], [note])
+    assert p["displacement@0.4"]["call"] == "below; carried by 2 massive token(s): without them 0.001"
 
 
 def _fake_measure(L=10, slope_up=True):
@@ -168,7 +185,8 @@ class _Imgs(HTMLParser):
 def test_report_figures_table_and_self_contained_html(tmp_path, project):
     m = _with_massive(_fake_measure())
     summ = audit.summarise(m, (0.4, 0.9))
-    ref = [{**summ, "kl_neutral": x} for x in (0.01, 0.02, 0.03)]
+    ref = [{**{k: v * f for k, v in summ.items()}, "kl_neutral": x} for x, f in ((0.01, 0.9), (0.02, 1.0),
+                                                                                 (0.03, 1.1))]
     rep = {"base": "smollm2-135m", "adapter": "a/b", "measure": m, "summary": summ,
            "reference": {"source": "test", "runs": ref}, "placement": audit.placements(summ, ref), "wall_s": 3.0,
            "massive": audit.massive_notes(m, (0.4, 0.9)), "massive_factor": 10.0,

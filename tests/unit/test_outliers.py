@@ -81,8 +81,10 @@ def test_bad_input_is_refused():
         outliers.massive_mask(torch.randn(2, 3, 4))
 
 
-def test_carried_by_massive_needs_both_a_ratio_and_an_absolute_gap():
-    assert not outliers.carried_by_massive(0.02, 0.005)  # ratio 4 but only 0.015 apart: both tiny
+def test_carried_by_massive_needs_a_ratio_and_a_resolved_gap():
+    assert not outliers.carried_by_massive(0.02, 0.005, se=0.01)  # ratio 4, but 0.015 apart is within 2 SE
+    assert outliers.carried_by_massive(0.02, 0.005, se=0.001)  # the same ratio, resolved: flagged (#37)
+    assert not outliers.carried_by_massive(0.0009, 0.0001)  # ratio 9 but a gap below the 1e-3 floor
     assert outliers.carried_by_massive(0.30, 0.02)
     assert not outliers.carried_by_massive(0.30, 0.15)  # ratio 2
     assert not outliers.carried_by_massive(float("nan"), 0.1)
