@@ -290,6 +290,31 @@ def load_reference(model: str, depths: Sequence[float] = DEPTHS, root: Path | No
     return {"source": "none", "runs": []}
 
 
+def reference_model(base: str) -> tuple[str | None, str]:
+    """(the embedded model whose reference applies to ``base``, how it was matched): an embedded name is itself;
+    a local folder is matched to an embedded model whose converted cache holds the same weights (the same
+    ``model.safetensors`` bytes: sizes first, then sha256), e.g. the converted cache folder itself or a copy of
+    it; otherwise (None, why no reference applies)."""
+    from . import models
+
+    if base in models.EMBEDDED:
+        return base, "embedded name"
+    p = Path(base).expanduser()
+    w = p / "model.safetensors"
+    if not w.is_file():
+        return None, ("not an embedded model, and not a local folder with one model.safetensors to match against "
+                      "the embedded models' weights")
+    size, digest = w.stat().st_size, None
+    for name in sorted(models.EMBEDDED):
+        cw = models.cache_path(name) / "model.safetensors"
+        if not cw.is_file() or cw.stat().st_size != size:
+            continue
+        digest = digest or results.sha256_file(w)
+        if results.sha256_file(cw) == digest:
+            return name, f"local folder with the weights of the converted {name} (sha256 of model.safetensors)"
+    return None, "a local folder whose weights match no converted embedded model, so no reference adapter exists"
+
+
 def write_reference(models_: Sequence[str], depths: Sequence[float] = DEPTHS) -> Path:
     """Record the reference of each model from ``results/`` into ``data/reference/audit_reference.json``."""
     from datetime import datetime, timezone
@@ -465,7 +490,8 @@ def render_html(rep: dict[str, Any], pngs: dict[str, Path]) -> str:
 mark{{background:#ffd54f}}</style></head><body>
 <h1>Two-axis audit</h1>
 <p>base <code>{e(rep['base'])}</code>, adapter <code>{e(str(rep['adapter']))}</code>; reference:
-{e(rep['reference']['source'])} ({len(rep['reference']['runs'])} adapters of the same base).</p>
+{e(rep['reference']['source'])} ({len(rep['reference']['runs'])} adapters of the same base;
+{e(rep['reference'].get('matched', ''))}).</p>
 <div class="axes">{cols['output']}{cols['internal']}</div>
 <h2>Output change per text (95% CI over rows)</h2>
 <table><tr><th>text</th><th>KL(base||adapted)</th><th>top-1 agreement</th><th>tokens</th></tr>{outrows}</table>
@@ -550,7 +576,12 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         f"depths {list(depths)}")
     m = measure(pm, sets, depths, device=device, epochs=epochs, n_boot=n_boot, seed=seed, progress=progress, tok=tok)
     summ = summarise(m, depths)
-    ref = load_reference(base, depths)
+    ref_name, matched = reference_model(base)
+    ref = load_reference(ref_name, depths) if ref_name else {"source": "none", "runs": []}
+    ref["matched"] = matched
+    if not ref["runs"]:
+        log(f"note: no reference adapters for this base ({safe(matched)}): every number is reported without a "
+            "placement")
     rep = {"base": base, "adapter": str(adapter), "measure": m, "summary": summ, "reference": ref,
            "placement": placements(summ, ref["runs"], massive_notes(m, depths)), "massive": massive_notes(m, depths),
            "massive_factor": outliers.FACTOR}

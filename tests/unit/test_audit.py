@@ -239,3 +239,23 @@ def test_cka_layer_groups_fit_the_budget_and_the_grouping_changes_no_number(tiny
     assert (one["cka_passes"], per_layer["cka_passes"]) == (1, 3)
     assert one["profile"] == per_layer["profile"] and one["output"] == per_layer["output"]
     assert one["crosscoder"] == per_layer["crosscoder"]
+
+
+def test_a_local_base_folder_finds_its_reference_by_its_weights(tmp_path, monkeypatch, tiny_llama):
+    from adapterscope import models
+
+    monkeypatch.setenv("ADAPTERSCOPE_CACHE", str(tmp_path / "cache"))
+    conv = models.cache_path("smollm2-135m")  # stands in for the converted embedded model
+    tiny_llama.save_pretrained(conv, safe_serialization=True)
+    copy = tmp_path / "my_base"
+    tiny_llama.save_pretrained(copy, safe_serialization=True)
+    assert audit.reference_model("smollm2-135m") == ("smollm2-135m", "embedded name")
+    name, how = audit.reference_model(str(copy))
+    assert name == "smollm2-135m" and "sha256" in how
+    with torch.no_grad():
+        tiny_llama.model.norm.weight.add_(1.0)  # other weights, same size
+    other = tmp_path / "other_base"
+    tiny_llama.save_pretrained(other, safe_serialization=True)
+    name, how = audit.reference_model(str(other))
+    assert name is None and "match no converted embedded model" in how
+    assert audit.reference_model(str(tmp_path / "nowhere"))[0] is None
