@@ -588,16 +588,13 @@ def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
         case_models = {m for p in pb["pairs"] for m in p}
         return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in case_models
                 and c["corpus"] in pb["corpora"] and c["seed"] in pb["seeds"]]
-    if nb == "12_composition":
-        if not prof["grid"].get("composition"):
+    subset = {"12_composition": ("composition", composition_block),  # blocks that read a part of the main grid
+              "13_calibration": ("calibration", calibration_block)}
+    if nb in subset:
+        key, block = subset[nb]
+        if not prof["grid"].get(key):
             return []
-        cb = composition_block(prof["grid"])
-        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
-                and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
-    if nb == "13_calibration":
-        if not prof["grid"].get("calibration"):
-            return []
-        cb = calibration_block(prof["grid"])
+        cb = block(prof["grid"])
         return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
                 and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
     return main + grid_cells(prof, "control")
