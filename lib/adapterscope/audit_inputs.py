@@ -56,6 +56,11 @@ def check_options(tokens: int, seq_len: int, seed: int, epochs: int, depths: Seq
     _int_in("--seq-len", seq_len, MIN_SEQ_LEN, MAX_SEQ_LEN, "tokens per row; the reference used 64")
     _int_in("--seed", seed, 0, MAX_SEED, "a non-negative 32-bit integer")
     _int_in("--epochs", epochs, 1, MAX_EPOCHS, "crosscoder passes over the training tokens; the reference used 8")
+    _check_depths(depths)
+
+
+def _check_depths(depths: Sequence[float]) -> None:
+    """At least two distinct finite depths in [0, 1]."""
     bad = [d for d in depths if not (isinstance(d, (int, float)) and math.isfinite(d) and 0 <= d <= 1)]
     if bad:
         raise AuditError(f"--depths must lie in [0, 1], got {[safe(d) for d in bad]}")
@@ -66,12 +71,7 @@ def check_options(tokens: int, seq_len: int, seed: int, epochs: int, depths: Seq
 
 def depth_layers(n_layers: int, depths: Sequence[float]) -> list[int]:
     """round(depth * (L - 1)) for each depth in [0, 1], sorted; depths that land on one layer are refused."""
-    bad = [d for d in depths if not 0 <= d <= 1]
-    if bad:
-        raise AuditError(f"--depths must lie in [0, 1], got {bad}")
-    if len(set(depths)) < 2:
-        raise AuditError("--depths: the audit needs at least two distinct depths (each regime hides from one); "
-                         "the default is 0.4 0.9")
+    _check_depths(depths)
     by_layer: dict[int, list[float]] = {}
     for d in depths:
         by_layer.setdefault(int(round(d * (n_layers - 1))), []).append(d)
