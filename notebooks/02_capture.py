@@ -19,7 +19,12 @@
 #   KL, top-1 agreement, perplexity of both models;
 # * the per-layer relative activation change ||a_ft - a_base|| / ||a_base|| at each site;
 # * exact linear CKA between base and fine-tuned residual streams at every captured layer, biased and debiased,
-#   streamed over all tokens of both sets (BOS excluded), with a delete-one-block jackknife CI.
+#   streamed over all tokens of both sets (BOS excluded), with a delete-one-block jackknife CI; and its trimmed
+#   twin without the massive-activation tokens (`outliers.TrimmedCKA`), which otherwise decide the reading;
+# * construction without a dictionary: per residual layer, the share of ||a_ft - a_base||^2 outside the base
+#   stream's principal subspace holding 90% / 99% of its variance, both without the massive-activation tokens
+#   (`intruders.OutsideShare`), and the adapter's
+#   intruder dimensions (`intruders.adapter_intruders`: new directions among the adapted weights' strongest).
 #
 # Optionally writes the paired activations as safetensors shards for later notebooks.
 #
@@ -63,7 +68,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from adapterscope import capture, cka, corpora, divergence, finetune, models, paths, plotting, results, stats
+from adapterscope import (capture, corpora, divergence, finetune, intruders, models, outliers, paths, plotting,
+                          results, stats)
 
 plotting.setup()
 NB = "02_capture"
@@ -98,7 +104,8 @@ writer = None
 t0 = time.perf_counter()
 n_tok = 0
 resid_keys = [models.hook_key(l, "resid_post") for l in layer_list] if "resid_post" in sites else []
-ckas = {k: cka.BlockedCKA(n_blocks=cka_blocks) for k in resid_keys}
+ckas = {k: outliers.TrimmedCKA(n_blocks=cka_blocks) for k in resid_keys}
+outside = {}
 for name, rows in sets.items():
     acc, act = divergence.DivergenceAccumulator(), divergence.ActivationChange()
     if write_shards:
@@ -113,6 +120,9 @@ for name, rows in sets.items():
         for k in resid_keys:
             pair = b.tokens(k)  # (N, 2, D), BOS dropped
             ckas[k].update(pair[:, 0], pair[:, 1])
+            keep = ~outliers.massive_mask(pair[:, 0], pair[:, 1])  # the base's subspace, not its attention sinks
+            outside.setdefault(k, intruders.OutsideShare(pair.shape[-1])).update(pair[keep, 0],
+                                                                                 pair[keep, 1] - pair[keep, 0])
         if writer:
             writer.add(b)
         n_tok += b.input_ids.numel()
@@ -126,9 +136,18 @@ for name, rows in sets.items():
 capture_s = time.perf_counter() - t0
 cka_layers = {}
 for k, acc in ckas.items():
-    jb, jd = acc.jackknife(debiased=False), acc.jackknife(debiased=True)
+    jb, jd, t = acc.all.jackknife(debiased=False), acc.all.jackknife(debiased=True), acc.result(debiased=True)
     cka_layers[k] = {"cka": jb["value"], "cka_se": jb["se"], "cka_debiased": jd["value"],
-                     "cka_debiased_se": jd["se"], "n_tokens": acc.n}
+                     "cka_debiased_se": jd["se"], "n_tokens": acc.n,
+                     "cka_trimmed_debiased": t["cka_trimmed"], "cka_trimmed_debiased_se": t["cka_trimmed_se"],
+                     "n_massive": t["n_massive"], "massive_share": t["massive_share"],
+                     "outside_share": outside[k].result()}
+t0 = time.perf_counter()
+intr_rows = intruders.adapter_intruders(pm)
+intr = {**intruders.summary(intr_rows), "modules": intr_rows, "seconds": time.perf_counter() - t0}
+print(f"intruder dimensions: {intr['n_intruders']} in {intr['n_modules']} modules ({intr['seconds']:.0f}s); "
+      "outside share (99%) by layer:",
+      [round(v["outside_share"]["0.99"], 3) for v in cka_layers.values()])
 pd.DataFrame(div).T
 
 # %% [markdown]
@@ -150,7 +169,8 @@ plt.close(fig)
 # ## Export
 
 # %%
-run.values.update({"divergence": div, "layer_change": change, "cka": cka_layers, "layers": layer_list, "num_layers": L,
+run.values.update({"divergence": div, "layer_change": change, "cka": cka_layers, "intruders": intr,
+                   "layers": layer_list, "num_layers": L,
                    "capture_s": capture_s, "paired_tokens_per_s": n_tok / capture_s})
 for s in sets:
     run.macro(f"{s}Kl", div[s]["kl"])

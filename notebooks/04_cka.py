@@ -30,11 +30,16 @@
 #   `depth-slope`), the mean equal-step-minus-standard slope difference over control pairs, and the mean per-run
 #   agreement rho, each with a 95% bootstrap CI over runs and a two-sided sign-flip permutation p
 #   (`adapterscope.depth`).
+# * **Trimmed**: massive-activation tokens (a few separators with norms 10-1000x the median) carry most of
+#   1 - CKA in most SmolLM2 runs, so every slope is also read without them (`02_capture`'s trimmed CKA): the
+#   trimmed mean slope (finding `depth-slope-trimmed`) and the trimmed equal-step-minus-standard difference over
+#   model x corpus units, tested with a one-sample t-test (no floor; the sign-flip p beside it), which decides the
+#   seed's question (finding `depth-equal-step`).
 #
 # **Reads** every grid cell's `results/01_finetune`, `02_capture` and `03_crosscoder` runs (standard and
 # equal-step). **Writes** `results/04_cka/grid.json`, `paper/generated/04_cka/`, `paper/generated/tables/cka_*.tex`,
 # `figures/04_cka/`. **Rerun alone:** `make notebook NB=04_cka` (after the grid). **Feeds** the depth-profile
-# results; finding `depth-slope`.
+# results; findings `depth-slope`, `depth-slope-trimmed`, `depth-equal-step`.
 
 # %% tags=["parameters"]
 model_names = ["smollm2-135m", "gemma3-270m"]  # base models of the grid
@@ -92,6 +97,22 @@ print("equal-step minus standard, over pairs:", control_diff)
 ctl
 
 # %% [markdown]
+# ## The same without the massive-activation tokens (the runs that recorded trimmed CKA)
+
+# %%
+df_t = depth.trimmed(df)
+if len(df_t):
+    slopes_t, boots_t = depth.slope_table(df_t, late_frac=late_frac, n_boot=n_boot, seed=boot_seed)
+else:
+    slopes_t, boots_t = slopes.iloc[0:0], {}
+slope_mean_t = depth.slope_finding(slopes_t, layer_controls[0], **over_runs)
+ctl_t = depth.control_table(slopes_t, boots_t, control, pairs)
+control_diff_t = depth.control_diff_finding(ctl_t, p_test="t", **over_runs)
+print("trimmed mean slope:", slope_mean_t)
+print("trimmed equal-step minus standard, over model x corpus units:", control_diff_t)
+ctl_t
+
+# %% [markdown]
 # ## Agreement with the crosscoder (where it ran): per-run rank correlation, tested over runs
 
 # %%
@@ -147,14 +168,25 @@ for r in ctl.itertuples():
                      f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
 latex.write_table("cka_control", "lllll", r"model & corpus & slope, standard & slope, equal-step & difference", tab_rows)
 
+tab_rows = []
+for r in ctl_t.itertuples():
+    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
+                    f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
+                    f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
+                    f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
+latex.write_table("cka_control_trimmed", "lllll",
+                  r"model & corpus & trimmed slope, standard & trimmed slope, equal-step & difference", tab_rows)
+
 std = slopes[slopes.layer_control == layer_controls[0]]
 run.values.update({"slopes": slopes.to_dict("records"), "control": ctl.to_dict("records"),
                    "agreement": {**agreement, "rho": agreement["rho_pooled"], "p": agreement["p_value"],
                                  "per_run": agree_runs.to_dict("records")},
+                   "slopes_trimmed": slopes_t.to_dict("records"), "control_trimmed": ctl_t.to_dict("records"),
                    "per_layer": df.to_dict("records"), "n_runs": int(len(slopes)), "n_tokens_min": int(df.n_tokens.min()),
                    "findings": {
                        "slope_min": {"value": float(std.slope.min()), "n": int(len(std))},
                        "slope_mean": slope_mean, "control_slope_diff": control_diff, "agreement_rho_mean": agreement,
+                       "slope_mean_trimmed": slope_mean_t, "control_slope_diff_trimmed": control_diff_t,
                        "n_positive_slope": {"value": int((std.slope_lo > 0).sum()), "n": int(len(std))},
                        "n_control_positive": {"value": int(ctl.ctl_positive.sum()), "n": int(len(ctl))}}})
 run.macro("NRuns", int(len(slopes)))
@@ -174,7 +206,9 @@ for m in model_names:
     run.macro(f"{mm}StdSlopeMeanCtlCorpora", float(cm.slope_none.mean()) if len(cm) else float("nan"))
 run.macro("NControl", int(len(ctl)))
 run.macro("NControlPositive", int(ctl.ctl_positive.sum()))
-for name, f in (("SlopeMean", slope_mean), ("ControlSlopeDiff", control_diff), ("AgreeRhoMean", agreement)):
+run.macro("NControlTrimmed", int(len(ctl_t)))
+for name, f in (("SlopeMean", slope_mean), ("ControlSlopeDiff", control_diff), ("AgreeRhoMean", agreement),
+                ("SlopeMeanTrimmed", slope_mean_t), ("ControlSlopeDiffTrimmed", control_diff_t)):
     run.macro(name, f["value"])
     run.macro(f"{name}Lo", f["ci_low"])
     run.macro(f"{name}Hi", f["ci_high"])

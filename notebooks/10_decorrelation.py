@@ -12,8 +12,10 @@
 
 # %% [markdown]
 # # 10 — Internal vs output change: the scatter, its statistics, regimes, perplexity, clamping
-# **Measures** whether internal change (the crosscoder's peak cross/self ratio; fine-tune-only latents; CKA's
-# late-layer displacement as a cross-check) and output change (next-token KL(base||ft) and 1 - top-1 agreement
+# **Measures** whether internal change (the primary reading, chosen by `13_calibration` and stated in the
+# ledger before the run: the crosscoder's FVU gap without massive-activation tokens, averaged over depths; beside
+# it the peak cross/self ratio, fine-tune-only latents, CKA's late-layer displacement, the share of the
+# displacement outside the base's principal subspace and intruder dimensions, each as an alternative axis) and output change (next-token KL(base||ft) and 1 - top-1 agreement
 # on neutral text) go together across the grid's adapters; classifies corpora into regimes; pools the clamping
 # effects of `09_clamp` (against its latent and noise controls, the rank-matched PCA baseline and the ceiling).
 #
@@ -25,7 +27,8 @@
 # **Reads** every main-grid cell's `results/01_finetune`, `02_capture`, `03_crosscoder` and `09_clamp` runs.
 # **Writes** `results/10_decorrelation/grid.json`, `paper/generated/10_decorrelation/`,
 # `paper/generated/tables/{decorrelation_stats,regimes,crosscoder,seed_reference}.tex`, `figures/10_decorrelation/`.
-# **Rerun alone:** `make notebook NB=10_decorrelation` (after the grid). **Feeds** findings `decor-pooled`,
+# **Rerun alone:** `make notebook NB=10_decorrelation` (after the grid). **Feeds** findings `decor-pooled-gap`,
+# `decor-in-domain`, `decor-pooled`,
 # `decor-smollm2`, `decor-gemma3`, `ppl-novel`, `clamp-vs-random`, `clamp-vs-noise`, `clamp-vs-pca`.
 
 # %% tags=["parameters"]
@@ -64,7 +67,8 @@ seeds_for = lambda m: seeds_by_model.get(m, seeds)  # noqa: E731
 df = dc.load_runs(model_names, corpus_names, layer_controls[0], seeds_for, late_frac, on_input=run.add_input)
 means = dc.corpus_means(df)
 per_depth = dc.load_per_depth(model_names, corpus_names, layer_controls[0], seeds_for)
-df[["model", "corpus", "seed", "kl", "disagree", "peak_ratio", "genuine", "late_disp", "ppl_base"]]
+df[["model", "corpus", "seed", "kl", "disagree", dc.PRIMARY_INTERNAL, "peak_ratio", "genuine", "late_disp", "outside_99",
+    "intruders"]]
 
 # %% [markdown]
 # ## Rank correlations, seed reliability, regimes, clamping
@@ -81,7 +85,15 @@ ctab = pd.DataFrame([{"unit": u, "scope": s, "pair": p, "rho": r["value"], "n": 
                       "ci_low": r["ci_low"], "ci_high": r["ci_high"], "reason": r.get("reason", "")}
                      for (u, s, p), r in corrs.items()])
 print("clamped:", clamped_set, "\nregime agreement:", agreement)
-ctab[ctab.pair.isin(["ratio_kl", "ppl_ftonly"]) & (ctab.unit == "corpus_means")]
+ctab[ctab.pair.isin(["gap_kl", "gap_klheld", "ratio_kl", "ppl_ftonly"]) & (ctab.unit == "corpus_means")]
+
+# %% [markdown]
+# ## Every internal reading against the output axis (corpus means, ranks within model)
+
+# %%
+axes_kl = dc.internal_axes(means, "kl", **S)
+axes_held = dc.internal_axes(means, "kl_heldout", **S)
+axes_kl
 
 # %%
 regimes
@@ -90,7 +102,8 @@ regimes
 # ## Figures
 
 # %%
-PANELS = [("ratio_kl", "peak cross/self ratio", "neutral KL(base||ft) [nats]"),
+PANELS = [("gap_kl", "FVU gap without massive tokens", "neutral KL(base||ft) [nats]"),
+          ("ratio_kl", "peak cross/self ratio", "neutral KL(base||ft) [nats]"),
           ("ratio_disagree", "peak cross/self ratio", "1 - top-1 agreement"),
           ("genuine_kl", "fine-tune-only latents (genuine)", "neutral KL(base||ft) [nats]")]
 fig, axes = plt.subplots(1, len(PANELS), figsize=(3.3 * len(PANELS), 3.0))
@@ -98,7 +111,10 @@ for ax, (pair, xl, yl) in zip(axes, PANELS):
     x, y = dc.PAIRS[pair]
     sns.scatterplot(df, x=x, y=y, hue="corpus", style="model", ax=ax, s=36)
     ax.set(xlabel=xl, ylabel=yl, yscale="log")
-    plotting.count_axis(ax, df[x], "x") if x == "genuine" else ax.set_xscale("log")
+    if x == "genuine":
+        plotting.count_axis(ax, df[x], "x")
+    elif (df[x] > 0).all():
+        ax.set_xscale("log")
     plotting.tidy_log(ax)
     ax.set_title(plotting.rho_title(corrs[("corpus_means", "pooled", pair)], "within-model", with_p=False), fontsize=8)
     ax.legend_.remove()
@@ -161,7 +177,8 @@ def stat_cells(r):
     return f"{r['n']} & {fmt(r['value'], 2)} & {p} & [{fmt(r['ci_low'], 2)}, {fmt(r['ci_high'], 2)}]"
 
 
-LAB = {"ratio_kl": r"peak ratio vs KL", "ratio_disagree": r"peak ratio vs $1-$top-1",
+LAB = {"gap_kl": r"FVU gap (trimmed) vs KL", "gap_klheld": r"FVU gap (trimmed) vs held-out KL",
+       "ratio_kl": r"peak ratio vs KL", "ratio_disagree": r"peak ratio vs $1-$top-1",
        "genuine_kl": r"genuine FT-only latents vs KL", "late_kl": r"late $1-$CKA vs KL",
        "late_ratio": r"late $1-$CKA vs peak ratio", "ppl_ftonly": r"base ppl vs FT-only latents"}
 SCOPES = [*[(m, "corpus_means", esc(m) + ", corpus means") for m in model_names],
@@ -185,6 +202,12 @@ latex.write_table("seed_reference", "lllrrrl",
     for k, lab, (r, _) in zip(SEED, ["internal vs output", "internal vs output, largest model",
                                      "perplexity vs novel latents"], ours)])
 
+latex.write_table("internal_axes", "lrrrl",
+                  r"internal reading & $n$ & $\rho$ vs KL & $p$ & $\rho$ vs held-out KL",
+                  [f"{esc(r.label)}{' (primary)' if r.primary else ''} & {r.n} & {fmt(r.rho, 2)} "
+                   f"[{fmt(r.ci_low, 2)}, {fmt(r.ci_high, 2)}] & {fmt(r.p, 2)} & {fmt(h.rho, 2)}"
+                   for r, h in zip(axes_kl.itertuples(), axes_held.itertuples())])
+
 latex.write_table("regimes", "llrrrrrrll",
                   r"model & corpus & peak ratio & $z$ & late $1-$CKA & $z$ & KL & $z$ & regime (crosscoder) & regime (CKA)",
                   [f"{esc(r.model)} & {esc(r.corpus)} & {fmt(r.peak_ratio, 3)} & {fmt(r.z_ratio, 2)} & "
@@ -206,7 +229,9 @@ latex.write_table("crosscoder", "llrrrrrrr",
 
 # %%
 extra = dc.FINDING_EXTRA  # the ledger's view of a statistic keeps the clamp's run counts and unit too
-findings = {"rho_ratio_kl_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "ratio_kl")], extra=extra),
+findings = {"rho_gap_kl_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "gap_kl")], extra=extra),
+            "rho_gap_klheld_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "gap_klheld")], extra=extra),
+            "rho_ratio_kl_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "ratio_kl")], extra=extra),
             "rho_ratio_kl_pooled_naive": macros.ledger_view(corrs[("runs", "pooled_naive", "ratio_kl")], extra=extra),
             "rho_ppl_ftonly_pooled": macros.ledger_view(corrs[("corpus_means", "pooled", "ppl_ftonly")], extra=extra),
             "regime_agreement": agreement,
@@ -218,6 +243,8 @@ findings["rho_ratio_kl_largest_means"] = findings[f"rho_ratio_kl_{largest}_means
 run.values.update({
     "runs": df.to_dict("records"), "corpus_means": means.to_dict("records"),
     "correlations": [{"unit": u, "scope": s, "pair": p, **r} for (u, s, p), r in corrs.items()],
+    "internal_axes": {"kl": axes_kl.to_dict("records"), "kl_heldout": axes_held.to_dict("records"),
+                      "primary": dc.PRIMARY_INTERNAL},
     "reliability": reliab, "regimes": regimes.to_dict("records"), "clamp_effects": clamp, "findings": findings,
     "clamped_set": clamped_set,
     "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}, "

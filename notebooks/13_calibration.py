@@ -151,11 +151,13 @@ tab = [f"{fmt(r['budget'], 0)} & {r['expansion']} & {fmt(r['freq'], 3)} & {above
 latex.write_table("calibration_mde", "rrrrrr", r"tokens & expansion & frequency & $\alpha$ learned & "
                   r"$\alpha$ fine-tune-only & RMS", tab or [r"\multicolumn{6}{l}{no calibration block in this profile} \\"])
 ntab = [f"{esc(n['pair'])} & {n['n_ft_only']} & {fmt(n['ratio_ft'], 3)} & {fmt(n['fvu_gap'], 4)} & "
-        f"{fmt(n['displacement'], 4)} & {fmt(n['displacement_trimmed'], 4)} & {fmt(n['rel_norm_median'], 3)}"
+        f"{fmt(n.get('fvu_gap_trimmed', math.nan), 4)} & {fmt(n['displacement'], 4)} & "
+        f"{fmt(n['displacement_trimmed'], 4)} & {fmt(n.get('outside_99', math.nan), 3)} & "
+        f"{fmt(n['rel_norm_median'], 3)}"
         for _, n in nulls.iterrows()]
-latex.write_table("calibration_nulls", "lrrrrrr",
-                  r"pair & FT-only & cross/self & FVU gap & $1-$CKA & trimmed & $\|\Delta a\|$",
-                  ntab or [r"\multicolumn{7}{l}{no calibration block in this profile} \\"])
+latex.write_table("calibration_nulls", "lrrrrrrrr",
+                  r"pair & FT-only & cross/self & FVU gap & trimmed & $1-$CKA & trimmed & outside 99\% & "
+                  r"$\|\Delta a\|$", ntab or [r"\multicolumn{9}{l}{no calibration block in this profile} \\"])
 f_matched = ledger.get(ledger.load_ledger(), "cal-detect-matched")
 verdict_matched, _ = ledger.verdict(f_matched, findings["detect_matched"])
 conclusion = {"supported": "construction at the adapter's own scale would have been seen at this budget, so the "
@@ -196,8 +198,18 @@ for pair in ("trained", "seed pair", "random LoRA"):  # a pair not run (one seed
     macros.number(run, f"FtOnly{nk}", n.get("n_ft_only", nan))
     macros.number(run, f"Ratio{nk}", n.get("ratio_ft", nan), digits=3)
     macros.number(run, f"FvuGap{nk}", n.get("fvu_gap", nan), digits=4)
+    macros.number(run, f"FvuGapTrimmed{nk}", n.get("fvu_gap_trimmed", nan), digits=4)
+    macros.number(run, f"OutsideNinetyNine{nk}", n.get("outside_99", nan), digits=3)
     macros.number(run, f"Displacement{nk}", n.get("displacement", nan), digits=4)
 macros.number(run, "Minutes", first["phase_s"]["total"] / 60 if first else nan, digits=1)
+# the planted response of the grid's primary internal reading: the same stream with every planted feature added
+# (the first fit: the grid's budget and expansion) against the unplanted trained pair
+planted_fit = first["fits"][0] if first else {}
+macros.number(run, "PlantedFvuGapTrimmed", planted_fit.get("fvu_gap_ft_trimmed", nan), digits=4)
+macros.number(run, "PlantedRatio", planted_fit.get("ratio_ft", nan), digits=3)
+prof = first.get("depth_profiles", {}) if first else {}  # the propagation null of the depth slope
+macros.number(run, "SlopeTrained", prof.get("trained", {}).get("slope", nan), digits=2)
+macros.number(run, "SlopeRandomLora", prof.get("random LoRA", {}).get("slope", nan), digits=2)
 proto_rows = [r for r in (first["planted"] if first else []) if r["budget"] == budgets[0]
               and r["expansion"] == expansions[0]]
 learned_matched = [r for r in proto_rows if r["matched"] and r["learned"]]

@@ -35,26 +35,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from .intruders import principal_basis, principal_basis_of_cov  # noqa: F401 (re-exported)
+
 COS_MIN = 0.7  # decoder cosine at which a planted direction counts as learned
 UNIFORM_VAR = 1.0 / 12.0  # variance of the Uniform(0.5, 1.5) strength factor
 
 
 # ------------------------------------------------------------------------------------------ planting
-def principal_basis(x_ND: torch.Tensor, variance: float) -> torch.Tensor:
-    """(D, k) orthonormal top principal directions of ``x`` (centred) holding at least ``variance`` of its
-    variance (k >= 1)."""
-    if not 0 < variance <= 1:
-        raise ValueError(f"variance must be in (0, 1], got {variance}")
-    x = x_ND.double()
-    c = x - x.mean(0)
-    cov = c.T @ c / max(len(c) - 1, 1)
-    evals, evecs = torch.linalg.eigh(cov)
-    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
-    share = torch.cumsum(evals, 0) / evals.sum().clamp_min(1e-300)
-    k = int(torch.searchsorted(share, torch.tensor(variance, dtype=share.dtype) - 1e-12)) + 1
-    return evecs[:, : min(k, x.shape[1])].float()
-
-
 def orthogonal_directions(x_ND: torch.Tensor, n: int, pc_variance: float = 0.9, seed: int = 0
                           ) -> tuple[torch.Tensor, int]:
     """(n, D) orthonormal random directions, each orthogonal to the top principal subspace of ``x`` that holds
@@ -318,17 +305,49 @@ def _fit(train, evals, cfg: CalibrationConfig, expansion: int, stream_seed: int,
 
 def _reading(fit, pair_x: torch.Tensor, name: str) -> dict[str, Any]:
     """The grid's internal measures of one unplanted pair: fine-tune-only latents, cross/self ratio, the FVU
-    gap (``fvu_cross_ft - fvu_self_ft``), 1 - CKA and the per-token displacement."""
-    from . import cka, outliers
+    gap (``fvu_cross_ft - fvu_self_ft``; both also without the massive-activation tokens), 1 - CKA (and trimmed),
+    the share of the displacement outside the base's 99% principal subspace (trimmed) and the per-token
+    displacement."""
+    from . import cka, intruders, outliers
 
     r = fit.row
     x = pair_x.double()
     keep = ~outliers.massive_mask(x[:, 0], x[:, 1])
     return {"pair": name, "n_ft_only": r["n_ft_only"], "n_ft_only_genuine": r["n_ft_only_genuine"],
             "ratio_ft": r["ratio_ft"], "fvu_gap": r["fvu_cross_ft"] - r["fvu_self_ft"],
+            "fvu_gap_trimmed": r["fvu_gap_ft_trimmed"], "ratio_trimmed": r["ratio_ft_trimmed"],
+            "outside_99": intruders.outside_share(x[keep, 0], x[keep, 1] - x[keep, 0], (0.99,))["0.99"],
             "fve_ft": r["fve_ft"], "displacement": 1 - cka.cka_features(x[:, 0], x[:, 1]),
             "displacement_trimmed": 1 - cka.cka_features(x[keep, 0], x[keep, 1]),
             "rel_norm_median": displacement_spectrum(pair_x, top=1)["rel_norm_median"]}
+
+
+@torch.no_grad()
+def depth_profile(peft_model, rows: torch.Tensor, adapter: str, batch_size: int = 8, device: str = "cpu"
+                  ) -> dict[str, Any]:
+    """Trimmed 1 - CKA (debiased, without massive-activation tokens) between the base and ``adapter`` streams at
+    every layer, and the least-squares slope of its log10 against relative depth (:func:`adapterscope.depth.log_slope`,
+    layers below their jackknife resolution read at it): for a random-direction LoRA with the trained adapter's
+    per-module norms, the depth slope that accumulation through the residual stream gives on its own."""
+    from . import capture, depth, models, outliers
+
+    L = models.num_layers(peft_model)
+    peft_model.set_adapter(adapter)
+    n_blocks = max(2, min(4, -(-len(rows) // batch_size)))  # jackknife blocks: one per batch, at most four
+    accs = [outliers.TrimmedCKA(n_blocks=n_blocks) for _ in range(L)]
+    for b in capture.iter_paired(peft_model, rows, list(range(L)), batch_size=batch_size, device=device,
+                                 with_logits=False, progress=False):
+        for layer in range(L):
+            pair = b.tokens(models.hook_key(layer, "resid_post"))
+            accs[layer].update(pair[:, 0], pair[:, 1])
+    res = [a.result(debiased=True) for a in accs]
+    d = np.arange(L) / (L - 1)
+    disp = np.array([1 - r["cka_trimmed"] for r in res])
+    se = np.array([r["cka_trimmed_se"] for r in res])
+    ok = np.isfinite(disp) & np.isfinite(se)
+    slope = depth.log_slope(d[ok], disp[ok], depth.resolution_floor(se[ok])) if ok.sum() >= 2 else float("nan")
+    return {"adapter": adapter, "depth": d.tolist(), "disp_trimmed": disp.tolist(), "se": se.tolist(),
+            "slope": float(slope)}
 
 
 def run_calibration(model: str, corpus: str, seeds: Sequence[int], corpus_names: Sequence[str],
@@ -414,7 +433,8 @@ def run_calibration(model: str, corpus: str, seeds: Sequence[int], corpus_names:
                          "rms": planted_rms(c["alpha"], c["freq"]), **r_, "genuine": r_["ft_only"]
                          and r_["latent"] in genuine})
         fits.append({"budget": budget, "expansion": expansion, **{k_: fit.row[k_] for k_ in (
-            "fve_base", "fve_ft", "l0", "dead_fraction", "n_ft_only", "ratio_ft", "train_s", "train_tokens")}})
+            "fve_base", "fve_ft", "l0", "dead_fraction", "n_ft_only", "ratio_ft", "fvu_gap_ft", "fvu_gap_ft_trimmed",
+            "ratio_ft_trimmed", "train_s", "train_tokens")}})
     phase["planted_fits"] = time.perf_counter() - t0
     grid_rows = [r_ for r_ in rows if not r_["matched"]]
     rates = detection_rates(grid_rows, by=("budget", "expansion", "alpha", "freq"))
@@ -445,13 +465,18 @@ def run_calibration(model: str, corpus: str, seeds: Sequence[int], corpus_names:
         fit = _fit(pair_tr[:b0], pair_ev, cfg, cfg.expansions[0], cfg.seed + layer, device, progress)
         nulls.append(_reading(fit, pair_tr[:b0], name))
     phase["null_fits"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    log("depth profiles: trained vs random LoRA (the propagation null)")
+    profiles = {name: depth_profile(pm, eval_rows[:n_eval], adapter, cfg.capture_batch, device)
+                for name, adapter in (("trained", s0), ("random LoRA", "random"))}
+    phase["depth_profiles"] = time.perf_counter() - t0
     phase["total"] = time.perf_counter() - t_all
     pm.set_adapter(s0)
     return {"model": model, "corpus": corpus, "seeds": list(seeds[:2]), "layer": layer, "depth": layer / (L - 1),
             "n_layers": L, "n_pc": n_pc, "median_norm": m, "spectrum": spectrum, "alpha_matched": alpha_matched,
             "rms_matched": spectrum["rms_top"][0], "planted": rows, "rates": rates, "mde": mde, "fits": fits,
             "matched": matched, "strong": stats.binomial_rate(sum(strong), len(strong)).as_dict(),
-            "nulls": nulls, "train_tokens": len(x_tr), "eval_tokens": len(x_ev), "phase_s": phase,
+            "nulls": nulls, "depth_profiles": profiles, "train_tokens": len(x_tr), "eval_tokens": len(x_ev), "phase_s": phase,
             "config": dataclasses.asdict(cfg)}
 
 

@@ -466,7 +466,8 @@ def latent_scaling(cc: Crosscoder, batches: Iterable[torch.Tensor], latents=None
 
 @torch.no_grad()
 def reconstruction_ratio(cc: Crosscoder, batches: Iterable[torch.Tensor], base: int = 0, ft: int = 1,
-                         use_threshold: bool = True, max_batches: int | None = None) -> dict:
+                         use_threshold: bool = True, max_batches: int | None = None,
+                         massive_factor: float | None = 10.0) -> dict:
     """Cross / self reconstruction errors from the same joint latents, raw space.
 
     z = encode(a_base, a_ft);  dec_m(z) = (sum_f z_f W_dec[f, m] + b_dec[m]) / s_m.
@@ -478,25 +479,44 @@ def reconstruction_ratio(cc: Crosscoder, batches: Iterable[torch.Tensor], base: 
 
     Normalised variants: fvu_* = error sum / SST of that model's activations (SST about
     the per-dimension mean), rel_* = mean_i ||err_i||^2 / ||a_i||^2 (per-token relative).
-    ratio_ft >> 1 when the fine-tuned model has directions the base decoder lacks."""
+    ratio_ft >> 1 when the fine-tuned model has directions the base decoder lacks.
+
+    The ratio is about 1 + (displacement energy) / self_ft: it grows with any displacement of a_ft from a_base
+    and with a better self reconstruction, so ``fvu_gap_ft = fvu_cross_ft - fvu_self_ft`` (the displacement the
+    base decoder cannot account for, as a share of the fine-tuned stream's variance) is reported beside it. With
+    ``massive_factor`` set, the ``*_trimmed`` twins of the fine-tuned side (``fvu_self_ft_trimmed``,
+    ``fvu_cross_ft_trimmed``, ``fvu_gap_ft_trimmed``, ``ratio_ft_trimmed``) leave out the massive-activation
+    tokens (:func:`adapterscope.outliers.massive_mask` per batch, in either stream; ``n_massive`` of them), whose
+    squared norms otherwise decide the sums."""
     if cc.M < 2:
         raise ValueError("reconstruction_ratio needs M >= 2")
+    from .outliers import massive_mask
+
     sums = {key: 0.0 for key in ("self_ft", "cross_ft", "self_base", "cross_base")}
     rel = dict(sums)
+    trim = {"self_ft": 0.0, "cross_ft": 0.0}
     moms = {m: StreamingMoments(cc.D) for m in (base, ft)}
-    n = 0
+    mom_trim = StreamingMoments(cc.D)
+    n = n_massive = 0
     for x in _iter_dev(batches, cc, max_batches):
         z = cc.encode(x, use_threshold=use_threshold)
         rec = cc.decode(z, unscale=False)
         dec = {m: (rec[:, m] / cc.scale_M[m]).double() for m in (base, ft)}
         a = {m: x[:, m].double() for m in (base, ft)}
+        keep = ~massive_mask(x[:, base], x[:, ft], massive_factor) if massive_factor else None
         pairs = {"self_ft": (ft, ft), "cross_ft": (ft, base), "self_base": (base, base), "cross_base": (base, ft)}
         for key, (ma, md) in pairs.items():
             e = ((a[ma] - dec[md]) ** 2).sum(-1)
             sums[key] += float(e.sum())
             rel[key] += float((e / (a[ma] ** 2).sum(-1).clamp_min(1e-30)).sum())
+            if keep is not None and key in trim:
+                trim[key] += float(e[keep].sum())
         for m in (base, ft):
             moms[m].update(x[:, m])
+        if keep is not None:
+            n_massive += int((~keep).sum())
+            if keep.any():
+                mom_trim.update(x[keep][:, ft])
         n += x.shape[0]
     out = {f"mse_{k_}": v / n for k_, v in sums.items()}
     out.update({f"rel_{k_}": v / n for k_, v in rel.items()})
@@ -504,5 +524,13 @@ def reconstruction_ratio(cc: Crosscoder, batches: Iterable[torch.Tensor], base: 
         out[f"fvu_{k_}"] = v / moms[ft if k_.endswith("_ft") else base].sst
     out["ratio_ft"] = sums["cross_ft"] / sums["self_ft"]
     out["ratio_base"] = sums["cross_base"] / sums["self_base"]
+    out["fvu_gap_ft"] = out["fvu_cross_ft"] - out["fvu_self_ft"]
+    if massive_factor:
+        sst = mom_trim.sst if mom_trim.n > 1 else math.nan
+        for k_, v in trim.items():
+            out[f"fvu_{k_}_trimmed"] = v / sst
+        out["fvu_gap_ft_trimmed"] = out["fvu_cross_ft_trimmed"] - out["fvu_self_ft_trimmed"]
+        out["ratio_ft_trimmed"] = trim["cross_ft"] / trim["self_ft"] if trim["self_ft"] > 0 else math.nan
+        out["n_massive"] = n_massive
     out["n_tokens"] = n
     return out

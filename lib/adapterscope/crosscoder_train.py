@@ -555,7 +555,9 @@ def fit_and_measure(train_x_NMD: torch.Tensor, eval_x_NMD: torch.Tensor, cfg: Cr
            "n_base_only": cls["counts"]["base_only"], "n_shared": cls["counts"]["shared"],
            "shared_cosine": cls["shared_cosine_mean"], "ratio_ft": rr["ratio_ft"], "ratio_base": rr["ratio_base"],
            "mse_self_ft": rr["mse_self_ft"], "mse_cross_ft": rr["mse_cross_ft"], "fvu_self_ft": rr["fvu_self_ft"],
-           "fvu_cross_ft": rr["fvu_cross_ft"], "train_s": train_s, "train_tokens": cfg.steps * cfg.batch_size,
+           "fvu_cross_ft": rr["fvu_cross_ft"], "fvu_gap_ft": rr["fvu_gap_ft"],
+           "fvu_gap_ft_trimmed": rr["fvu_gap_ft_trimmed"], "ratio_ft_trimmed": rr["ratio_ft_trimmed"],
+           "n_massive_eval": rr["n_massive"], "train_s": train_s, "train_tokens": cfg.steps * cfg.batch_size,
            "threshold": cal["threshold"], "threshold_ema": cal["threshold_ema"]}
     return DepthFit(cc=cc, cfg=cfg, row=row, r_F=np.asarray(cls["r"]), alive_F=alive)
 

@@ -25,6 +25,17 @@ construction (where KL is typical both are unresolved). :func:`regime_agreement`
 *internal* readings only (the level of the peak ratio vs the level of the late-layer displacement), against the
 agreement expected from their marginals (Cohen's kappa) and a permutation null shuffling one reading within
 model.
+
+Internal axes (issue #36). The cross/self ratio is about 1 + displacement energy / the crosscoder's own
+reconstruction error, and its peak is a max over noisy depths; ``13_calibration`` shows it, 1 - CKA and the FVU
+gap all separate a trained adapter from its null pairs (a seed twin, a random-direction LoRA). The decorrelation's
+primary internal measure, chosen by that calibration and stated in the ledger before the run
+(:data:`PRIMARY_INTERNAL`), is the FVU gap ``fvu_cross_ft - fvu_self_ft`` without the massive-activation tokens,
+averaged over the crosscoder's depths: the displacement the base decoder cannot account for as a share of the
+fine-tuned stream's variance, independent of how well the dictionary reconstructs. The other readings
+(:data:`INTERNAL_AXES`: raw and mean ratio, late 1 - CKA with and without massive tokens, the share of the
+displacement outside the base's principal subspace, intruder dimensions) are reported beside it as alternative
+internal axes, each correlated with the output axis in the same stratified test.
 """
 
 from __future__ import annotations
@@ -37,7 +48,21 @@ import pandas as pd
 
 from . import params, results, stats
 
+PRIMARY_INTERNAL = "gap_trimmed"  # the decorrelation's internal measure (ledger: decor-pooled-gap)
+INTERNAL_AXES = {  # column: label; every internal reading correlated with the output axis (internal_axes)
+    "gap_trimmed": "FVU gap without massive tokens, mean over depths",
+    "gap_mean": "FVU gap, mean over depths",
+    "ratio_trimmed": "cross/self ratio without massive tokens, mean over depths",
+    "ratio_mean": "cross/self ratio, mean over depths",
+    "peak_ratio": "peak cross/self ratio (max over depths)",
+    "late_disp": "late-layer 1 - CKA",
+    "late_disp_trimmed": "late-layer 1 - CKA without massive tokens",
+    "outside_99": "share of the displacement outside the base's 99% subspace",
+    "intruders": "intruder dimensions (all modules)",
+}
 PAIRS = {  # name: (internal, output)
+    "gap_kl": (PRIMARY_INTERNAL, "kl"),
+    "gap_klheld": (PRIMARY_INTERNAL, "kl_heldout"),  # in-domain pair: both axes on the held-out text
     "ratio_kl": ("peak_ratio", "kl"),
     "ratio_disagree": ("peak_ratio", "disagree"),
     "genuine_kl": ("genuine", "kl"),
@@ -48,8 +73,10 @@ PAIRS = {  # name: (internal, output)
 }
 LABELS = {"peak_ratio": "peak cross/self ratio", "kl": "neutral KL", "disagree": "1 - top-1 agreement",
           "genuine": "genuine fine-tune-only latents", "ft_only": "fine-tune-only latents",
-          "late_disp": "late-layer 1 - CKA", "ppl_base": "base perplexity"}
-MEAN_COLS = ["kl", "disagree", "peak_ratio", "genuine", "late_disp", "ppl_base", "ft_only"]
+          "late_disp": "late-layer 1 - CKA", "ppl_base": "base perplexity", "kl_heldout": "held-out KL",
+          **INTERNAL_AXES}
+MEAN_COLS = ["kl", "disagree", "peak_ratio", "genuine", "late_disp", "ppl_base", "ft_only", "kl_heldout",
+             *[c for c in INTERNAL_AXES if c not in ("peak_ratio", "late_disp")]]
 CLASS = {("high", "low"): "latent construction", ("high", "high"): "coupled construction",
          ("low", "high"): "reweighting", ("low", "low"): "minimal change"}
 UNRESOLVED = "unresolved"
@@ -62,6 +89,45 @@ CLAMP_CONDITIONS = ("clamp", "random", "noise", "pca", "subspace", "ceiling")
 CLAMP_CONTROLS = ("random", "noise", "pca")  # each tested as clamp minus control over the units
 
 
+def _mean(values) -> float:
+    v = np.asarray([x for x in values if x is not None], float)
+    return float(v.mean()) if len(v) and np.isfinite(v).all() else math.nan
+
+
+def internal_readings(cap: dict, ccr: dict, late_frac: float) -> dict:
+    """The alternative internal axes of one run (:data:`INTERNAL_AXES` but the peak ratio and late 1 - CKA),
+    NaN where the run predates the reading: means over the crosscoder's depths of the FVU gap and the ratio (each
+    also without the massive-activation tokens); late-layer 1 - CKA without them; the share of ||Delta a||^2
+    outside the base's 99% principal subspace, averaged over layers; the intruder dimensions of all modules."""
+    per = ccr.get("per_layer") or []
+    L = cap["num_layers"]
+    late_t = [1 - x.get("cka_trimmed_debiased", math.nan) for k, x in cap["cka"].items()
+              if int(k.split(".")[1]) / (L - 1) >= 1 - late_frac - 1e-9]
+    outside = [x["outside_share"]["0.99"] for x in cap["cka"].values() if "outside_share" in x]
+    return {"gap_trimmed": _mean(r.get("fvu_gap_ft_trimmed") for r in per),
+            "gap_mean": _mean(r["fvu_cross_ft"] - r["fvu_self_ft"] for r in per),
+            "ratio_trimmed": _mean(r.get("ratio_ft_trimmed") for r in per),
+            "ratio_mean": _mean(r["ratio_ft"] for r in per),
+            "late_disp_trimmed": _mean(late_t),
+            "outside_99": _mean(outside) if len(outside) == len(cap["cka"]) else math.nan,
+            "intruders": float(cap["intruders"]["n_intruders"]) if "intruders" in cap else math.nan}
+
+
+def internal_axes(means: pd.DataFrame, output: str = "kl", *, n_boot: int, n_perm: int, seed: int) -> pd.DataFrame:
+    """Each internal reading of :data:`INTERNAL_AXES` against ``output`` over the corpus means, stratified by
+    model (the primary test's design): one row per reading with rho, CI, p, n and the reason where undefined."""
+    rows = []
+    for col, label in INTERNAL_AXES.items():
+        if col not in means:
+            continue
+        r = correlate(means, col, output, strata="model", unit="corpus means", n_boot=n_boot, n_perm=n_perm,
+                      seed=seed)
+        rows.append({"axis": col, "label": label, "primary": col == PRIMARY_INTERNAL, "rho": r["value"],
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p": r["p_value"], "n": r["n"],
+                     "reason": r.get("reason", "")})
+    return pd.DataFrame(rows)
+
+
 def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
     """One run's internal and output measures from its 02_capture, 03_crosscoder and (optional) 09_clamp values."""
     L = cap["num_layers"]
@@ -72,7 +138,7 @@ def run_row(cap: dict, ccr: dict, clamp: dict | None, late_frac: float) -> dict:
            "kl_heldout": div["heldout"]["kl"], "ppl_base": div["heldout"]["ppl_base"],
            "ppl_ft": div["heldout"]["ppl_ft"], "peak_ratio": ccr["peak_ratio_ft"], "peak_depth": ccr["peak_depth"],
            "ft_only": ccr["n_ft_only_total"], "genuine": ccr["n_ft_only_genuine_total"],
-           "late_disp": float(np.mean(late)) if late else math.nan}
+           "late_disp": float(np.mean(late)) if late else math.nan, **internal_readings(cap, ccr, late_frac)}
     if clamp and clamp.get("clamp"):
         cs = clamp["clamp"]
         row.update(clamp_layer=clamp["layer"], n_clamped=clamp["n_clamped"],
@@ -170,6 +236,8 @@ def correlation_grid(df: pd.DataFrame, means: pd.DataFrame, model_names: list[st
         for scope in [*model_names, "pooled", "pooled_naive"]:
             sub = data if scope.startswith("pooled") else data[data.model == scope]
             for name, (x, y) in PAIRS.items():
+                if x not in data or y not in data:  # a table without that reading (load_runs always has it)
+                    continue
                 out[(unit, scope, name)] = correlate(sub, x, y, strata="model" if scope == "pooled" else None,
                                                      unit=label, n_boot=n_boot, n_perm=n_perm, seed=seed)
     return out

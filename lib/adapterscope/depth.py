@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from . import params, results, stats
 
@@ -142,21 +143,33 @@ def control_table(slopes: pd.DataFrame, boots: dict[tuple, np.ndarray], control:
 
 
 # ------------------------------------------------------------------------------------------ tests over runs
-def mean_over_units(values, *, unit: str = "runs", n_boot: int = 9999, n_perm: int = 9999, seed: int = 0) -> dict:
-    """Mean of one number per unit with a percentile bootstrap CI over units and a two-sided sign-flip permutation
-    p (H0: each unit's number is symmetric about 0). NaN values are dropped (counted in ``n_dropped``); fewer than
-    two units left: value NaN with a ``reason``."""
+P_TESTS = ("sign-flip", "t")
+
+
+def mean_over_units(values, *, unit: str = "runs", n_boot: int = 9999, n_perm: int = 9999, seed: int = 0,
+                    p_test: str = "sign-flip") -> dict:
+    """Mean of one number per unit with a percentile bootstrap CI over units and a two-sided p: the sign-flip
+    permutation p (H0: each unit's number is symmetric about 0), or with ``p_test="t"`` the one-sample t-test's
+    (H0: mean 0, units normal), which has no floor: the sign-flip p cannot fall below 2 / 2^n (0.0078 at n = 8),
+    too coarse to pass a Holm correction in a family of eight. Both p-values are kept (``p_sign_flip``,
+    ``p_t``). NaN values are dropped (counted in ``n_dropped``); fewer than two units left: value NaN with a
+    ``reason``."""
+    if p_test not in P_TESTS:
+        raise ValueError(f"p_test must be one of {P_TESTS}, got {p_test!r}")
     v = np.asarray(values, float).ravel()
     keep = np.isfinite(v)
     v = v[keep]
+    name = "two-sided sign-flip permutation p" if p_test == "sign-flip" else "two-sided one-sample t-test p"
     out = {"n": int(len(v)), "n_dropped": int((~keep).sum()), "unit": unit,
-           "test": f"mean over {unit}; two-sided sign-flip permutation p and 95% percentile bootstrap CI over {unit}"}
+           "test": f"mean over {unit}; {name} and 95% percentile bootstrap CI over {unit}"}
     if len(v) < 2:
         return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "p_method": "",
                 **out, "reason": f"fewer than two {unit} ({len(v)})"}
     r = stats.mean_difference(v, np.zeros_like(v), paired=True, n_boot=n_boot, n_permutations=n_perm, seed=seed)
-    return {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value, "p_method": r.p_method,
-            **out}
+    p_t = float(scipy.stats.ttest_1samp(v, 0.0).pvalue) if np.ptp(v) > 0 else (1.0 if v[0] == 0 else 0.0)
+    p, method = (r.p_value, r.p_method) if p_test == "sign-flip" else (p_t, "one-sample t-test")
+    return {"value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": p, "p_method": method,
+            "p_sign_flip": r.p_value, "p_t": p_t, **out}
 
 
 def slope_finding(slopes: pd.DataFrame, layer_control: str = "none", **kw) -> dict:
@@ -169,8 +182,22 @@ def slope_finding(slopes: pd.DataFrame, layer_control: str = "none", **kw) -> di
 
 
 def control_diff_finding(ctl: pd.DataFrame, **kw) -> dict:
-    """Mean over control pairs of slope(equal-step) - slope(standard), tested over pairs."""
-    return mean_over_units(ctl["diff"] if len(ctl) else [], unit="control pairs", **kw)
+    """Mean of slope(equal-step) - slope(standard) over model x corpus units (the seeds of a unit averaged
+    first), tested over those units (:func:`mean_over_units`; ``p_test`` chooses the p)."""
+    units = ctl.groupby(["model", "corpus"], sort=False)["diff"].mean() if len(ctl) else []
+    return {**mean_over_units(units, unit="model x corpus units (control pairs, seeds averaged)", **kw),
+            "n_pairs": int(len(ctl))}
+
+
+def trimmed(per_layer: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer table with the trimmed readings (without the massive-activation tokens) in the columns
+    :func:`slope_table` reads (``cka_debiased``, ``se``, ``disp``), for the runs that recorded them."""
+    if "cka_trimmed" not in per_layer:
+        return per_layer.iloc[0:0]
+    t = per_layer.dropna(subset=["cka_trimmed", "se_trimmed"]).copy()
+    t["cka_debiased"], t["se"] = t.cka_trimmed, t.se_trimmed
+    t["disp"] = (1 - t.cka_debiased).clip(lower=EPS)
+    return t
 
 
 # ------------------------------------------------------------------------------------------ crosscoder agreement
@@ -232,7 +259,8 @@ def load_cka(cells: Iterable[tuple], on_input: Callable[[str, str], None] | None
             layer = int(key.split(".")[1])
             rows.append({**run, "layer": layer, "depth": layer / (L - 1), "L": L, "cka": v["cka"],
                          "cka_se": v["cka_se"], "cka_debiased": v["cka_debiased"], "se": v["cka_debiased_se"],
-                         "n_tokens": v["n_tokens"]})
+                         "n_tokens": v["n_tokens"], "cka_trimmed": v.get("cka_trimmed_debiased", math.nan),
+                         "se_trimmed": v.get("cka_trimmed_debiased_se", math.nan)})
         wrows += [{**run, "layer": layer, "depth": layer / (L - 1), "update_ratio": r}
                   for layer, r in enumerate(ft["values"]["layer_update_ratio"])]
     df = pd.DataFrame(rows)

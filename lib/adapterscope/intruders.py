@@ -28,6 +28,25 @@ EPS = 0.5  # cosine below which a fine-tuned singular vector matches no base sin
 TOP_K = 10  # the adapted weight's singular vectors examined
 
 
+def principal_basis(x_ND: torch.Tensor, variance: float) -> torch.Tensor:
+    """(D, k) orthonormal top principal directions of ``x`` (centred) holding at least ``variance`` of its
+    variance (k >= 1)."""
+    x = x_ND.double()
+    c = x - x.mean(0)
+    return principal_basis_of_cov(c.T @ c / max(len(c) - 1, 1), variance)
+
+
+def principal_basis_of_cov(cov_DD: torch.Tensor, variance: float) -> torch.Tensor:
+    """(D, k) orthonormal top eigenvectors of a covariance matrix holding at least ``variance`` of its trace."""
+    if not 0 < variance <= 1:
+        raise ValueError(f"variance must be in (0, 1], got {variance}")
+    evals, evecs = torch.linalg.eigh(cov_DD.double())
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+    share = torch.cumsum(evals, 0) / evals.sum().clamp_min(1e-300)
+    k = int(torch.searchsorted(share, torch.tensor(variance, dtype=share.dtype) - 1e-12)) + 1
+    return evecs[:, : min(k, cov_DD.shape[0])].float()
+
+
 @torch.no_grad()
 def intruder_dimensions(W: torch.Tensor, dW: torch.Tensor, k: int = TOP_K, eps: float = EPS) -> dict[str, Any]:
     """Intruder dimensions of ``W + dW`` against ``W`` (both (out, in)): ``n`` of the top ``k`` left singular
@@ -71,8 +90,6 @@ def outside_share(base_ND: torch.Tensor, delta_ND: torch.Tensor, variances: Sequ
                   ) -> dict[str, float]:
     """Share of ``||delta||^2`` outside the top principal subspace of ``base`` holding each of ``variances``
     (keys ``"0.9"``, ``"0.99"``), and that subspace's dimension (``"k_0.9"``, ...)."""
-    from .calibration import principal_basis
-
     d = delta_ND.double()
     total = float((d ** 2).sum())
     out: dict[str, float] = {}
@@ -82,3 +99,42 @@ def outside_share(base_ND: torch.Tensor, delta_ND: torch.Tensor, variances: Sequ
         out[f"{v:g}"] = 1.0 - inside / total if total > 0 else float("nan")
         out[f"k_{v:g}"] = int(P.shape[1])
     return out
+
+
+class OutsideShare:
+    """:func:`outside_share` streamed over batches: the base activations' covariance (from running sums) and
+    the displacement's second moment ``sum delta delta^T``, in float64, so ``result`` equals
+    :func:`outside_share` over the concatenated batches (to rounding). Memory: two (D, D) float64 matrices."""
+
+    def __init__(self, dim: int, device=None):
+        self.n = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.xx = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.dd = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self, base_ND: torch.Tensor, delta_ND: torch.Tensor) -> "OutsideShare":
+        x, d = base_ND.to(self.xx.device, torch.float64), delta_ND.to(self.xx.device, torch.float64)
+        if x.shape != d.shape or x.shape[1] != self.xx.shape[0]:
+            raise ValueError(f"base and delta must both be (N, {self.xx.shape[0]}), got {tuple(x.shape)} and "
+                             f"{tuple(d.shape)}")
+        self.n += len(x)
+        self.sum += x.sum(0)
+        self.xx += x.T @ x
+        self.dd += d.T @ d
+        return self
+
+    @torch.no_grad()
+    def result(self, variances: Sequence[float] = (0.9, 0.99)) -> dict[str, float]:
+        if self.n < 2:
+            raise ValueError(f"OutsideShare needs at least two tokens, got {self.n}")
+        mean = self.sum / self.n
+        cov = (self.xx - self.n * torch.outer(mean, mean)) / (self.n - 1)
+        total = float(torch.trace(self.dd))
+        out: dict[str, float] = {}
+        for v in variances:
+            P = principal_basis_of_cov(cov, v).double()
+            inside = float(torch.trace(P.T @ self.dd @ P))
+            out[f"{v:g}"] = 1.0 - inside / total if total > 0 else float("nan")
+            out[f"k_{v:g}"] = int(P.shape[1])
+        return out

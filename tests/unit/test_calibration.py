@@ -168,3 +168,19 @@ def test_iter_adapter_pairs_reads_each_adapters_layer_output_and_restores_the_ac
     assert not torch.allclose(got[:, 0], got[:, 1], atol=1e-3)
     same = torch.cat(list(cal.iter_adapter_pairs(pm, rows, layer=1, adapters=("two", "two"))))
     assert torch.equal(same[:, 0], same[:, 1])
+
+
+def test_depth_profile_reads_every_layer_and_a_stronger_adapter_moves_more(tiny_llama):
+    from adapterscope import models
+
+    pm = _two_adapters(tiny_llama)
+    rows = torch.randint(3, 97, (12, 16), generator=torch.Generator().manual_seed(1))
+    prof = cal.depth_profile(pm, rows, "one", batch_size=4)
+    L = models.num_layers(pm)
+    assert len(prof["disp_trimmed"]) == L == len(prof["se"]) and prof["depth"][0] == 0 and prof["depth"][-1] == 1
+    assert math.isfinite(prof["slope"]) and prof["adapter"] == "one"
+    for n, m in pm.named_modules():  # ten times the update everywhere: more displacement at the last layer
+        if hasattr(m, "lora_B") and "one" in m.lora_B:
+            m.lora_B["one"].weight.data *= 10
+    big = cal.depth_profile(pm, rows, "one", batch_size=4)
+    assert big["disp_trimmed"][-1] > prof["disp_trimmed"][-1]

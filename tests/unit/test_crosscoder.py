@@ -319,6 +319,21 @@ def test_reconstruction_ratio_planted(trained):
     assert rr["fvu_cross_ft"] / rr["fvu_self_ft"] == pytest.approx(rr["ratio_ft"])
 
 
+def test_trimmed_ratio_equals_the_ratio_without_the_massive_tokens(trained):
+    batches = [x.clone() for x in eval_batches()]
+    for x in batches:  # a few massive tokens, moved in the fine-tuned stream only
+        x[:3] *= 60.0
+        x[:3, 1] += 5.0 * x[:3, 1].norm(dim=-1, keepdim=True) / D ** 0.5
+    rr = reconstruction_ratio(trained, batches)
+    assert rr["n_massive"] == 3 * len(batches)
+    kept = reconstruction_ratio(trained, [x[3:] for x in batches], massive_factor=None)
+    assert "ratio_ft_trimmed" not in kept and "n_massive" not in kept
+    assert rr["ratio_ft_trimmed"] == pytest.approx(kept["ratio_ft"], rel=1e-9)
+    assert rr["fvu_gap_ft_trimmed"] == pytest.approx(kept["fvu_gap_ft"], rel=1e-9)
+    assert rr["fvu_gap_ft"] == pytest.approx(rr["fvu_cross_ft"] - rr["fvu_self_ft"])
+    assert abs(rr["ratio_ft"] - kept["ratio_ft"]) > 0.05 * kept["ratio_ft"]  # the massive tokens move the raw one
+
+
 def test_reconstruction_ratio_identical_models():
     base, _ = ATOMS
     cfg = CrosscoderConfig(2, D, 64, k=3, batch_size=512, total_steps=250, lr=3e-3,

@@ -191,3 +191,38 @@ def test_protocol_reads_what_the_runs_used(project):
     assert p["LoraRank"] == "16" and p["LoraAlpha"] == "32" and p["Lr"] == "0.0002"
     assert p["LoraTargets"] == "q_proj, v_proj" and p["ComputeDtypes"] == "bfloat16 / float32"
     assert p["CcK"] == "--"  # no 03_crosscoder run
+
+
+def test_internal_readings_average_over_depths_and_are_nan_for_older_runs():
+    cka_l = {f"resid_post.{l}": {"cka_debiased": 1 - 0.01 * l, "cka_trimmed_debiased": 1 - 0.001 * l,
+                                 "outside_share": {"0.9": 0.5, "0.99": 0.1 * (l % 2)}} for l in range(11)}
+    cap = {"num_layers": 11, "cka": cka_l, "intruders": {"n_intruders": 3}}
+    per = [{"fvu_cross_ft": 0.3, "fvu_self_ft": 0.1, "ratio_ft": 3.0, "fvu_gap_ft_trimmed": 0.05, "ratio_ft_trimmed": 2.0},
+           {"fvu_cross_ft": 0.5, "fvu_self_ft": 0.1, "ratio_ft": 5.0, "fvu_gap_ft_trimmed": 0.15, "ratio_ft_trimmed": 4.0}]
+    r = dc.internal_readings(cap, {"per_layer": per}, late_frac=0.3)
+    assert r["gap_mean"] == pytest.approx(0.3) and r["gap_trimmed"] == pytest.approx(0.1)
+    assert r["ratio_mean"] == pytest.approx(4.0) and r["ratio_trimmed"] == pytest.approx(3.0)
+    assert r["late_disp_trimmed"] == pytest.approx(np.mean([0.007, 0.008, 0.009, 0.010]))
+    assert r["outside_99"] == pytest.approx(0.1 * 5 / 11) and r["intruders"] == 3.0
+    old = dc.internal_readings({"num_layers": 11, "cka": {k: {"cka_debiased": v["cka_debiased"]}
+                                                         for k, v in cka_l.items()}},
+                               {"per_layer": [{"fvu_cross_ft": 0.3, "fvu_self_ft": 0.1, "ratio_ft": 3.0}]}, 0.3)
+    assert old["gap_mean"] == pytest.approx(0.2)
+    assert all(math.isnan(old[k]) for k in ("gap_trimmed", "ratio_trimmed", "late_disp_trimmed", "outside_99",
+                                            "intruders"))
+
+
+def test_internal_axes_correlate_every_reading_within_model():
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in ("a", "b"):
+        for c in range(6):
+            kl = float(rng.uniform(0.1, 1))
+            rows.append({"model": m, "corpus": f"c{c}", "kl": kl, "kl_heldout": kl,
+                         "gap_trimmed": kl * 2 + (10 if m == "b" else 0),  # same order within each model
+                         "peak_ratio": float(rng.uniform(1, 2)), "intruders": 0.0})
+    t = dc.internal_axes(pd.DataFrame(rows), "kl", n_boot=99, n_perm=999, seed=0).set_index("axis")
+    assert t.loc["gap_trimmed", "rho"] == pytest.approx(1.0) and t.loc["gap_trimmed", "primary"]
+    assert t.loc["gap_trimmed", "p"] < 0.01 and t.loc["gap_trimmed", "n"] == 12
+    assert abs(t.loc["peak_ratio", "rho"]) < 0.9
+    assert math.isnan(t.loc["intruders", "rho"]) and t.loc["intruders", "reason"]  # constant: undefined, said why

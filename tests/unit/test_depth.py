@@ -81,6 +81,34 @@ def test_mean_over_runs_sign_flip_p_and_ci():
     assert math.isnan(one["value"]) and one["reason"] == "fewer than two runs (1)" and one["n_dropped"] == 1
 
 
+def test_the_t_test_p_has_no_floor_and_matches_scipy():
+    import scipy.stats
+
+    v = [0.8, 1.1, 0.9, 1.3, 1.0, 1.2, 0.95, 1.05]  # eight positive units: the sign-flip floor is 2/256
+    flip = depth.mean_over_units(v, n_boot=99)
+    t = depth.mean_over_units(v, n_boot=99, p_test="t")
+    assert flip["p_value"] == pytest.approx(2 / 256) and t["p_sign_flip"] == pytest.approx(2 / 256)
+    assert t["p_value"] == pytest.approx(scipy.stats.ttest_1samp(v, 0).pvalue) and t["p_value"] < 1e-6
+    assert t["p_method"] == "one-sample t-test" and "t-test" in t["test"]
+    null = depth.mean_over_units([-1.0, 1.0, -0.5, 0.5], n_boot=99, p_test="t")
+    assert null["p_value"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="p_test"):
+        depth.mean_over_units(v, p_test="wilcoxon")
+
+
+def test_trimmed_view_reads_the_trimmed_columns_of_the_runs_that_have_them():
+    df = pd.concat([_run(corpus="a", slope=1.0), _run(corpus="b", slope=2.0)], ignore_index=True)
+    assert len(depth.trimmed(df)) == 0  # no trimmed readings recorded
+    df["cka_trimmed"] = 1 - 0.5 * (1 - df.cka_debiased)  # half the displacement everywhere: same log slope
+    df["se_trimmed"] = df.se
+    df.loc[df.corpus == "b", "cka_trimmed"] = math.nan  # b recorded none
+    t = depth.trimmed(df)
+    assert set(t.corpus) == {"a"} and (t.disp.to_numpy() == pytest.approx(0.5 * df[df.corpus == "a"].disp.to_numpy()))
+    slopes, _ = depth.slope_table(t, late_frac=0.3, n_boot=50, seed=0)
+    full, _ = depth.slope_table(df[df.corpus == "a"], late_frac=0.3, n_boot=50, seed=0)
+    assert slopes.slope.iloc[0] == pytest.approx(full.slope.iloc[0], abs=0.05)
+
+
 def test_slope_finding_uses_the_main_grid_only():
     df = pd.concat([_run(corpus="a", slope=1.0), _run(corpus="b", slope=3.0),
                     _run(corpus="a", lc="equal_step", slope=-5.0)], ignore_index=True)
@@ -106,9 +134,10 @@ def test_control_table_and_difference_over_pairs():
     assert (ctl.diff_lo <= ctl["diff"] + 1e-3).all() and (ctl.diff_hi >= ctl["diff"] - 1e-3).all()
     assert ctl.ctl_positive.all()
     f = depth.control_diff_finding(ctl, n_boot=99)
-    assert f["value"] == pytest.approx(0.0, abs=1e-9) and f["n"] == 2 and f["unit"] == "control pairs"
+    assert f["value"] == pytest.approx(0.0, abs=1e-9) and f["n"] == 2 and f["unit"].startswith("model x corpus")
+    assert f["n_pairs"] == 2
     single = depth.control_diff_finding(ctl.iloc[:1])
-    assert math.isnan(single["value"]) and single["reason"] == "fewer than two control pairs (1)"
+    assert math.isnan(single["value"]) and single["reason"].startswith("fewer than two model x corpus")
     empty = depth.control_diff_finding(depth.control_table(slopes, boots, "equal_step", []))
     assert math.isnan(empty["value"]) and empty["n"] == 0
 

@@ -247,7 +247,8 @@ def test_every_ledger_entry_declares_its_family_and_each_seed_claim_has_one_prim
     fams = {f.family for f in led.values()}
     assert fams == {"primary", "check"}
     prim = [fid for fid, f in led.items() if f.family == "primary"]
-    assert {"decor-pooled", "clamp-vs-random", "port-distill", "comp-decoding-vs-merge"} <= set(prim)
+    assert {"decor-pooled-gap", "depth-equal-step", "clamp-vs-random", "port-distill", "comp-decoding-vs-merge"} <= set(prim)
+    assert "decor-pooled" not in prim  # superseded by decor-pooled-gap (the ratio tracks displacement)
     assert "depth-slope" not in prim and "cal-detect-matched" not in prim  # an expected trend, a calibration
 
 

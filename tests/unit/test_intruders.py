@@ -54,3 +54,19 @@ def test_outside_share_inside_and_orthogonal_to_the_principal_subspace():
     s_out = intruders.outside_share(base, outside)
     assert s_in["k_0.9"] <= 4 and s_in["k_0.99"] == 4
     assert s_in["0.99"] == pytest.approx(0.0, abs=1e-3) and s_out["0.99"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_streamed_outside_share_equals_the_one_shot_reading():
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(900, 16, generator=g, dtype=torch.float64) * torch.linspace(5, 0.1, 16)
+    delta = torch.randn(900, 16, generator=g, dtype=torch.float64) * torch.linspace(0.1, 1, 16)
+    acc = intruders.OutsideShare(16)
+    for i in range(0, 900, 128):  # uneven last batch
+        acc.update(base[i:i + 128].float(), delta[i:i + 128].float())
+    want = intruders.outside_share(base.float(), delta.float())
+    got = acc.result()
+    assert got["k_0.9"] == want["k_0.9"] and got["k_0.99"] == want["k_0.99"]
+    assert got["0.9"] == pytest.approx(want["0.9"], abs=1e-5) and got["0.99"] == pytest.approx(want["0.99"], abs=1e-5)
+    assert 0.3 < got["0.9"] < 1  # most of this delta lies in the base's weak directions
+    with pytest.raises(ValueError, match="both be"):
+        acc.update(base[:4, :8], delta[:4, :8])
