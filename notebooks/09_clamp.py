@@ -78,6 +78,8 @@ up_ft = results.load("01_finetune", RUN_ID)
 up_cap = results.load("02_capture", RUN_ID)
 up_cc = results.load("03_crosscoder", RUN_ID)
 interventions.parse_latent_set(latent_set)
+clamp_cfg = interventions.ClampConfig(n_random=n_random, n_noise=n_noise, ceiling=baselines, seed=seed,
+                                      batch_size=batch_size, device=device, dtype=dtype, progress=progress)
 if rows_from not in ("heldout", "neutral"):
     raise params.ParameterError(f"rows_from must be 'heldout' or 'neutral', got {rows_from!r}")
 adapter_dir = paths.project_root() / up_ft["values"]["adapter_dir"]
@@ -138,9 +140,7 @@ if len(S) == 0:
     summary = None
     print(f"{chosen.label} (recorded as such)")
 else:
-    res = interventions.clamp_experiment(pm, cc, rows, layer, S, n_random=n_random, n_noise=n_noise,
-                                         fire_counts_F=fires, batch_size=batch_size, device=device, dtype=dtype,
-                                         seed=seed, subspaces=subspaces, ceiling=baselines, progress=progress)
+    res = interventions.clamp_experiment(pm, cc, rows, layer, S, clamp_cfg, fire_counts_F=fires, subspaces=subspaces)
     summary = res.summary(n_boot=n_boot, seed=seed)
     print({k: summary[k] for k in ("n_rows", "n_latents", "kl_ft", "kl_clamp", "kl_random", "kl_noise",
                                    "edit_norm_clamp", "edit_norm_random", "edit_norm_random_natural")})

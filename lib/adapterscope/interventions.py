@@ -21,7 +21,7 @@ can reach; positions before skip_first are untouched by construction, so they ar
 here, unlike divergence.py's headline KL which includes position 0). Conditions:
   ft       no edit;  clamp   the edit above;
   random   n_random seeded sets of |S| latents drawn uniformly from ``pool`` (latents that fire on the data,
-           S excluded), same edit formula, *matched in edit norm* (``match_random_norm=True``, the default):
+           S excluded), same edit formula, *matched in edit norm* (``ClampConfig.match_random_norm``, on by default):
            draw i's edit is multiplied by one factor c_i = mean per-token norm of the clamp's edit / mean
            per-token norm of draw i's own edit (both over every edited position of every row; a pre-pass over
            the rows computes them), so the two mean per-token edit norms are equal while the random edit keeps
@@ -392,102 +392,172 @@ def fire_counts(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, site
     return counts.numpy().astype(np.int64)
 
 
-@torch.no_grad()
-def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, latents: Sequence[int], *,
-                     site: str = "resid_post", n_random: int = 5, n_noise: int = 5, pool: Sequence[int] | None = None,
-                     batch_size: int = 8, device: str = "cpu", dtype: str = "float32", use_threshold: bool = True,
-                     skip_first: int = 1, seed: int = 0, base: int = 0, ft: int = 1,
-                     match_random_norm: bool = True, fire_counts_F: Sequence[int] | None = None,
-                     subspaces: dict[str, torch.Tensor] | None = None, ceiling: bool = False,
-                     progress: bool = True) -> ClampResult:
-    """Run the clamping experiment on ``rows`` (n, T) and return per-row KLs of every condition.
+@dataclass(frozen=True)
+class ClampConfig:
+    """How :func:`clamp_experiment` runs; what it clamps (the layer and S), on which rows and against which pool
+    and subspaces are its arguments. The defaults and the checks of every setting live here.
 
-    ``latents``: S, e.g. ``np.flatnonzero(classify_latents(cc)["labels"] == "ft_only")``.
-    ``pool``: latents the random controls may draw from (S is removed from it). None: the latents that fire
-    on ``rows`` (one extra paired sweep, :func:`fire_counts`); pass e.g. ``evaluate(cc, ...)["fire_counts"] > 0``
-    from the training activations to skip it. ``batch_size`` bounds the rows in any one forward pass.
-    Random sets use ``seed``; noise draw i uses a CPU generator seeded ``seed + 1000 + i``.
-    ``match_random_norm``: scale each random draw's edit to the clamp's mean per-token edit norm (module
-    docstring); False applies the random sets' own edits.
-    ``fire_counts_F``: per-latent firing counts (:func:`fire_counts`); given, the random sets are also matched
-    in firing frequency to S (:func:`random_latent_sets`), and the pool defaults to the latents that fire.
-    ``subspaces``: name -> (D, r) orthonormal basis; each is a linear baseline that moves the activations back
-    towards base along that subspace only (:func:`subspace_edit`), rescaled by one factor to the clamp's mean
-    per-token edit norm (e.g. :func:`pca_basis` of the displacement with r = |S|, and :func:`random_basis`).
-    ``ceiling``: also run the full patch ``a_ft -> a_base`` at the site (unscaled): what any edit there can
-    remove, with the adapter still acting in the layers above."""
+    ``n_random``: random-latent control draws (sets of |S| latents drawn with ``seed``); ``n_noise``: matched-noise
+    draws (draw i from a CPU generator seeded ``seed + 1000 + i``); ``match_random_norm``: scale each random draw's
+    edit to the clamp's mean per-token edit norm (module docstring), False applies the random sets' own edits;
+    ``ceiling``: also run the full patch ``a_ft -> a_base`` at the site (unscaled): what any edit there can remove,
+    with the adapter still acting in the layers above; ``site``: the activation the edit is added to;
+    ``skip_first``: leading positions neither edited nor measured (1: BOS); ``use_threshold``: encode with the
+    crosscoder's learned threshold (False: BatchTopK over the batch); ``base``, ``ft``: the crosscoder's model
+    indices; ``batch_size``: the rows in any one forward pass; ``device``, ``dtype``: of the forwards;
+    ``progress``: tqdm bars."""
+    n_random: int = 5
+    n_noise: int = 5
+    match_random_norm: bool = True
+    ceiling: bool = False
+    seed: int = 0
+    site: str = "resid_post"
+    skip_first: int = 1
+    use_threshold: bool = True
+    base: int = 0
+    ft: int = 1
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    progress: bool = True
+
+    def __post_init__(self):
+        for name, low in (("n_random", 0), ("n_noise", 0), ("seed", 0), ("skip_first", 0), ("batch_size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"ClampConfig.{name} must be an integer >= {low}, got {v!r}")
+        if self.site not in models.SITES:
+            raise ValueError(f"ClampConfig.site must be one of {models.SITES}, got {self.site!r}")
+        if {self.base, self.ft} != {0, 1}:
+            raise ValueError(f"ClampConfig.base and .ft index the crosscoder's two models: 0 and 1 in either order, "
+                             f"got base={self.base!r}, ft={self.ft!r}")
+
+
+@dataclass
+class Controls:
+    """The control conditions of one clamping run (:func:`choose_controls`)."""
+    random_sets: list[np.ndarray]       # one sorted set of |S| latents per random draw
+    pool_size: int                      # latents the draws came from (S excluded); 0 without random draws
+    fire_counts_F: np.ndarray | None    # firing counts the draws were frequency-matched on; None: uniform draws
+    noise_seeds: list[int]              # one CPU generator seed per matched-noise draw
+
+
+@dataclass
+class EditScales:
+    """The factors the scaled conditions are applied with (:func:`measure_edit_norms`)."""
+    natural: list[float] | None         # mean per-token norms of the own edits of S, each random set, each subspace
+    random_scale: list[float]           # one factor per random draw (1.0: unmatched)
+    subspace_scale: list[float]         # one factor per subspace, to the clamp's mean per-token edit norm
+
+
+def _checked_inputs(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, latents, cfg: ClampConfig
+                    ) -> tuple[int, np.ndarray]:
+    """(layer as a non-negative index, S sorted and unique) after the checks of the model, crosscoder and rows."""
     if not hasattr(peft_model, "disable_adapter"):
         raise TypeError("clamp_experiment needs a peft model (base + adapter); load one with finetune.load_adapter")
     if cc.M != 2:
         raise ValueError(f"clamping needs a crosscoder over 2 models, got M={cc.M}")
     (layer,) = models.check_layers(peft_model, [layer])
-    if rows.ndim != 2 or rows.shape[1] < skip_first + 2:
+    if rows.ndim != 2 or rows.shape[1] < cfg.skip_first + 2:
         raise ValueError(f"rows must be (n, T) with T >= skip_first + 2, got {tuple(rows.shape)}")
     S = np.unique(np.asarray(latents, dtype=np.int64).reshape(-1))
     if len(S) and (S.min() < 0 or S.max() >= cc.F):
         raise ValueError(f"latent indices must lie in [0, {cc.F})")
-    if fire_counts_F is not None:
-        fire_counts_F = np.asarray(fire_counts_F)
-    if n_random > 0:
-        if pool is None and fire_counts_F is not None:
-            pool = fire_counts_F > 0
+    return layer, S
+
+
+@torch.no_grad()
+def choose_controls(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, S: np.ndarray, cfg: ClampConfig,
+                    *, pool: Sequence[int] | None = None, fire_counts_F: Sequence[int] | None = None) -> Controls:
+    """The random-latent sets and the noise seeds. ``pool``: the latents the random sets may draw from (ids or a
+    boolean mask; S is removed from it); None: the latents of ``fire_counts_F`` that fire, or without it those that
+    fire on ``rows`` (one paired sweep, :func:`fire_counts`). ``fire_counts_F`` given: each draw is also matched to
+    S in firing frequency (:func:`random_latent_sets`)."""
+    counts = np.asarray(fire_counts_F) if fire_counts_F is not None else None
+    random_sets, pool_size = [], 0
+    if cfg.n_random > 0:
+        if pool is None and counts is not None:
+            pool = counts > 0
         if pool is None:
-            pool = np.flatnonzero(fire_counts(peft_model, cc, rows, layer, site, batch_size, device, dtype,
-                                              use_threshold, skip_first, progress) > 0)
+            pool = np.flatnonzero(fire_counts(peft_model, cc, rows, layer, cfg.site, cfg.batch_size, cfg.device,
+                                              cfg.dtype, cfg.use_threshold, cfg.skip_first, cfg.progress) > 0)
         pool = np.asarray(pool)
         pool = np.flatnonzero(pool) if pool.dtype == bool else pool.astype(np.int64)
         pool = np.setdiff1d(pool, S)
-        random_sets = random_latent_sets(pool, len(S), n_random, seed, counts=fire_counts_F,
-                                         targets=S if fire_counts_F is not None else None)
-    else:
-        random_sets = []
-    noise_gens = [torch.Generator().manual_seed(seed + 1000 + i) for i in range(n_noise)]
-    key = models.hook_key(layer, site)
-    path = _site_path(peft_model, layer, site)
-    dir_FD = edit_directions(cc, base, ft)
-    from nnsight import NNsight
+        random_sets = random_latent_sets(pool, len(S), cfg.n_random, cfg.seed, counts=counts,
+                                         targets=S if counts is not None else None)
+        pool_size = int(len(pool))
+    return Controls(random_sets, pool_size, counts, [cfg.seed + 1000 + i for i in range(cfg.n_noise)])
 
-    wrapped = NNsight(peft_model)
-    peft_model.eval()
-    subspaces = dict(subspaces or {})
-    bases = list(subspaces.values())
-    natural = edit_norm_means(peft_model, cc, rows, layer, [S, *random_sets], subspaces=bases, site=site,
-                              batch_size=batch_size, device=device, dtype=dtype, use_threshold=use_threshold,
-                              skip_first=skip_first, base=base, ft=ft
-                              ) if ((random_sets and match_random_norm) or bases) else None
-    n_sets = 1 + len(random_sets)
-    if natural is not None and match_random_norm:
+
+@torch.no_grad()
+def measure_edit_norms(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, S: np.ndarray,
+                       controls: Controls, cfg: ClampConfig, subspaces: dict[str, torch.Tensor] | None = None
+                       ) -> EditScales:
+    """The factors of the scaled conditions, from the mean per-token norms of every set's and subspace's own edit
+    over ``rows`` (one paired sweep, :func:`edit_norm_means`; skipped when nothing is scaled): random draw i gets
+    ``clamp norm / its own norm`` with ``match_random_norm`` (1.0 where its own edit is zero everywhere, or without
+    matching), each subspace the same ratio with its own edit's norm."""
+    sets, bases = controls.random_sets, list((subspaces or {}).values())
+    natural = edit_norm_means(peft_model, cc, rows, layer, [S, *sets], subspaces=bases, site=cfg.site,
+                              batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+                              use_threshold=cfg.use_threshold, skip_first=cfg.skip_first, base=cfg.base, ft=cfg.ft
+                              ) if ((sets and cfg.match_random_norm) or bases) else None
+    n_sets = 1 + len(sets)
+    if natural is not None and cfg.match_random_norm:
         scales = [natural[0] / n if n > 0 else 1.0 for n in natural[1:n_sets]]
     else:
-        scales = [1.0] * len(random_sets)
+        scales = [1.0] * len(sets)
     sub_scales = [natural[0] / n if n > 0 else 1.0 for n in natural[n_sets:]] if bases else []
-    K = 1 + len(random_sets) + n_noise + len(bases) + int(ceiling)  # edited conditions per row
+    return EditScales(natural, scales, sub_scales)
+
+
+@torch.no_grad()
+def run_edited(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, S: np.ndarray, controls: Controls,
+               scales: EditScales, cfg: ClampConfig, subspaces: dict[str, torch.Tensor] | None = None) -> ClampResult:
+    """The edited forwards, one paired sweep: per batch of rows the base and fine-tuned passes, then the fine-tuned
+    model with each condition's edit added at the site (clamp, random draws scaled by ``scales``, matched noise,
+    subspaces, the ceiling), every condition at once in chunks of ``batch_size`` rows; the per-row KLs of every
+    condition, the mean per-token edit norms and what made them, as a :class:`ClampResult`."""
+    from nnsight import NNsight
+
+    sk, device, dtype, batch_size = cfg.skip_first, cfg.device, cfg.dtype, cfg.batch_size
+    subspaces = dict(subspaces or {})
+    bases, random_sets, natural = list(subspaces.values()), controls.random_sets, scales.natural
+    noise_gens = [torch.Generator().manual_seed(s) for s in controls.noise_seeds]
+    n_noise, n_sets = len(noise_gens), 1 + len(random_sets)
+    key = models.hook_key(layer, cfg.site)
+    path = _site_path(peft_model, layer, cfg.site)
+    dir_FD = edit_directions(cc, cfg.base, cfg.ft)
+    wrapped = NNsight(peft_model)
+    peft_model.eval()
+    K = 1 + len(random_sets) + n_noise + len(bases) + int(cfg.ceiling)  # edited conditions per row
     kl_ft, kl_edit = [], []                                  # per batch: (B,), (K, B)
     norm_sum = torch.zeros(K, dtype=torch.float64)
     diff_sum, resid_sum, n_tok = 0.0, 0.0, 0
-    batches = capture.iter_paired(peft_model, rows, [layer], [site], batch_size=batch_size, device=device,
+    batches = capture.iter_paired(peft_model, rows, [layer], [cfg.site], batch_size=batch_size, device=device,
                                   dtype=dtype, with_logits=True, progress=False)
-    for b in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="clamp", disable=not progress):
+    for b in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="clamp", disable=not cfg.progress):
         a_base, a_ft = b.base[key], b.ft[key]
         B, T, D = a_ft.shape
-        z = latent_codes(cc, a_base, a_ft, base, ft, use_threshold)
-        d_clamp = latent_edit(z, dir_FD, S, skip_first).to(device)
-        deltas = [d_clamp] + [(c * latent_edit(z, dir_FD, R, skip_first)).to(device)
-                              for c, R in zip(scales, random_sets)]
+        z = latent_codes(cc, a_base, a_ft, cfg.base, cfg.ft, cfg.use_threshold)
+        d_clamp = latent_edit(z, dir_FD, S, sk).to(device)
+        deltas = [d_clamp] + [(c * latent_edit(z, dir_FD, R, sk)).to(device)
+                              for c, R in zip(scales.random_scale, random_sets)]
         deltas += [matched_noise(d_clamp, g) for g in noise_gens]
-        deltas += [(c * subspace_edit(a_base, a_ft, U, skip_first)).to(device) for c, U in zip(sub_scales, bases)]
-        if ceiling:
-            deltas.append(subspace_edit(a_base, a_ft, None, skip_first).to(device))
+        deltas += [(c * subspace_edit(a_base, a_ft, U, sk)).to(device) for c, U in zip(scales.subspace_scale, bases)]
+        if cfg.ceiling:
+            deltas.append(subspace_edit(a_base, a_ft, None, sk).to(device))
         delta_KB = torch.stack(deltas)                      # (K, B, T, D)
-        norm_sum += delta_KB[:, :, skip_first:].float().norm(dim=-1).double().sum((1, 2)).cpu()
-        diff = (a_ft - a_base)[:, skip_first:].float().to(device)
+        norm_sum += delta_KB[:, :, sk:].float().norm(dim=-1).double().sum((1, 2)).cpu()
+        diff = (a_ft - a_base)[:, sk:].float().to(device)
         diff_sum += float(diff.norm(dim=-1).double().sum())
-        resid_sum += float((diff + d_clamp[:, skip_first:]).norm(dim=-1).double().sum())
-        n_tok += B * (T - skip_first)
+        resid_sum += float((diff + d_clamp[:, sk:]).norm(dim=-1).double().sum())
+        n_tok += B * (T - sk)
         # all edited conditions in chunks of batch_size rows, adapter on
         ids = b.input_ids.repeat(K, 1)
         flat = delta_KB.reshape(K * B, T, D)
-        kl_base = BaseKL(b.logits_base, skip_first)   # base terms once; flat row r compares with base row r % B
+        kl_base = BaseKL(b.logits_base, sk)   # base terms once; flat row r compares with base row r % B
         kls = [kl_base.row_kl(edited_logits(wrapped, path, ids[i:i + batch_size], flat[i:i + batch_size], device,
                                             dtype), torch.arange(i, min(i + batch_size, K * B)) % B)
                for i in range(0, K * B, batch_size)]
@@ -500,26 +570,46 @@ def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int,
                  "random_natural": (natural[1:n_sets] if natural is not None else norms[1:1 + len(random_sets)]),
                  **{name: norms[i_sub + j] for j, name in enumerate(subspaces)},
                  **{f"{name}_natural": natural[n_sets + j] for j, name in enumerate(subspaces)},
-                 **({"ceiling": norms[-1]} if ceiling else {}),
+                 **({"ceiling": norms[-1]} if cfg.ceiling else {}),
                  "ft_minus_base": diff_sum / max(n_tok, 1), "ft_minus_base_after_clamp": resid_sum / max(n_tok, 1)}
-    meta = {"layer": layer, "site": site, "skip_first": skip_first, "use_threshold": use_threshold, "seed": seed,
-            "n_random": len(random_sets), "n_noise": n_noise, "pool_size": int(len(pool)) if n_random > 0 else 0,
-            "n_tokens": n_tok,
+    counts = controls.fire_counts_F
+    meta = {"layer": layer, "site": cfg.site, "skip_first": sk, "use_threshold": cfg.use_threshold, "seed": cfg.seed,
+            "n_random": len(random_sets), "n_noise": n_noise, "pool_size": controls.pool_size, "n_tokens": n_tok,
             "random_norm_match": ("one factor per draw: mean per-token edit norm equal to the clamp's"
-                                  if match_random_norm else "none: the random sets' own edits"),
-            "random_scale": [float(c) for c in scales],
+                                  if cfg.match_random_norm else "none: the random sets' own edits"),
+            "random_scale": [float(c) for c in scales.random_scale],
             "random_freq_match": (f"each latent of S partnered with one of the {K_NEAREST} unused live latents nearest "
-                                  "it in log firing count" if fire_counts_F is not None else "none: uniform over the pool"),
-            "fire_median_clamped": (float(np.median(fire_counts_F[S])) if fire_counts_F is not None and len(S)
-                                    else math.nan),
-            "fire_median_random": (float(np.median(fire_counts_F[np.concatenate(random_sets)]))
-                                   if fire_counts_F is not None and random_sets else math.nan),
+                                  "it in log firing count" if counts is not None else "none: uniform over the pool"),
+            "fire_median_clamped": float(np.median(counts[S])) if counts is not None and len(S) else math.nan,
+            "fire_median_random": (float(np.median(counts[np.concatenate(random_sets)]))
+                                   if counts is not None and random_sets else math.nan),
             "n_random_unmatched": (int(sum(n <= 0 for n in natural[1:n_sets])) if natural is not None
-                                   and match_random_norm else 0),
+                                   and cfg.match_random_norm else 0),
             "subspace_rank": {name: int(U.shape[1]) for name, U in subspaces.items()},
-            "subspace_scale": {name: float(c) for name, c in zip(subspaces, sub_scales)}}
+            "subspace_scale": {name: float(c) for name, c in zip(subspaces, scales.subspace_scale)}}
     return ClampResult(latents=S, random_sets=random_sets, kl_ft_R=torch.cat(kl_ft).numpy(),
                        kl_clamp_R=kl_edit_KR[0], kl_random_NR=kl_edit_KR[1:1 + len(random_sets)],
                        kl_noise_NR=kl_edit_KR[1 + len(random_sets):i_sub],
                        kl_subspace={name: kl_edit_KR[i_sub + j] for j, name in enumerate(subspaces)},
-                       kl_ceiling_R=kl_edit_KR[-1] if ceiling else None, edit_norm=edit_norm, meta=meta)
+                       kl_ceiling_R=kl_edit_KR[-1] if cfg.ceiling else None, edit_norm=edit_norm, meta=meta)
+
+
+@torch.no_grad()
+def clamp_experiment(peft_model, cc: Crosscoder, rows: torch.Tensor, layer: int, latents: Sequence[int],
+                     cfg: ClampConfig = ClampConfig(), *, pool: Sequence[int] | None = None,
+                     fire_counts_F: Sequence[int] | None = None, subspaces: dict[str, torch.Tensor] | None = None
+                     ) -> ClampResult:
+    """The clamping experiment on ``rows`` (n, T) as ``cfg`` sets it up: per-row KLs of every condition.
+
+    ``latents``: S, e.g. ``np.flatnonzero(classify_latents(cc)["labels"] == "ft_only")``. Three steps:
+    :func:`choose_controls` (the random sets, drawn from ``pool``, frequency-matched when ``fire_counts_F`` is
+    given; pass e.g. ``evaluate(cc, ...)["fire_counts"] > 0`` from the training activations to skip the sweep that
+    finds the live latents), :func:`measure_edit_norms` (the factors of the norm-matched conditions) and
+    :func:`run_edited` (the edited forwards and the KLs).
+    ``subspaces``: name -> (D, r) orthonormal basis; each is a linear baseline that moves the activations back
+    towards base along that subspace only (:func:`subspace_edit`), rescaled by one factor to the clamp's mean
+    per-token edit norm (e.g. :func:`pca_basis` of the displacement with r = |S|, and :func:`random_basis`)."""
+    layer, S = _checked_inputs(peft_model, cc, rows, layer, latents, cfg)
+    controls = choose_controls(peft_model, cc, rows, layer, S, cfg, pool=pool, fire_counts_F=fire_counts_F)
+    scales = measure_edit_norms(peft_model, cc, rows, layer, S, controls, cfg, subspaces)
+    return run_edited(peft_model, cc, rows, layer, S, controls, scales, cfg, subspaces)

@@ -33,9 +33,11 @@ UPSTREAM = {"02_capture": ["01_finetune"], "03_crosscoder": ["01_finetune", "02_
             "09_clamp": ["01_finetune", "02_capture", "03_crosscoder"]}
 # Cell notebooks that run only for the main grid, not for the depth-profile control runs.
 MAIN_ONLY = ("03_crosscoder", "09_clamp")
-# What a training-dose cell (grid.dose) runs, and its layer control: its lowest dose is the main grid's cell.
+# The main grid's layer control (the adapters trained without one): the grid blocks that read main-grid cells
+# (dose, portability, composition, calibration) read those of this layer control, and a dose cell runs with it.
+MAIN_LAYER_CONTROL = "none"
+# What a training-dose cell (grid.dose) runs: its lowest dose is the main grid's cell.
 DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
-DOSE_LAYER_CONTROL = "none"
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
 SUMMARY_NOTEBOOKS = ("08_divergence", "04_cka", "05a_vlm", "05b_regime_probing", "06_escape_routes",
                      "10_decorrelation", "11_dose", "07_portability", "12_composition", "13_calibration")
@@ -56,6 +58,10 @@ SUMMARY_AFTER: dict[str, list[str]] = {"05b_regime_probing": ["05a_vlm"],
 
 class PipelineError(RuntimeError):
     pass
+
+
+class ProfileError(PipelineError):
+    """A profile's grid that cannot run as written (:func:`check_grid`); the message names the key and the fix."""
 
 
 def notebook_path(name: str) -> Path:
@@ -187,18 +193,50 @@ def to_ipynb(nb: str, out: Path) -> Path:
     return out
 
 
+# A summary notebook's parameters that carry a grid block (see summary_params): block -> (prefix, keys).
+SUMMARY_BLOCK_PARAMS = {"portability": ("port", ("pairs", "corpora", "seeds")),
+                        "composition": ("comp", ("models", "corpora", "seeds")),
+                        "calibration": ("cal", ("models", "corpora", "seeds"))}
+
+
+def check_summary_params(merged: dict[str, Any]) -> None:
+    """A summary notebook's grid-block parameters (``port_*``, ``comp_*``, ``cal_*``) through :func:`check_grid`, as
+    the grid they stand for: ``model_names``, ``corpus_names``, ``seeds`` (``seeds_by_model`` where given) and
+    ``layer_controls`` (default the main grid's) are its grid, and each block whose first list is not empty is its
+    block. A profile's runs get these values from :func:`summary_params`, already checked; a run on its own
+    (``pipeline run 07_portability -p port_pairs=...``) is checked here, before its kernel starts."""
+    blocks = {name: {k: merged[f"{prefix}_{k}"] for k in keys if f"{prefix}_{k}" in merged}
+              for name, (prefix, keys) in SUMMARY_BLOCK_PARAMS.items() if merged.get(f"{prefix}_{keys[0]}")}
+    if not blocks or not all(k in merged for k in ("model_names", "corpus_names", "seeds")):
+        return
+    grid = {"models": merged["model_names"], "corpora": merged["corpus_names"],
+            "layer_controls": merged.get("layer_controls") or [MAIN_LAYER_CONTROL],
+            "seeds": merged.get("seeds_by_model") or merged["seeds"], **blocks}
+    try:
+        check_grid({"grid": grid})
+    except ProfileError as e:
+        raise ProfileError(f"{e} (this run's parameters read as a profile grid: model_names, corpus_names and seeds "
+                           "are grid.models, grid.corpora and grid.seeds, port_*, comp_* and cal_* the keys of "
+                           "grid.portability, grid.composition and grid.calibration)") from None
+
+
 def preflight(merged: dict[str, Any]) -> None:
-    """Fail before a kernel starts on what cannot work: names that cannot resolve (model, corpus, lists of them),
+    """Fail before a kernel starts on what cannot work: a summary notebook's grid blocks that a profile would refuse
+    (:func:`check_summary_params`), names that cannot resolve (model, corpus, lists of them, portability targets),
     a CUDA device where there is none, a site that does not exist, a relative depth outside [0, 1], and layer
     indices outside the model (read from its config.json, without loading weights)."""
     from . import corpora, models
 
+    check_summary_params(merged)
     try:
         if isinstance(merged.get("device"), str):
             models.check_device(merged["device"])
         for key in ("model", "model_names"):
             for m in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
                 models.check_name(m)
+        for pair in merged.get("port_pairs") or []:  # a target need not be a model of the grid
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                models.check_name(pair[1])
         for key in ("corpus", "corpus_names"):
             for c in ([merged[key]] if isinstance(merged.get(key), str) else merged.get(key) or []):
                 corpora.check_name(c)
@@ -289,179 +327,49 @@ def run_notebook(nb: str, overrides: dict[str, Any], run_id: str, upstream: list
     return rec
 
 
-def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, Any]]:
-    """The (model, corpus, layer_control, seed) cells of a profile.
-
-    ``grid`` is a product of ``models x corpora x layer_controls x seeds``; an optional ``grid.control``
-    (``{layer_control, models, corpora, seeds}``) adds the depth-profile control runs (default: for every model
-    and corpus of the grid). An optional ``grid.dose`` (``{models, corpora, seeds, levels}``) adds training-dose
-    runs: each level is a mapping of 01_finetune parameters (e.g. ``{steps: 200, lr: 2.0e-3}``), run with
-    layer_control none for every model x corpus x seed of the block; a dose cell also holds ``dose_tag``
-    (:func:`params.dose_tag`, appended to its run id) and ``dose`` (the level). Its lowest dose is the main grid's
-    own cell, so a level equal to the main grid's 01_finetune parameters is refused.
-    ``which``: ``main``, ``control``, ``dose`` or ``all``."""
-    g = profile.get("grid", {})
-    keys = ("models", "corpora", "layer_controls", "seeds")
-    missing = [k for k in keys if k not in g]
-    if missing:
-        raise PipelineError(f"profile grid lacks {missing}")
-    blocks = ["control", "dose", "portability", "composition", "calibration"]
-    extra = set(g) - set(keys) - set(blocks)
-    if extra:
-        raise PipelineError(f"profile grid: unknown key(s) {sorted(extra)}; allowed: {list(keys) + blocks}")
-    if g.get("portability"):
-        portability_block(g)
-    if g.get("composition"):
-        composition_block(g)
-    if g.get("calibration"):
-        calibration_block(g)
-    by_model = seeds_by_model(g)
-    main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
-            for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
-    ctl = []
-    if g.get("control"):
-        c = g["control"]
-        bad = set(c) - {"layer_control", "models", "corpora", "seeds"}
-        if bad or "layer_control" not in c:
-            raise PipelineError("grid.control needs layer_control and may have models, corpora and seeds; "
-                                f"got {sorted(c)}")
-        if isinstance(g["seeds"], dict) and "seeds" not in c:
-            raise PipelineError("grid.control needs its own seeds when grid.seeds is a per-model mapping")
-        alien = [m for m in c.get("models", []) if m not in g["models"]]
-        if alien:
-            raise PipelineError(f"grid.control.models {alien} are not in grid.models {g['models']}")
-        ctl = [{"model": m, "corpus": co, "layer_control": c["layer_control"], "seed": s}
-               for m in c.get("models", g["models"]) for co in c.get("corpora", g["corpora"])
-               for s in c.get("seeds", by_model[m])]
-        ctl = [x for x in ctl if x not in main]
-    dose = dose_cells(g, by_model, (profile.get("notebooks") or {}).get("01_finetune") or {}) if g.get("dose") else []
-    if which not in ("main", "control", "dose", "all"):
-        raise PipelineError(f"grid_cells: which must be main, control, dose or all, got {which!r}")
-    return {"main": main, "control": ctl, "dose": dose, "all": main + ctl + dose}[which]
+GRID_KEYS = ("models", "corpora", "layer_controls", "seeds")
+# The optional blocks of a grid: (what the block is, its required keys, its optional keys).
+GRID_BLOCKS = {
+    "control": ("the depth-profile control runs", ("layer_control",), ("models", "corpora", "seeds")),
+    "dose": ("the training-dose runs", ("levels",), ("models", "corpora", "seeds")),
+    "portability": ("07_portability's transfers", ("pairs",), ("corpora", "seeds")),
+    "composition": ("12_composition's corpus adapters", (), ("models", "corpora", "seeds")),
+    "calibration": ("13_calibration's planted adapters", (), ("models", "corpora", "seeds")),
+}
+BLOCK_NEEDS = {"layer_control": "the control runs' layer control, e.g. equal_step",
+               "levels": "a non-empty list of 01_finetune parameter mappings",
+               "pairs": "a non-empty list of [source model, target model]"}
 
 
-def portability_block(g: dict[str, Any]) -> dict[str, Any]:
-    """``grid.portability`` validated: ``pairs`` (a list of [source model, target model], each source a model of
-    the grid, the target any model name, never the source), and optional ``corpora`` and ``seeds`` (of the grid;
-    default its corpora and its first seed). 07_portability transfers the main grid's adapter of each source x
-    corpus x seed (layer_control none) to each pair's target."""
-    d = g["portability"]
-    if not isinstance(d, dict) or set(d) - {"pairs", "corpora", "seeds"} or not d.get("pairs"):
-        raise PipelineError("grid.portability needs pairs (a list of [source model, target model]) and may have "
-                            f"corpora and seeds; got {sorted(d) if isinstance(d, dict) else d!r}")
-    pairs = d["pairs"]
-    if not all(isinstance(p, (list, tuple)) and len(p) == 2 and p[0] != p[1] for p in pairs):
-        raise PipelineError(f"grid.portability.pairs: each pair is [source, target] with two different models; "
-                            f"got {pairs!r}")
-    alien = [p[0] for p in pairs if p[0] not in g["models"]]
-    if alien:
-        raise PipelineError(f"grid.portability: sources {alien} are not in grid.models {g['models']} (a source's "
-                            "adapter comes from the main grid)")
-    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
-        raise PipelineError(f"grid.portability needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
-    corpora = d.get("corpora", g["corpora"])
-    alien = [c for c in corpora if c not in g["corpora"]]
-    if alien:
-        raise PipelineError(f"grid.portability.corpora {alien} are not in grid.corpora {g['corpora']}")
-    by_model = seeds_by_model(g)
-    seeds = d.get("seeds", [min(all_seeds(g))])
-    for m in dict.fromkeys(p[0] for p in pairs):
-        alien = [s for s in seeds if s not in by_model[m]]
-        if alien:
-            raise PipelineError(f"grid.portability.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
-    return {"pairs": [list(p) for p in pairs], "corpora": list(corpora), "seeds": list(seeds)}
+def _and(names) -> str:
+    names = list(names)
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
-def grid_subset(g: dict[str, Any], block: str, defaults: dict[str, list]) -> dict[str, Any]:
-    """``grid.<block>`` as a part of the main grid, validated: optional ``models``, ``corpora`` and ``seeds``
-    (``defaults`` where absent), each of the grid; seeds each of its models has; and the main grid's layer
-    control none (the block reads those cells' adapters)."""
-    d = g[block]
-    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds"}:
-        raise PipelineError(f"grid.{block} may have models, corpora and seeds; "
-                            f"got {sorted(d) if isinstance(d, dict) else d!r}")
-    out = {k: list(d.get(k, v)) for k, v in defaults.items()}
-    for key in ("models", "corpora"):
-        alien = [x for x in out[key] if x not in g[key]]
-        if alien:
-            raise PipelineError(f"grid.{block}.{key} {alien} are not in grid.{key} {g[key]}")
-    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
-        raise PipelineError(f"grid.{block} needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls")
-    by_model = seeds_by_model(g)
-    for m in out["models"]:
-        alien = [s for s in out["seeds"] if s not in by_model[m]]
-        if alien:
-            raise PipelineError(f"grid.{block}.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
-    return out
+def _unknown(keys, allowed) -> str:
+    """``'x' (did you mean 'y'?), 'z'`` for the keys not allowed."""
+    import difflib
+
+    out = []
+    for k in sorted(set(keys) - set(allowed), key=str):
+        close = difflib.get_close_matches(str(k), list(allowed), n=1)
+        out.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(out)
 
 
-def composition_block(g: dict[str, Any]) -> dict[str, Any]:
-    """``grid.composition`` validated (:func:`grid_subset`; default: the grid's first model, all its corpora, its
-    first seed), with at least two corpora. 12_composition composes the main grid's corpus adapters (layer_control
-    none) of each model and seed."""
-    out = grid_subset(g, "composition", {"models": g["models"][:1], "corpora": g["corpora"],
-                                         "seeds": [min(all_seeds(g))]})
-    if len(out["corpora"]) < 2:
-        raise PipelineError(f"grid.composition needs at least two corpora to compose, got {out['corpora']}")
-    return out
-
-
-def calibration_block(g: dict[str, Any]) -> dict[str, Any]:
-    """``grid.calibration`` validated (:func:`grid_subset`; default: the grid's first model, its first corpus,
-    its first two seeds), with one or two seeds. 13_calibration plants features into the main grid's adapter of
-    each model x corpus at the first seed; the second seed's adapter is the seed-pair null (none with one seed)."""
-    out = grid_subset(g, "calibration", {"models": g["models"][:1], "corpora": g["corpora"][:1],
-                                         "seeds": all_seeds(g)[:2]})
-    if not 1 <= len(out["seeds"]) <= 2:
-        raise PipelineError(f"grid.calibration.seeds: one or two seeds (the planted adapter, then the seed-pair "
-                            f"null), got {out['seeds']}")
-    return out
-
-
-def dose_cells(g: dict[str, Any], by_model: dict[str, list[int]], ft_overrides: dict[str, Any]) -> list[dict]:
-    """The cells of ``grid.dose`` (see :func:`grid_cells`), validated: known keys, models / corpora / seeds of the
-    grid, levels that are distinct, non-empty mappings of 01_finetune parameters other than the main grid's."""
-    d = g["dose"]
-    if not isinstance(d, dict) or set(d) - {"models", "corpora", "seeds", "levels"} or not d.get("levels"):
-        raise PipelineError("grid.dose needs levels (a list of 01_finetune parameter mappings) and may have "
-                            f"models, corpora and seeds; got {sorted(d) if isinstance(d, dict) else d!r}")
-    if isinstance(g["seeds"], dict) and "seeds" not in d:
-        raise PipelineError("grid.dose needs its own seeds when grid.seeds is a per-model mapping")
-    if DOSE_LAYER_CONTROL not in g["layer_controls"]:
-        raise PipelineError(f"grid.dose needs layer_control {DOSE_LAYER_CONTROL!r} in grid.layer_controls "
-                            "(its lowest dose is that main-grid cell)")
-    for key in ("models", "corpora"):
-        alien = [x for x in d.get(key, []) if x not in g[key]]
-        if alien:
-            raise PipelineError(f"grid.dose.{key} {alien} are not in grid.{key} {g[key]}")
-    models = d.get("models", g["models"])
-    for m in models:
-        alien = [s for s in d.get("seeds", []) if s not in by_model[m]]
-        if alien:
-            raise PipelineError(f"grid.dose.seeds {alien} are not seeds of {m} in the grid ({by_model[m]})")
-    declared = params.parse_parameters_cell(notebook_path("01_finetune"))
-    main_ft = params.validate(declared, ft_overrides, where="01_finetune")
-    identity = {"model", "corpus", "layer_control", "seed", "dose_tag"}
-    tags = []
-    for lev in d["levels"]:
-        if not isinstance(lev, dict) or not lev or identity & set(lev):
-            raise PipelineError(f"grid.dose.levels: each level is a non-empty mapping of 01_finetune parameters "
-                                f"other than {sorted(identity)}; got {lev!r}")
-        try:
-            params.validate(declared, lev, where="grid.dose.levels (01_finetune parameters)")
-        except params.ParameterError as e:
-            raise PipelineError(str(e)) from None
-        if all(main_ft[k] == v for k, v in lev.items()):
-            raise PipelineError(f"grid.dose level {lev} is the main grid's own 01_finetune setting: the dose "
-                                "analysis takes that cell as its lowest dose; drop the level")
-        tags.append(params.dose_tag(lev))
-    dup = sorted({t for t in tags if tags.count(t) > 1})
+def _name_list(where: str, v: Any, kind: str = "names", empty: bool = False) -> list:
+    """``v`` as a list without repeats of names (``kind="seeds"``: of integer seeds), non-empty unless ``empty``
+    (a finding's scope can leave a block or a model's seeds empty), else the error naming the fix."""
+    ints = kind == "seeds"
+    if (not isinstance(v, list) or not (v or empty)
+            or not all(isinstance(x, int) and not isinstance(x, bool) if ints else isinstance(x, str) for x in v)):
+        what = "integer seeds" if ints else "names"
+        raise ProfileError(f"{where} must be a {'' if empty else 'non-empty '}list of {what}, got {v!r}: write it "
+                           f"as {'[0, 1]' if ints else '[a, b]'}")
+    dup = sorted({x for x in v if v.count(x) > 1})
     if dup:
-        raise PipelineError(f"grid.dose.levels repeat {dup}")
-    return [{"model": m, "corpus": c, "layer_control": DOSE_LAYER_CONTROL, "seed": s, "dose_tag": tag,
-             "dose": dict(lev)}
-            for m in models for c in d.get("corpora", g["corpora"]) for s in d.get("seeds", by_model[m])
-            for tag, lev in zip(tags, d["levels"])]
+        raise ProfileError(f"{where} repeats {dup}: list each once")
+    return list(v)
 
 
 def seeds_by_model(g: dict[str, Any]) -> dict[str, list[int]]:
@@ -470,15 +378,195 @@ def seeds_by_model(g: dict[str, Any]) -> dict[str, list[int]]:
     if isinstance(seeds, dict):
         missing, extra = set(g["models"]) - set(seeds), set(seeds) - set(g["models"])
         if missing or extra:
-            raise PipelineError(f"grid.seeds as a mapping needs exactly the grid's models as keys; "
-                                f"missing {sorted(missing)}, unknown {sorted(extra)}")
-        return {m: list(seeds[m]) for m in g["models"]}
-    return {m: list(seeds) for m in g["models"]}
+            raise ProfileError(f"grid.seeds as a mapping needs exactly the grid's models as keys; missing "
+                               f"{sorted(missing)}, unknown {sorted(extra)}: give each model of grid.models its "
+                               "list of seeds, and no other model")
+        return {m: _name_list(f"grid.seeds.{m}", seeds[m], "seeds", empty=True) for m in g["models"]}
+    return {m: _name_list("grid.seeds", seeds, "seeds") for m in g["models"]}
 
 
 def all_seeds(g: dict[str, Any]) -> list[int]:
     """Every seed of the grid, over all models (the union when ``grid.seeds`` is a per-model mapping)."""
     return sorted({s for v in seeds_by_model(g).values() for s in v})
+
+
+def _block(g: dict[str, Any], name: str, defaults: dict[str, list]) -> dict:
+    """``grid.<name>`` checked by the rules every block shares: a mapping of its own keys with the required ones;
+    for a block that reads the main grid's cells (all but control), the main grid's layer control in the grid; its
+    own seeds when ``grid.seeds`` is a per-model mapping (unless it has a default of its own); lists of models and
+    corpora of the grid. Returns the block with ``defaults`` filled in (None for seeds without a default: each
+    model's own); :func:`_block_seeds` checks the seeds against the block's models."""
+    what, required, optional = GRID_BLOCKS[name]
+    d = g[name]
+    if not isinstance(d, dict):
+        raise ProfileError(f"grid.{name} ({what}) must be a mapping with {_and(required + optional)}, got {d!r}")
+    bad = _unknown(d, required + optional)
+    if bad:
+        raise ProfileError(f"grid.{name}: unknown key(s) {bad}; grid.{name} may have {_and(required + optional)}")
+    for key in required:
+        if not d.get(key) or (key == "layer_control") != isinstance(d[key], str):
+            raise ProfileError(f"grid.{name} needs {key} ({BLOCK_NEEDS[key]}), got {d.get(key)!r}: add it, or "
+                               f"drop grid.{name}")
+    if name != "control" and MAIN_LAYER_CONTROL not in g["layer_controls"]:
+        raise ProfileError(f"grid.{name} reads the main grid's layer_control {MAIN_LAYER_CONTROL!r} cells: add "
+                           f"{MAIN_LAYER_CONTROL!r} to grid.layer_controls, or drop grid.{name}")
+    if isinstance(g["seeds"], dict) and "seeds" in optional and "seeds" not in d and "seeds" not in defaults:
+        raise ProfileError(f"grid.{name} needs its own seeds when grid.seeds is a per-model mapping: add "
+                           f"grid.{name}.seeds")
+    out = {k: d[k] for k in required}
+    for key in ("models", "corpora", "seeds"):
+        if key not in optional:
+            continue
+        if key in d:
+            out[key] = _name_list(f"grid.{name}.{key}", d[key], key, empty=True)
+        else:
+            out[key] = list(defaults[key]) if key in defaults else None
+        if key != "seeds" and out[key] is not None:
+            alien = [x for x in out[key] if x not in g[key]]
+            if alien:
+                raise ProfileError(f"grid.{name}.{key} {alien} are not in grid.{key} {g[key]}: add them to "
+                                   f"grid.{key}, or drop them from grid.{name}.{key}")
+    return out
+
+
+def _block_seeds(name: str, out: dict[str, Any], block_models, by_model: dict[str, list[int]]) -> None:
+    """Each of the block's seeds is a seed of each of its models in the grid."""
+    for m in dict.fromkeys(block_models):
+        alien = [s for s in out["seeds"] if s not in by_model[m]]
+        if alien:
+            raise ProfileError(f"grid.{name}.seeds {alien} are not seeds of {m} in the grid ({by_model[m]}): use "
+                               f"seeds grid.seeds gives {m}")
+
+
+def check_grid(profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile's ``grid``, checked in this one place (every reader of a grid goes through here:
+    :func:`load_profile`, :func:`grid_cells`, :func:`summary_cells`, :func:`summary_params` and, for a summary
+    notebook run on its own, :func:`preflight`), each mistake a :class:`ProfileError` naming the fix.
+
+    ``grid`` is a product of ``models x corpora x layer_controls x seeds`` (``seeds`` a list, or a mapping model ->
+    list). Optional blocks, each absent when empty (see :data:`GRID_BLOCKS`): ``control`` (``layer_control``, and
+    ``models``, ``corpora``, ``seeds`` of the grid, default all of them: the depth-profile control runs);
+    ``dose`` (``levels``: distinct, non-empty mappings of 01_finetune parameters, none the main grid's own setting
+    (``profile["notebooks"]["01_finetune"]`` over the notebook's defaults), none naming a cell's identity; and
+    ``models``, ``corpora``, ``seeds`` of the grid, default all); ``portability`` (``pairs`` of [source, target],
+    two different models, each source a model of the grid; ``corpora`` and ``seeds`` of the grid, default its
+    corpora and its first seed); ``composition`` (``models``, ``corpora``, ``seeds`` of the grid, default its first
+    model, all its corpora, its first seed; two corpora at least); ``calibration`` (the same keys, default its first
+    model, its first corpus, its first two seeds; one or two seeds). The dose, portability, composition and
+    calibration blocks read main-grid cells of layer control :data:`MAIN_LAYER_CONTROL`, which the grid must have.
+
+    Returns the grid normalised: ``models``, ``corpora``, ``layer_controls``, ``seeds`` (model -> list), and each
+    block with its defaults filled in (``dose`` also with its levels' ``tags``), or None where absent."""
+    g = profile.get("grid") if isinstance(profile, dict) else None
+    if not isinstance(g, dict):
+        raise ProfileError(f"the profile needs a grid mapping with {_and(GRID_KEYS)}, got {g!r}: add `grid:` "
+                           "(notebooks/profiles/smoke.yml is a small example)")
+    missing = [k for k in GRID_KEYS if k not in g]
+    if missing:
+        raise ProfileError(f"profile grid lacks {missing}: add them (a grid is models x corpora x layer_controls x "
+                           "seeds)")
+    bad = _unknown(g, GRID_KEYS + tuple(GRID_BLOCKS))
+    if bad:
+        raise ProfileError(f"profile grid: unknown key(s) {bad}; allowed: {list(GRID_KEYS) + list(GRID_BLOCKS)}")
+    out = {k: _name_list(f"grid.{k}", g[k]) for k in ("models", "corpora", "layer_controls")}
+    by_model = out["seeds"] = seeds_by_model(g)
+    if not any(by_model.values()):
+        raise ProfileError(f"grid.seeds {g['seeds']!r} gives no model a seed: list at least one")
+    first = min(all_seeds(g))
+    blocks = {"control": {"models": g["models"], "corpora": g["corpora"]},
+              "dose": {"models": g["models"], "corpora": g["corpora"]},
+              "portability": {"corpora": g["corpora"], "seeds": [first]},
+              "composition": {"models": g["models"][:1], "corpora": g["corpora"], "seeds": [first]},
+              "calibration": {"models": g["models"][:1], "corpora": g["corpora"][:1], "seeds": all_seeds(g)[:2]}}
+    for name, defaults in blocks.items():
+        if not g.get(name):
+            out[name] = None
+            continue
+        b = out[name] = _block(g, name, defaults)
+        if name == "portability":
+            for p in b["pairs"]:
+                if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
+                    raise ProfileError(f"grid.portability.pairs: {p!r} is not a [source, target] pair: write each "
+                                       "pair as [source model, target model]")
+                if p[0] == p[1]:
+                    raise ProfileError(f"grid.portability.pairs: {list(p)} transfers a model to itself: a pair "
+                                       "names two different models")
+            b["pairs"] = [list(p) for p in b["pairs"]]
+            alien = list(dict.fromkeys(p[0] for p in b["pairs"] if p[0] not in g["models"]))
+            if alien:
+                raise ProfileError(f"grid.portability: sources {alien} are not in grid.models {g['models']} (a "
+                                   "source's adapter comes from the main grid): add them to grid.models, or drop "
+                                   "those pairs")
+        block_models = [p[0] for p in b["pairs"]] if name == "portability" else b["models"]
+        if b["seeds"] is not None:
+            _block_seeds(name, b, block_models, by_model)
+        if name == "composition" and len(b["corpora"]) < 2:
+            raise ProfileError(f"grid.composition needs at least two corpora to compose, got {b['corpora']}: "
+                               "list two or more in grid.composition.corpora (or in grid.corpora)")
+        if name == "calibration" and not 1 <= len(b["seeds"]) <= 2:
+            raise ProfileError(f"grid.calibration.seeds: one or two seeds (the planted adapter, then the seed-pair "
+                               f"null), got {b['seeds']}")
+        if name == "dose":
+            b["tags"] = _dose_tags(b["levels"], (profile.get("notebooks") or {}).get("01_finetune") or {})
+    return out
+
+
+def _dose_tags(levels: Any, ft_overrides: dict[str, Any]) -> list[str]:
+    """The tags of ``grid.dose.levels``, each level checked: a non-empty mapping of 01_finetune parameters (none of
+    a cell's identity), valid for the notebook, not the main grid's own setting, no two the same."""
+    if not isinstance(levels, list):
+        raise ProfileError(f"grid.dose.levels must be a list of 01_finetune parameter mappings, got {levels!r}")
+    declared = params.parse_parameters_cell(notebook_path("01_finetune"))
+    try:
+        main_ft = params.validate(declared, ft_overrides, where="01_finetune")
+    except params.ParameterError as e:
+        raise ProfileError(f"profile notebooks.01_finetune: {e}") from None
+    identity = {"model", "corpus", "layer_control", "seed", "dose_tag"}
+    tags = []
+    for lev in levels:
+        if not isinstance(lev, dict) or not lev or identity & set(lev):
+            raise ProfileError(f"grid.dose.levels: each level is a non-empty mapping of 01_finetune parameters "
+                               f"other than {sorted(identity)}; got {lev!r}")
+        try:
+            params.validate(declared, lev, where="grid.dose.levels (01_finetune parameters)")
+        except params.ParameterError as e:
+            raise ProfileError(str(e)) from None
+        if all(main_ft[k] == v for k, v in lev.items()):
+            raise ProfileError(f"grid.dose level {lev} is the main grid's own 01_finetune setting: the dose "
+                               "analysis takes that cell as its lowest dose; drop the level")
+        tags.append(params.dose_tag(lev))
+    dup = sorted({t for t in tags if tags.count(t) > 1})
+    if dup:
+        raise ProfileError(f"grid.dose.levels repeat {dup}: list each level once")
+    return tags
+
+
+def grid_cells(profile: dict[str, Any], which: str = "all") -> list[dict[str, Any]]:
+    """The (model, corpus, layer_control, seed) cells of a profile (checked by :func:`check_grid`): the main grid
+    (``models x corpora x layer_controls x seeds``), the depth-profile control runs of ``grid.control`` (those not
+    already main cells) and the training-dose runs of ``grid.dose``: each level for every model x corpus x seed of
+    the block, with layer control :data:`MAIN_LAYER_CONTROL`; a dose cell also holds ``dose_tag``
+    (:func:`params.dose_tag`, appended to its run id) and ``dose`` (the level). Its lowest dose is the main grid's
+    own cell. ``which``: ``main``, ``control``, ``dose`` or ``all``."""
+    if which not in ("main", "control", "dose", "all"):
+        raise PipelineError(f"grid_cells: which must be main, control, dose or all, got {which!r}")
+    g = check_grid(profile)
+    by_model = g["seeds"]
+    main = [{"model": m, "corpus": c, "layer_control": lc, "seed": s}
+            for m, c, lc in itertools.product(g["models"], g["corpora"], g["layer_controls"]) for s in by_model[m]]
+    ctl, dose = [], []
+    if g["control"]:
+        c = g["control"]
+        ctl = [{"model": m, "corpus": co, "layer_control": c["layer_control"], "seed": s}
+               for m in c["models"] for co in c["corpora"] for s in (c["seeds"] or by_model[m])]
+        ctl = [x for x in ctl if x not in main]
+    if g["dose"]:
+        d = g["dose"]
+        dose = [{"model": m, "corpus": c, "layer_control": MAIN_LAYER_CONTROL, "seed": s, "dose_tag": tag,
+                 "dose": dict(lev)}
+                for m in d["models"] for c in d["corpora"] for s in (d["seeds"] or by_model[m])
+                for tag, lev in zip(d["tags"], d["levels"])]
+    return {"main": main, "control": ctl, "dose": dose, "all": main + ctl + dose}[which]
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -506,24 +594,23 @@ def cell_overrides(cell: dict[str, Any], nb: str, per_nb: dict[str, Any]) -> dic
 
 
 def summary_params(profile_name: str, prof: dict[str, Any]) -> dict[str, Any]:
-    """Everything a summary notebook may declare about the grid (each takes the names it declares)."""
-    g = prof["grid"]
-    c, d = g.get("control") or {}, g.get("dose") or {}
+    """Everything a summary notebook may declare about the grid (each takes the names it declares), from the
+    checked grid (:func:`check_grid`): empty lists for a block the profile does not have."""
+    g = check_grid(prof)
+    seeds = sorted({s for v in g["seeds"].values() for s in v})
+    c, d = g["control"], g["dose"]
+
+    def block(prefix: str, b: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
+        return {f"{prefix}_{k}": (b[k] if b[k] is not None else seeds) if b else [] for k in keys}
+
     return {"model_names": g["models"], "corpus_names": g["corpora"], "layer_controls": g["layer_controls"],
-            "seeds": all_seeds(g), "seeds_by_model": seeds_by_model(g) if isinstance(g["seeds"], dict) else {},
-            "profile": profile_name,
-            "control": c.get("layer_control", ""), "control_models": c.get("models", g["models"] if c else []),
-            "control_corpora": c.get("corpora", g["corpora"] if c else []),
-            "control_seeds": c.get("seeds", all_seeds(g) if c else []),
-            "dose_models": d.get("models", g["models"] if d else []),
-            "dose_corpora": d.get("corpora", g["corpora"] if d else []),
-            "dose_seeds": d.get("seeds", all_seeds(g) if d else []), "dose_levels": d.get("levels", []),
-            **({f"port_{k}": v for k, v in portability_block(g).items()} if g.get("portability")
-               else {"port_pairs": [], "port_corpora": [], "port_seeds": []}),
-            **({f"comp_{k}": v for k, v in composition_block(g).items()} if g.get("composition")
-               else {"comp_models": [], "comp_corpora": [], "comp_seeds": []}),
-            **({f"cal_{k}": v for k, v in calibration_block(g).items()} if g.get("calibration")
-               else {"cal_models": [], "cal_corpora": [], "cal_seeds": []})}
+            "seeds": seeds, "seeds_by_model": g["seeds"] if isinstance(prof["grid"]["seeds"], dict) else {},
+            "profile": profile_name, "control": c["layer_control"] if c else "",
+            **block("control", c, ("models", "corpora", "seeds")),
+            **block("dose", d, ("models", "corpora", "seeds", "levels")),
+            **block("port", g["portability"], ("pairs", "corpora", "seeds")),
+            **block("comp", g["composition"], ("models", "corpora", "seeds")),
+            **block("cal", g["calibration"], ("models", "corpora", "seeds"))}
 
 
 def single_run(nb: str, declared: dict[str, Any], run_id: str | None = None) -> tuple[str, list[tuple[str, str]]]:
@@ -576,26 +663,24 @@ def summary_cells(nb: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
     if nb == "11_dose":
         dose = grid_cells(prof, "dose")
         starts = {(c["model"], c["corpus"], c["seed"]) for c in dose}
-        base = [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL
+        base = [c for c in main if c["layer_control"] == MAIN_LAYER_CONTROL
                 and (c["model"], c["corpus"], c["seed"]) in starts]
         return base + dose
     if nb == "07_portability":
-        if not prof["grid"].get("portability"):
+        pb = check_grid(prof)["portability"]
+        if not pb:
             return []
-        pb = portability_block(prof["grid"])
         # the sources' adapters, and the targets' own adapters of the same corpus and seed where the target is in
         # the grid: a case reuses that one as its ceiling (the direct LoRA) instead of training it again
         case_models = {m for p in pb["pairs"] for m in p}
-        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in case_models
+        return [c for c in main if c["layer_control"] == MAIN_LAYER_CONTROL and c["model"] in case_models
                 and c["corpus"] in pb["corpora"] and c["seed"] in pb["seeds"]]
-    subset = {"12_composition": ("composition", composition_block),  # blocks that read a part of the main grid
-              "13_calibration": ("calibration", calibration_block)}
+    subset = {"12_composition": "composition", "13_calibration": "calibration"}  # blocks that read a part of it
     if nb in subset:
-        key, block = subset[nb]
-        if not prof["grid"].get(key):
+        cb = check_grid(prof)[subset[nb]]
+        if not cb:
             return []
-        cb = block(prof["grid"])
-        return [c for c in main if c["layer_control"] == DOSE_LAYER_CONTROL and c["model"] in cb["models"]
+        return [c for c in main if c["layer_control"] == MAIN_LAYER_CONTROL and c["model"] in cb["models"]
                 and c["corpus"] in cb["corpora"] and c["seed"] in cb["seeds"]]
     return main + grid_cells(prof, "control")
 
@@ -609,7 +694,10 @@ def summary_upstream(nb: str, prof: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def load_profile(profile_name: str) -> dict[str, Any]:
-    return params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{profile_name}.yml")
+    """``notebooks/profiles/<profile_name>.yml``, its grid checked (:func:`check_grid`)."""
+    prof = params.load_profile(paths.project_root() / "notebooks" / "profiles" / f"{profile_name}.yml")
+    check_grid(prof)
+    return prof
 
 
 def run_cell(profile_name: str, index: int, force: bool = False, log=print) -> None:

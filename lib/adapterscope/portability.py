@@ -631,20 +631,20 @@ def shift_correlation(cases: Sequence[dict[str, Any]], method: str = "distilled"
 
 
 # ------------------------------------------------------------------------------- the notebook's cases
+# The layer control of a case's source adapter: the main grid's (``pipeline.MAIN_LAYER_CONTROL``, which this
+# layer cannot import; a test keeps the two equal).
+SOURCE_LAYER_CONTROL = "none"
+
+
 def case_specs(pairs: Sequence[Sequence[str]], corpora: Sequence[str], seeds: Sequence[int],
-               model_names: Sequence[str], corpus_names: Sequence[str]) -> list[dict[str, Any]]:
+               model_names: Sequence[str] = (), corpus_names: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The cases of a portability block: every [source, target] pair x corpus x seed, each source adapter being
-    the main grid's (layer_control none) cell of that source, corpus and seed."""
-    for p in pairs:
-        if len(p) != 2 or p[0] == p[1]:
-            raise PortabilityError(f"a portability pair is [source, target] with two different models, got {p!r}")
-        if p[0] not in model_names:
-            raise PortabilityError(f"source {p[0]!r} is not a model of the grid ({list(model_names)}): its adapter "
-                                   "comes from the grid's 01_finetune")
-        models.check_name(p[1])
-    alien = [c for c in corpora if c not in corpus_names]
-    if alien:
-        raise PortabilityError(f"portability corpora {alien} are not corpora of the grid ({list(corpus_names)})")
+    the main grid's (:data:`SOURCE_LAYER_CONTROL`) cell of that source, corpus and seed.
+
+    The block is checked where profiles are, once (``pipeline.check_grid``: a profile's ``grid.portability``, and
+    the ``port_*`` parameters of a run of 07_portability on its own before its kernel starts, targets' names
+    included); ``model_names`` and ``corpus_names`` (the grid's) are accepted for the notebook's call and not
+    checked again here."""
     short = lambda m: m.split("-")[0]  # noqa: E731
     return [{"source": s, "target": t, "corpus": c, "seed": int(sd), "case": f"{s} to {t}, {c}, s{sd}",
              "label": f"{c} ({short(s)} to {short(t)})" + (f" s{sd}" if len(seeds) > 1 else "")}
@@ -662,7 +662,7 @@ def target_own_run(spec: dict[str, Any], source_record: dict[str, Any]) -> tuple
     artefacts that match its record. None otherwise (the case then trains its ceiling)."""
     from . import params, results
 
-    rid_t = params.cell_run_id(spec["target"], spec["corpus"], "none", spec["seed"])
+    rid_t = params.cell_run_id(spec["target"], spec["corpus"], SOURCE_LAYER_CONTROL, spec["seed"])
     try:
         rec = results.load("01_finetune", rid_t)
     except (FileNotFoundError, results.ResultsError):
@@ -684,7 +684,7 @@ def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input
 
     from . import corpora, finetune, params, paths, results
 
-    rid = params.cell_run_id(spec["source"], spec["corpus"], "none", spec["seed"])
+    rid = params.cell_run_id(spec["source"], spec["corpus"], SOURCE_LAYER_CONTROL, spec["seed"])
     try:
         up = results.load("01_finetune", rid)
     except FileNotFoundError:
@@ -711,7 +711,7 @@ def run_spec(spec: dict[str, Any], cc: CaseConfig, device: str = "cpu", on_input
                                "its 01_finetune")
     cfg = finetune.FinetuneConfig(rank=p["rank"], alpha=p["alpha"], targets=tuple(p["targets"]), steps=p["steps"],
                                   lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], seed=p["seed"],
-                                  dtype=p["dtype"], layer_control="none")
+                                  dtype=p["dtype"], layer_control=SOURCE_LAYER_CONTROL)
     base, tok_s = models.load_model(spec["source"], device=device)
     src = finetune.load_adapter(base, adapter_dir, model_name=spec["source"])
     tgt, tok_t = models.load_model(spec["target"], device=device)

@@ -1,6 +1,7 @@
 """Causal clamping: a hand-computed edit, and a planted fine-tune whose change the crosscoder's fine-tune-only
 latents decode exactly (clamping them must give back the base model; random latents and matched noise not)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -149,8 +150,8 @@ def test_planted_clamping_removes_the_kl_and_controls_do_not(tiny_llama):
     model, U_KD = _planted(tiny_llama)
     cc = _planted_crosscoder(U_KD)
     rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
-    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], n_random=5, n_noise=5, batch_size=4,
-                                         progress=False)
+    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1],
+                                         interventions.ClampConfig(n_random=5, n_noise=5, batch_size=4, progress=False))
     s = res.summary(n_boot=200)
     assert res.kl_ft_R.shape == (6,) and res.kl_random_NR.shape == (5, 6) and res.kl_noise_NR.shape == (5, 6)
     assert s["kl_ft"] > 1e-2
@@ -189,14 +190,15 @@ def test_lora_zero_edit_reproduces_ft_kl(tiny_llama):
     finetune.train(pm, torch.randint(97, (8, 12), generator=g), cfg, progress=False)
     cc = Crosscoder(2, D, 24, sparsity="l1", seed=0)
     rows = torch.randint(97, (5, 12), generator=g)
-    res = interventions.clamp_experiment(pm, cc, rows, 2, [], n_random=2, n_noise=1, batch_size=3, progress=False)
+    res = interventions.clamp_experiment(pm, cc, rows, 2, [],
+                                         interventions.ClampConfig(n_random=2, n_noise=1, batch_size=3, progress=False))
     assert np.allclose(res.kl_clamp_R, res.kl_ft_R, atol=1e-7) and np.allclose(res.kl_noise_NR, res.kl_ft_R, atol=1e-7)
     ref = np.concatenate([interventions.row_kl(b.logits_base, b.logits_ft).numpy()
                           for b in capture.iter_paired(pm, rows, [2], batch_size=2, progress=False)])
     assert np.allclose(res.kl_ft_R, ref, atol=1e-6) and res.kl_ft_R.min() > 0   # float32 rounding
     # a non-empty clamp of a random crosscoder runs end to end with a pool computed from the data
-    res2 = interventions.clamp_experiment(pm, cc, rows, 2, [0, 1, 2], n_random=2, n_noise=2, batch_size=4,
-                                          progress=False)
+    cfg2 = interventions.ClampConfig(n_random=2, n_noise=2, batch_size=4, progress=False)
+    res2 = interventions.clamp_experiment(pm, cc, rows, 2, [0, 1, 2], cfg2)
     assert res2.meta["pool_size"] > 0 and np.isfinite(res2.kl_clamp_R).all()
     with pytest.raises(TypeError, match="peft model"):
         interventions.clamp_experiment(nn.Linear(2, 2), cc, rows, 2, [0])
@@ -210,9 +212,9 @@ def test_matched_norm_random_control_has_the_clamp_edit_norm_and_removes_less_kl
     model, U_KD = _planted(tiny_llama)
     cc = _planted_crosscoder(U_KD)
     rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
-    kw = dict(n_random=4, n_noise=0, batch_size=4, progress=False, seed=2)
-    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], **kw)
-    raw = interventions.clamp_experiment(model, cc, rows, L, [0, 1], match_random_norm=False, **kw)
+    cfg = interventions.ClampConfig(n_random=4, n_noise=0, batch_size=4, progress=False, seed=2)
+    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], cfg)
+    raw = interventions.clamp_experiment(model, cc, rows, L, [0, 1], dataclasses.replace(cfg, match_random_norm=False))
     s, s_raw = res.summary(n_boot=200), raw.summary(n_boot=200)
     # the same random sets, their own edits much smaller than the clamp's; matched: equal mean per-token norms
     assert all(np.array_equal(a, b) for a, b in zip(res.random_sets, raw.random_sets))
@@ -292,8 +294,8 @@ def test_pca_baseline_equals_the_clamp_when_the_change_is_exactly_low_rank_and_t
     U_rand = interventions.random_basis(D, 2, seed=0)
     assert torch.allclose(U_rand.T @ U_rand, torch.eye(2), atol=1e-6)
     rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
-    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], n_random=2, n_noise=1, batch_size=4,
-                                         subspaces={"pca": U_pca, "subspace": U_rand}, ceiling=True, progress=False)
+    cfg = interventions.ClampConfig(n_random=2, n_noise=1, batch_size=4, ceiling=True, progress=False)
+    res = interventions.clamp_experiment(model, cc, rows, L, [0, 1], cfg, subspaces={"pca": U_pca, "subspace": U_rand})
     s = res.summary(n_boot=200)
     assert set(res.kl_subspace) == {"pca", "subspace"} and res.kl_ceiling_R.shape == (6,)
     assert s["frac_removed_pca"]["value"] == pytest.approx(s["frac_removed_clamp"]["value"], abs=1e-4)
@@ -307,3 +309,85 @@ def test_pca_baseline_equals_the_clamp_when_the_change_is_exactly_low_rank_and_t
     json.dumps(s)
     with pytest.raises(ValueError, match="r must be"):
         interventions.pca_basis(torch.zeros(3, D), 4)
+
+
+def test_clamp_config_defaults_and_refusals():
+    cfg = interventions.ClampConfig()
+    assert (cfg.n_random, cfg.n_noise, cfg.match_random_norm, cfg.ceiling, cfg.seed, cfg.site, cfg.skip_first,
+            cfg.use_threshold, cfg.base, cfg.ft, cfg.batch_size, cfg.device, cfg.dtype) == (
+        5, 5, True, False, 0, "resid_post", 1, True, 0, 1, 8, "cpu", "float32")
+    for bad, match in [({"n_random": -1}, "n_random must be an integer >= 0"), ({"n_noise": 1.5}, "n_noise"),
+                       ({"batch_size": 0}, "batch_size must be an integer >= 1"), ({"seed": -3}, "seed"),
+                       ({"skip_first": True}, "skip_first"), ({"site": "attn"}, "site must be one of"),
+                       ({"base": 1}, "0 and 1 in either order")]:
+        with pytest.raises(ValueError, match=match):
+            interventions.ClampConfig(**bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_random = 2
+
+
+# Stored from the planted model (n_random=3 frequency-matched, n_noise=2, two subspaces, the ceiling, seed 1) when
+# clamp_experiment became a config and three steps; that refactor was checked bit for bit against the old
+# 20-parameter function on the planted and the LoRA models under eight settings before the old one was deleted.
+STORED_SETS = [[7, 12], [2, 14], [6, 7]]
+STORED = {
+    "kl_ft_R": [0.0222604312, 0.0018565557, 0.2258962979, 0.2533819569, 0.2309383663, 0.0039269253],
+    "kl_random_NR": [[0.0810864395, 0.0047442872, 1.0371923636, 0.1570091602, 0.2614036525, 0.031175878],
+                     [0.9883637769, 0.0874020948, 0.1179400386, 0.615177338, 0.4367679722, 0.1658613289],
+                     [0.5123715896, 0.1098732149, 0.1761828546, 0.1780211552, 0.2706754312, 1.7020322606]],
+    "kl_noise_NR": [[0.5474954595, 0.0181832377, 0.0368120708, 0.2335684737, 0.0432897009, 0.0735523841],
+                    [0.2706644753, 0.7454295979, 0.1472274109, 0.631551921, 0.0227004291, 0.2719629876]],
+    "pca": [0.5612398132, 0.167654011, 0.2598281505, 0.4349513283, 0.2546306224, 0.2637830169],
+    "subspace": [0.3579257942, 0.0218329485, 0.1203566483, 0.1440183771, 0.1231258919, 0.2141235939],
+}
+STORED_NORMS = {"clamp": 3.1543648170702383, "random_natural": [0.17462099027453046, 0.24085328306043238,
+                                                                0.3079947584280462],
+                "pca_natural": 1.0339495593851262, "subspace_natural": 0.7102168109832387,
+                "ft_minus_base": 3.1543651168996636}
+STORED_META = {"layer": 1, "site": "resid_post", "skip_first": 1, "use_threshold": True, "seed": 1, "n_random": 3,
+               "n_noise": 2, "pool_size": 14, "n_tokens": 66, "fire_median_clamped": 66.0, "fire_median_random": 41.5,
+               "n_random_unmatched": 0, "subspace_rank": {"pca": 2, "subspace": 2}}
+
+
+def test_clamp_experiment_reproduces_its_stored_values_and_is_its_three_steps(tiny_llama):
+    model, U_KD = _planted(tiny_llama)
+    cc = _planted_crosscoder(U_KD)
+    rows = torch.randint(97, (6, 12), generator=torch.Generator().manual_seed(3))
+    fires = interventions.fire_counts(model, cc, rows, L, batch_size=4, progress=False)
+    assert fires.tolist() == [66, 66, 45, 37, 36, 34, 47, 36, 30, 30, 33, 18, 38, 42, 48, 20]
+    cfg = interventions.ClampConfig(n_random=3, n_noise=2, batch_size=4, seed=1, ceiling=True, progress=False)
+    subspaces = {"pca": interventions.random_basis(D, 2, seed=5), "subspace": interventions.random_basis(D, 2, seed=0)}
+    res = interventions.clamp_experiment(model, cc, rows, L, [1, 0, 1], cfg, fire_counts_F=fires, subspaces=subspaces)
+    assert res.latents.tolist() == [0, 1] and [r.tolist() for r in res.random_sets] == STORED_SETS
+    for name in ("kl_ft_R", "kl_random_NR", "kl_noise_NR"):
+        assert getattr(res, name) == pytest.approx(np.array(STORED[name]), rel=1e-4, abs=1e-7), name
+    for name in ("pca", "subspace"):
+        assert res.kl_subspace[name] == pytest.approx(np.array(STORED[name]), rel=1e-4, abs=1e-7), name
+    assert np.abs(res.kl_clamp_R).max() < 1e-8 and np.abs(res.kl_ceiling_R).max() < 1e-8   # the planted change undone
+    en = res.edit_norm
+    assert list(en) == ["clamp", "random", "noise", "random_natural", "pca", "subspace", "pca_natural",
+                        "subspace_natural", "ceiling", "ft_minus_base", "ft_minus_base_after_clamp"]
+    for k, v in STORED_NORMS.items():
+        assert en[k] == pytest.approx(v, rel=1e-5), k
+    assert en["random"] + en["noise"] + [en["pca"], en["subspace"]] == pytest.approx([en["clamp"]] * 7, rel=1e-5)
+    assert en["ceiling"] == pytest.approx(en["ft_minus_base"], rel=1e-6) and en["ft_minus_base_after_clamp"] < 1e-5
+    assert {k: res.meta[k] for k in STORED_META} == STORED_META
+    assert res.meta["random_scale"] == pytest.approx([en["clamp"] / n for n in en["random_natural"]])
+    assert res.meta["subspace_scale"] == pytest.approx({"pca": en["clamp"] / en["pca_natural"],
+                                                        "subspace": en["clamp"] / en["subspace_natural"]})
+    # the entry point is exactly its three steps
+    S = np.array([0, 1])
+    controls = interventions.choose_controls(model, cc, rows, L, S, cfg, fire_counts_F=fires)
+    assert [r.tolist() for r in controls.random_sets] == STORED_SETS and controls.noise_seeds == [1001, 1002]
+    assert controls.pool_size == 14
+    scales = interventions.measure_edit_norms(model, cc, rows, L, S, controls, cfg, subspaces)
+    assert scales.random_scale == res.meta["random_scale"] and scales.natural[1:4] == en["random_natural"]
+    again = interventions.run_edited(model, cc, rows, L, S, controls, scales, cfg, subspaces)
+    for name in ("kl_ft_R", "kl_clamp_R", "kl_random_NR", "kl_noise_NR", "kl_ceiling_R"):
+        assert np.array_equal(getattr(again, name), getattr(res, name)), name
+    assert again.edit_norm == res.edit_norm and again.meta.keys() == res.meta.keys()
+    # nothing scaled (no random draws, no subspaces): no norm sweep, every factor 1
+    bare = dataclasses.replace(cfg, n_random=0)
+    none = interventions.measure_edit_norms(model, cc, rows, L, S, interventions.choose_controls(
+        model, cc, rows, L, S, bare), bare)
+    assert none.natural is None and none.random_scale == [] and none.subspace_scale == []

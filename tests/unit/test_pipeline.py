@@ -66,7 +66,8 @@ def test_per_model_seed_mapping():
     assert len(pipeline.grid_cells({"grid": g}, "control")) == 2
     sp = pipeline.summary_params("p", {"grid": g})
     assert sp["seeds"] == [0, 1] and sp["seeds_by_model"] == {"a": [0, 1], "b": [0]}
-    assert pipeline.summary_params("p", {"grid": {**g, "seeds": [3]}})["seeds_by_model"] == {}
+    assert pipeline.summary_params("p", {"grid": {**g, "seeds": [3], "control": {**g["control"], "seeds": [3]}}}
+                                   )["seeds_by_model"] == {}
     with pytest.raises(pipeline.PipelineError, match="missing \\['b'\\], unknown \\['c'\\]"):
         pipeline.grid_cells({"grid": {**g, "seeds": {"a": [0], "c": [1]}}})
     with pytest.raises(pipeline.PipelineError, match="control needs its own seeds"):
@@ -183,7 +184,7 @@ def test_dose_summary_reads_its_cells_and_the_main_cells_they_start_from():
 
 
 @pytest.mark.parametrize("dose, match", [
-    ({"layer_control": "none"}, "grid.dose needs levels"),
+    ({"layer_control": "none"}, r"unknown key\(s\) 'layer_control'; grid.dose may have levels, models, corpora"),
     ({"levels": []}, "grid.dose needs levels"),
     ({"models": ["c"]}, r"grid.dose.models \['c'\] are not in grid.models"),
     ({"corpora": ["z"]}, r"grid.dose.corpora \['z'\] are not in grid.corpora"),
@@ -298,9 +299,9 @@ def test_portability_block_cells_params_and_findings_plan():
 
 @pytest.mark.parametrize("port, match", [
     ({"pairs": []}, "grid.portability needs pairs"),
-    ({"target": "c"}, "grid.portability needs pairs"),
+    ({"target": "c"}, "unknown key\\(s\\) 'target'; grid.portability may have pairs, corpora and seeds"),
     ({"pairs": [["a", "a"]]}, "two different models"),
-    ({"pairs": [["a"]]}, "two different models"),
+    ({"pairs": [["a"]]}, r"\['a'\] is not a \[source, target\] pair"),
     ({"pairs": [["c", "a"]]}, r"sources \['c'\] are not in grid.models"),
     ({"corpora": ["z"]}, r"grid.portability.corpora \['z'\] are not in grid.corpora"),
     ({"seeds": [7]}, r"grid.portability.seeds \[7\] are not seeds of a"),
@@ -344,6 +345,149 @@ def test_composition_block_cells_params_and_validation():
         with pytest.raises(pipeline.PipelineError, match=match):
             pipeline.grid_cells({"grid": {**g, "composition": bad}})
 
+
+
+def _grid(**over):
+    """A valid grid with every block; ``over`` replaces keys (None drops one)."""
+    g = {"models": ["a", "b"], "corpora": ["x", "y"], "layer_controls": ["none"], "seeds": [0, 1],
+         "control": {"layer_control": "equal_step", "corpora": ["x"]},
+         "dose": {"models": ["a"], "levels": [{"steps": 9}]},
+         "portability": {"pairs": [["a", "c"]]}, "composition": {"models": ["b"]}, "calibration": {"corpora": ["y"]}}
+    g.update(over)
+    return {"grid": {k: v for k, v in g.items() if v is not None}}
+
+
+def test_check_grid_normalises_every_block():
+    g = pipeline.check_grid(_grid())
+    assert g["models"] == ["a", "b"] and g["seeds"] == {"a": [0, 1], "b": [0, 1]}
+    assert g["control"] == {"layer_control": "equal_step", "models": ["a", "b"], "corpora": ["x"], "seeds": None}
+    assert g["dose"] == {"levels": [{"steps": 9}], "models": ["a"], "corpora": ["x", "y"], "seeds": None,
+                         "tags": ["dose-n9"]}
+    assert g["portability"] == {"pairs": [["a", "c"]], "corpora": ["x", "y"], "seeds": [0]}
+    assert g["composition"] == {"models": ["b"], "corpora": ["x", "y"], "seeds": [0]}
+    assert g["calibration"] == {"models": ["a"], "corpora": ["y"], "seeds": [0, 1]}
+    bare = pipeline.check_grid(_grid(control=None, dose={}, portability=None, composition=None, calibration=None))
+    assert all(bare[k] is None for k in pipeline.GRID_BLOCKS)
+    assert pipeline.MAIN_LAYER_CONTROL == "none" and issubclass(pipeline.ProfileError, pipeline.PipelineError)
+
+
+# One entry per mistake: the profile (as _grid overrides, or a whole profile) and the message, which names the fix.
+PROFILE_MISTAKES = [
+    ({"whole": {"description": "no grid"}}, r"the profile needs a grid mapping with models, corpora, layer_controls "
+                                            r"and seeds, got None: add `grid:`"),
+    ({"seeds": None}, r"profile grid lacks \['seeds'\]: add them"),
+    ({"portabilty": {"pairs": [["a", "c"]]}}, r"unknown key\(s\) 'portabilty' \(did you mean 'portability'\?\); "
+                                              r"allowed: \['models'"),
+    ({"models": "a"}, r"grid.models must be a non-empty list of names, got 'a': write it as \[a, b\]"),
+    ({"corpora": []}, r"grid.corpora must be a non-empty list of names, got \[\]"),
+    ({"layer_controls": ["none", "none"]}, r"grid.layer_controls repeats \['none'\]: list each once"),
+    ({"seeds": ["0"]}, r"grid.seeds must be a non-empty list of integer seeds, got \['0'\]: write it as \[0, 1\]"),
+    ({"seeds": {"a": [0], "c": [1]}, "control": {"layer_control": "equal_step", "seeds": [0]}, "dose": None},
+     r"missing \['b'\], unknown \['c'\]: give each model of grid.models its list of seeds"),
+    ({"seeds": {"a": [], "b": []}, "control": None, "dose": None}, "gives no model a seed: list at least one"),
+    ({"control": "equal_step"}, r"grid.control \(the depth-profile control runs\) must be a mapping with "
+                                r"layer_control, models, corpora and seeds, got 'equal_step'"),
+    ({"dose": {"level": [{"steps": 9}]}}, r"grid.dose: unknown key\(s\) 'level' \(did you mean 'levels'\?\); "
+                                          "grid.dose may have levels, models, corpora and seeds"),
+    ({"control": {"models": ["a"]}}, r"grid.control needs layer_control \(the control runs' layer control, e.g. "
+                                     r"equal_step\), got None: add it, or drop grid.control"),
+    ({"control": {"layer_control": ["equal_step"]}}, r"grid.control needs layer_control .*got \['equal_step'\]"),
+    ({"dose": {"levels": []}}, r"grid.dose needs levels \(a non-empty list of 01_finetune parameter mappings\)"),
+    ({"layer_controls": ["equal_step"], "control": None, "dose": None, "portability": None, "composition": None},
+     r"grid.calibration reads the main grid's layer_control 'none' cells: add 'none' to grid.layer_controls, or "
+     r"drop grid.calibration"),
+    ({"seeds": {"a": [0], "b": [0]}, "control": {"layer_control": "equal_step"}, "dose": None},
+     "grid.control needs its own seeds when grid.seeds is a per-model mapping: add grid.control.seeds"),
+    ({"composition": {"models": ["c"]}}, r"grid.composition.models \['c'\] are not in grid.models \['a', 'b'\]: "
+                                         r"add them to grid.models, or drop them from grid.composition.models"),
+    ({"control": {"layer_control": "equal_step", "corpora": ["q"]}}, r"grid.control.corpora \['q'\] are not in "
+                                                                     r"grid.corpora"),
+    ({"calibration": {"corpora": "x"}}, r"grid.calibration.corpora must be a list of names, got 'x'"),
+    ({"portability": {"pairs": [["a", "c"]], "seeds": [7]}}, r"grid.portability.seeds \[7\] are not seeds of a in "
+                                                             r"the grid \(\[0, 1\]\): use seeds grid.seeds gives a"),
+    ({"control": {"layer_control": "equal_step", "seeds": [5]}}, r"grid.control.seeds \[5\] are not seeds of a"),
+    ({"portability": {"pairs": "a c"}}, r"grid.portability needs pairs \(a non-empty list of \[source model, target "
+                                        r"model\]\), got 'a c'"),
+    ({"portability": {"pairs": [["a", "c", "b"]]}},
+     r"grid.portability.pairs: \['a', 'c', 'b'\] is not a \[source, target\] pair: write each pair as \[source model, "
+     r"target model\]"),
+    ({"portability": {"pairs": [["b", "b"]]}}, r"\['b', 'b'\] transfers a model to itself: a pair names two "
+                                               "different models"),
+    ({"portability": {"pairs": [["c", "a"], ["c", "b"]]}}, r"grid.portability: sources \['c'\] are not in "
+                                                           r"grid.models \['a', 'b'\] .*add them to grid.models, "
+                                                           "or drop those pairs"),
+    ({"composition": {"corpora": ["x"]}}, r"grid.composition needs at least two corpora to compose, got \['x'\]: "
+                                          "list two or more"),
+    ({"calibration": {"seeds": []}}, r"grid.calibration.seeds: one or two seeds .*got \[\]"),
+    ({"dose": {"levels": {"steps": 9}}}, "grid.dose.levels must be a list of 01_finetune parameter mappings"),
+    ({"dose": {"levels": [{"seed": 3}]}}, "each level is a non-empty mapping of 01_finetune parameters other than"),
+    ({"dose": {"levels": [{"stpes": 9}]}}, "unknown parameter.*'stpes'.*did you mean 'steps'"),
+    ({"dose": {"levels": [{"steps": 50}]}}, "is the main grid's own 01_finetune setting: .*drop the level"),
+    ({"dose": {"levels": [{"steps": 9}, {"steps": 9}]}}, r"grid.dose.levels repeat \['dose-n9'\]: list each level "
+                                                         "once"),
+    ({"whole": {"grid": _grid()["grid"], "notebooks": {"01_finetune": {"stpes": 4}}}},
+     "profile notebooks.01_finetune: .*'stpes'"),
+]
+
+
+@pytest.mark.parametrize("over, match", PROFILE_MISTAKES, ids=range(len(PROFILE_MISTAKES)))
+def test_each_profile_mistake_has_one_error_naming_the_fix(over, match):
+    prof = over["whole"] if "whole" in over else _grid(**over)
+    with pytest.raises(pipeline.ProfileError, match=match):
+        pipeline.check_grid(prof)
+    with pytest.raises(pipeline.ProfileError, match=match):  # every reader goes through check_grid
+        pipeline.grid_cells(prof)
+    with pytest.raises(pipeline.ProfileError, match=match):
+        pipeline.summary_params("p", prof)
+    with pytest.raises(pipeline.ProfileError, match=match):
+        pipeline.summary_cells("10_decorrelation", prof)
+
+
+def test_a_profile_file_with_a_mistake_is_refused_on_load_and_by_the_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ADAPTERSCOPE_HOME", str(tmp_path))
+    (tmp_path / "notebooks" / "profiles").mkdir(parents=True)
+    (tmp_path / "notebooks" / "profiles" / "bad.yml").write_text(
+        "grid: {models: [a], corpora: [x, y], layer_controls: [none], seeds: [0], composition: {corpora: [x]}}\n")
+    with pytest.raises(pipeline.ProfileError, match="grid.composition needs at least two corpora"):
+        pipeline.load_profile("bad")
+    assert pipeline.main(["grid", "--profile", "bad", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: grid.composition needs at least two corpora to compose")
+
+def test_a_summary_notebook_run_alone_has_its_block_checked_the_same_way(monkeypatch):
+    """`pipeline run 07_portability -p port_pairs=...` (no profile): the port_* / comp_* / cal_* parameters are
+    checked as the grid block they stand for, before a kernel starts; so are the targets' names."""
+    for nb in ("07_portability", "12_composition", "13_calibration"):  # the notebooks' own defaults pass
+        pipeline.preflight(params.parse_parameters_cell(pipeline.notebook_path(nb)))
+    port = params.parse_parameters_cell(pipeline.notebook_path("07_portability"))
+    for bad, match in [({"port_pairs": [["smollm2-135m", "smollm2-135m"]]}, "transfers a model to itself"),
+                       ({"port_pairs": [["qwen2.5-coder-0.5b", "gemma3-270m"]]}, "sources .* are not in grid.models"),
+                       ({"port_corpora": ["seneca", "nope"]}, r"grid.portability.corpora \['nope'\]"),
+                       ({"port_seeds": [4]}, r"grid.portability.seeds \[4\] are not seeds")]:
+        with pytest.raises(pipeline.ProfileError, match=match + ".*this run's parameters read as a profile grid"):
+            pipeline.preflight({**port, **bad})
+    comp = params.parse_parameters_cell(pipeline.notebook_path("12_composition"))
+    with pytest.raises(pipeline.ProfileError, match="at least two corpora"):
+        pipeline.check_summary_params({**comp, "comp_corpora": ["seneca"]})
+    cal = params.parse_parameters_cell(pipeline.notebook_path("13_calibration"))
+    with pytest.raises(pipeline.ProfileError, match="one or two seeds"):
+        pipeline.check_summary_params({**cal, "seeds": [0, 1, 2], "cal_seeds": [0, 1, 2]})
+    pipeline.check_summary_params({**port, "port_pairs": []})  # no block: nothing to check
+    monkeypatch.delenv("ADAPTERSCOPE_ALLOW_HUB", raising=False)
+    with pytest.raises(pipeline.PipelineError, match="no-such-model"):
+        pipeline.preflight({**port, "port_pairs": [["smollm2-135m", "no-such-model"]]})
+
+
+@pytest.mark.parametrize("name", ["default", "full", "seed", "smoke"])
+def test_every_profile_passes_the_check_and_plans(name):
+    prof = pipeline.load_profile(name)
+    g = pipeline.check_grid(prof)
+    assert g["models"] == prof["grid"]["models"] and pipeline.grid_cells(prof, "main")
+    assert pipeline.job_plan(name)
+    for nb in pipeline.SUMMARY_NOTEBOOKS:  # what a profile hands its summary notebooks passes the same check
+        declared = params.parse_parameters_cell(pipeline.notebook_path(nb))
+        merged = params.validate(declared, {k: v for k, v in pipeline.summary_params(name, prof).items()
+                                            if k in declared}, where=nb)
+        pipeline.check_summary_params(merged)
 
 def _plant_lib(root, files):
     """A project under ``root`` whose lib/adapterscope holds ``files`` (relative path -> source)."""
