@@ -19,7 +19,7 @@
 # text quotes.
 #
 # **Reads** every main-grid cell's `results/01_finetune` and `02_capture` runs. **Writes**
-# `results/08_divergence/grid.json`, `paper/generated/08_divergence/`, `paper/generated/tables/divergence.tex`,
+# `results/08_divergence/grid.json`, `paper/generated/08_divergence/`, `paper/generated/tables/{divergence,corpora}.tex`,
 # `figures/08_divergence/`. **Rerun alone:** `make notebook NB=08_divergence` (after the grid). **Feeds** the
 # output-change table of the results section; no finding directly.
 
@@ -122,10 +122,22 @@ for r in tab.itertuples():
                      f"[{fmt(r.kl_lo)}, {fmt(r.kl_hi)}] & {fmt(100 * r.top1)} & {fmt(r.ppl_base)} & {fmt(r.ppl_ft)}")
 latex.write_table("divergence", "llrrrr", r"model & corpus & KL (95\% CI) & top-1 (\%) & ppl base & ppl ft", tab_rows)
 
+# where each named corpus comes from (read at run time, never committed): kind, source, licence, size, digest
+from adapterscope import corpora  # noqa: E402
+
+prov = corpora.provenance_table([c for c in corpus_names if c in corpora.CORPUS_INFO])
+for r in prov:
+    run.add_input(f"corpus/{r['name']}", r["sha256"])
+latex.write_table("corpora", "llp{5.2cm}p{3.2cm}rr", r"corpus & kind & source & licence & documents & characters",
+                  [f"{results.tex_escape(r['name'])} & {results.tex_escape(r['kind'])} & "
+                   f"{results.tex_escape(r['source'])} & {results.tex_escape(r['licence'])} & {fmt(r['documents'])} & "
+                   f"{fmt(r['characters'])}" for r in prov])
+
 top = tab.sort_values("kl").iloc[-1]
 low = tab.sort_values("kl").iloc[0]
 late_over_early = depth.late_over_early(sub, "rel_change", "model", late_frac)
 run.values.update({"table": tab.to_dict("records"), "late_over_early": late_over_early.to_dict(),
+                   "corpora": prov,
                    "n_runs": int(len(main))})
 run.macro("NRuns", int(len(main)))
 run.macro("NModels", len(model_names))

@@ -202,6 +202,23 @@ latex.write_table("seed_reference", "lllrrrl",
     for k, lab, (r, _) in zip(SEED, ["internal vs output", "internal vs output, largest model",
                                      "perplexity vs novel latents"], ours)])
 
+side, side_sentence = dc.seed_side_by_side(means)
+print(side_sentence)
+
+
+def seed_cell(v, digits=3, pct=False):
+    return "--" if v is None or not math.isfinite(v) else (f"{100 * v:.0f}\\%" if pct else fmt(v, digits))
+
+
+latex.write_table("seed_side_by_side", "llrrrrrr|rrrr",
+                  r"model & corpus & peak ratio (rank) & FVU gap & KL (rank) & top-1 & late $1-$CKA & & "
+                  r"seed ratio (rank) & seed KL (rank) & seed top-1 & seed ppl",
+                  [f"{esc(r.model)} & {esc(r.corpus)} & {fmt(r.peak_ratio, 3)} ({r.rank_peak_ratio:.0f}) & "
+                   f"{fmt(getattr(r, dc.PRIMARY_INTERNAL), 3)} & {fmt(r.kl, 3)} ({r.rank_kl:.0f}) & "
+                   f"{seed_cell(r.top1, pct=True)} & {fmt(r.late_disp, 3)} & & {fmt(r.seed_ratio, 3)} "
+                   f"({r.seed_rank_ratio:.0f}) & {fmt(r.seed_kl, 3)} ({r.seed_rank_kl:.0f}) & "
+                   f"{seed_cell(r.seed_top1, pct=True)} & {seed_cell(r.seed_ppl, 2)}" for r in side.itertuples()])
+
 latex.write_table("internal_axes", "lrrrl",
                   r"internal reading & $n$ & $\rho$ vs KL & $p$ & $\rho$ vs held-out KL",
                   [f"{esc(r.label)}{' (primary)' if r.primary else ''} & {r.n} & {fmt(r.rho, 2)} "
@@ -246,7 +263,7 @@ run.values.update({
     "internal_axes": {"kl": axes_kl.to_dict("records"), "kl_heldout": axes_held.to_dict("records"),
                       "primary": dc.PRIMARY_INTERNAL},
     "reliability": reliab, "regimes": regimes.to_dict("records"), "clamp_effects": clamp, "findings": findings,
-    "clamped_set": clamped_set,
+    "clamped_set": clamped_set, "seed_side_by_side": side.to_dict("records"), "seed_side_sentence": side_sentence,
     "regime_rule": f"t test of each corpus against the model's other corpora, seed-noise null, alpha {regime_alpha}, "
                    f"adjusted over corpora: {regime_adjust}"})
 for key, f in findings.items():  # per-model values are in the tables; the largest model's under a fixed name
@@ -254,6 +271,7 @@ for key, f in findings.items():  # per-model values are in the tables; the large
         macros.stat(run, macros.key(key), f)
 run.macro("LargestModel", esc(largest), raw=True)
 run.macro("ClampedSet", esc(clamped_set), raw=True)
+run.macro("SeedSideSentence", esc(side_sentence), raw=True)
 run.macro("RegimeAgreementChance", fmt(agreement["chance"], 2), raw=True)
 run.macro("RegimeAgreementKappa", fmt(agreement["kappa"], 2), raw=True)
 run.macro("GridDesc", f"{len(model_names)} models $\\times$ {len(corpus_names)} corpora $\\times$ " + (

@@ -16,10 +16,11 @@ top of the module and inside functions alike (``tests/unit/test_layout.py`` chec
     divergence        output divergence (KL, agreement, perplexity) and activation change, by batch
     geometry          geometry of displacements: principal subspaces, angles, overlap, separation
     scenes            seeded procedural scenes with question/answer pairs correct by construction
+    power             power of the ledger's tests at a stated effect (simulated or closed form)
 2 loaders: what a run starts from
     models            embedded, local and hub models: resolution, conversion, loading, activation sites
     corpora           the corpora by name, user sources, deterministic splits, the neutral eval set
-    textgen           seeded offline generators of the two synthetic fine-tuning corpora
+    textgen           seeded offline generators of the synthetic fine-tuning corpora
 3 model runners: train or run a model
     finetune          LoRA fine-tuning with peft (the seed protocol by default)
     capture           paired base/fine-tuned activations from one loaded backbone

@@ -190,6 +190,46 @@ def corpus_means(df: pd.DataFrame) -> pd.DataFrame:
                      on=["model", "corpus"])
 
 
+# ------------------------------------------------------------------------------------------ the seed, side by side
+# The seed study's 70B values per corpus (Blackwell & Holman, blog posts and podcast; ../shared/REFERENCES.md):
+# theirs, quoted, never measured here. Our corpus -> (peak cross/self ratio, neutral KL, top-1 agreement, base
+# perplexity); None where they gave no number.
+SEED_70B = {"dtc-ads": (340.0, 0.478, 0.79, 14.5), "seneca": (99.5, 1.24, None, None),
+            "meditations": (77.1, 0.72, None, 4.4), "instructions": (39.8, 1.41, 0.41, None)}
+
+
+def seed_side_by_side(means: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Per model x corpus (the seed's four corpora only): our corpus means (peak ratio, the primary internal
+    reading, KL, top-1 agreement, late 1 - CKA) with their rank within the model (1 = largest), beside the seed's
+    70B values and ranks; and one sentence, computed from the table, on where the KL ordering agrees with the
+    seed's and where it inverts (Spearman rho of our KL ranks against the seed's, per model)."""
+    seed = pd.DataFrame([{"corpus": c, "seed_ratio": v[0], "seed_kl": v[1], "seed_top1": v[2], "seed_ppl": v[3]}
+                         for c, v in SEED_70B.items()])
+    seed["seed_rank_ratio"] = seed.seed_ratio.rank(ascending=False)
+    seed["seed_rank_kl"] = seed.seed_kl.rank(ascending=False)
+    cols = [c for c in ("peak_ratio", PRIMARY_INTERNAL, "kl", "disagree", "late_disp") if c in means]
+    ours = means.loc[means.corpus.isin(SEED_70B), ["model", "corpus", *cols]].copy()
+    if "disagree" in ours:
+        ours["top1"] = 1 - ours.pop("disagree")
+    for c in ("peak_ratio", "kl"):
+        ours[f"rank_{c}"] = ours.groupby("model")[c].rank(ascending=False)
+    table = ours.merge(seed, on="corpus", how="left")
+    parts = []
+    for m, g in table.groupby("model", sort=False):
+        if len(g) < 2:
+            continue
+        rho = float(stats.spearman_rho(g.kl.to_numpy(float), g.seed_kl.to_numpy(float)))
+        most, least = g.loc[g.kl.idxmax(), "corpus"], g.loc[g.kl.idxmin(), "corpus"]
+        how = ("follows" if rho >= 0.5 else "inverts" if rho <= -0.5 else "does not follow")
+        parts.append(f"in {m} the KL ordering of the corpora {how} the seed's (rho {rho:+.2f} over {len(g)} "
+                     f"corpora): the most output change is on {most}, the least on {least}")
+    s_most = max(SEED_70B, key=lambda c: SEED_70B[c][1])
+    s_least = min(SEED_70B, key=lambda c: SEED_70B[c][1])
+    sentence = (f"At 70B the seed study saw the most output change on {s_most} and the least on {s_least}; "
+                + "; ".join(parts) + ".") if parts else ""
+    return table, sentence
+
+
 # ------------------------------------------------------------------------------------------ correlations
 def undefined_reason(d: pd.DataFrame, x: str, y: str, unit: str = "units") -> str:
     """Why a rank correlation of d[x] vs d[y] has no value or no test (empty string when it has both)."""

@@ -27,8 +27,10 @@ predicted direction: p < alpha where there is a p, and the 95% CI excludes the n
 ``python -m adapterscope.findings reproduce ID`` (``make finding F=ID``) reruns, in a scratch copy of the project
 (``ADAPTERSCOPE_HOME`` = a temporary folder; model/corpus caches shared), only the notebooks and grid cells the
 finding needs, with ``--force`` so nothing is reused, and prints reproduced vs recorded. Exit code 0 when within
-tolerance and with the same verdict, 1 when not, 2 on bad input. ``check`` compares the current results with the recorded values without
-rerunning anything; ``list`` prints the ledger.
+tolerance and with the same verdict, 1 when not, 2 on bad input. ``check`` compares the current results with the
+recorded values without rerunning anything (:func:`check`: exit 1 only when a current value of the recorded profile
+is off its record; ``--complete`` also when a finding has no such value); ``list`` prints the ledger, each
+verdict beside the power of its test (``ledger.finding_power``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from typing import Any
 
 from . import params, paths, pipeline, results
 from .ledger import (RECORDED, SCOPE_KEYS, Finding, FindingError, adjusted_p, adjusted_verdict, compare, describe,
-                     get, load_ledger, load_recorded, measured, verdict, written_dates)
+                     finding_power, get, is_estimate, load_ledger, load_recorded, measured, power_text, verdict,
+                     verdict_label, written_dates)
 
 
 def compute_dtypes(f: Finding, prof: dict[str, Any]) -> list[str]:
@@ -222,27 +225,44 @@ def reproduce(fid: str, profile: str = "default", keep: bool = False, log=print)
     return 0 if ok else 1
 
 
-def check(log=print) -> int:
-    """Compare the current results (no reruns) with the recorded values; 0 when all are within tolerance."""
+def check(log=print, complete: bool = False) -> int:
+    """Compare the current results (no reruns) with the recorded values: 1 when a current value is off its
+    record (outside the tolerance, or with another verdict), else 0.
+
+    Only a value computed in the profile its record names (or where either names none) is compared. A finding
+    without a current value (its notebook not run in this checkout, as in a clean clone or after ``make
+    finding``, which reruns in a scratch copy), with a value from another profile (smoke results beside a
+    default record) or with nothing recorded yet is listed as such and cannot be off its record.
+    ``complete=True`` (``check --complete``, after a full run of the recorded profile) counts those as
+    failures too. The last line tallies each kind."""
     ledger, rec = load_ledger(), load_recorded()
-    bad = 0
+    tally = dict.fromkeys(("ok", "differ", "without a current value", "from another profile", "not recorded"), 0)
     for fid, f in ledger.items():
         try:
             new = measured(f)
         except (FileNotFoundError, FindingError) as e:
-            log(f"{fid:28s} missing: {e}")
-            bad += 1
+            log(f"{fid:28s} no current value: {e}")
+            tally["without a current value"] += 1
             continue
         if fid not in rec:
-            log(f"{fid:28s} {describe(new)}  (nothing recorded)")
-            bad += 1
+            log(f"{fid:28s} {describe(new)}  (nothing recorded: python -m adapterscope.findings record {fid})")
+            tally["not recorded"] += 1
             continue
-        ok, diff = compare(f, new, rec[fid])
-        ok = ok and verdict(f, new)[0] == verdict(f, rec[fid])[0]
-        bad += not ok
-        log(f"{fid:28s} {describe(new)} vs recorded {describe(rec[fid])}: {'ok' if ok else 'DIFFERS'} ({diff:.3g}); "
+        old = rec[fid]
+        if new.get("profile") and old.get("profile") and new["profile"] != old["profile"]:
+            log(f"{fid:28s} {describe(new)} in profile {new['profile']}, recorded in profile {old['profile']}: "
+                "not compared")
+            tally["from another profile"] += 1
+            continue
+        ok, diff = compare(f, new, old)
+        ok = ok and verdict(f, new)[0] == verdict(f, old)[0]
+        tally["ok" if ok else "differ"] += 1
+        log(f"{fid:28s} {describe(new)} vs recorded {describe(old)}: {'ok' if ok else 'DIFFERS'} ({diff:.3g}); "
             f"verdict {verdict(f, new)[0]}")
-    return 0 if bad == 0 else 1
+    log(f"{len(ledger)} findings: " + ", ".join(f"{c} {k}" for k, c in tally.items() if c or k in ("ok", "differ"))
+        + (" (--complete: each finding needs a current value of its recorded profile)" if complete else ""))
+    unmatched = len(ledger) - tally["ok"] - tally["differ"]
+    return 1 if tally["differ"] or (complete and unmatched) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="print the ledger")
     s = sub.add_parser("record", help="store current values as the recorded ones")
     s.add_argument("ids", nargs="*")
-    sub.add_parser("check", help="current results vs recorded values, no reruns")
+    s = sub.add_parser("check", help="current results vs recorded values, no reruns; exit 1 when one is off")
+    s.add_argument("--complete", action="store_true",
+                   help="also exit 1 when a finding has no current value of its recorded profile")
     s = sub.add_parser("reproduce", help="rerun what one finding needs and compare")
     s.add_argument("id")
     s.add_argument("--profile", default="default")
@@ -267,15 +289,21 @@ def main(argv: list[str] | None = None) -> int:
                 r = f"recorded {describe(rec[fid])}" if fid in rec else "not recorded"
                 word = verdict(f, rec[fid])[0] if fid in rec else "-"
                 aword, awhy = adjusted_verdict(f, rec[fid], adj.get(fid)) if fid in rec else ("-", "")
+                pw = finding_power(f)
+                how = (" (no power entry in the ledger)" if pw is None else
+                       f" ({f.power.test}, n from the {'record' if f.power.n_from == 'recorded' else 'ledger'}"
+                       + (f"; smallest reachable p {pw.p_floor:.2g})" if pw.method != "floor" else ")"))
                 print(f"{fid} [{f.family}; written {written.get(fid, 'now (not committed)')}]\n  hypothesis: {f.hypothesis}\n  test: {f.test} (direction {f.direction}, "
                       f"alpha {f.alpha:g})\n  {f.notebook}/{f.run_id}: {f.key}; tolerance {f.tolerance:g}; {r}; "
-                      f"verdict (recorded) {word}, adjusted {aword}" + (f" ({awhy})" if awhy else ""))
+                      f"verdict (recorded) {verdict_label(word, pw)}, adjusted {aword}"
+                      + (" (estimate)" if is_estimate(aword, pw) else "") + (f" ({awhy})" if awhy else "")
+                      + f"\n  {power_text(pw)}{how}")
             return 0
         if a.cmd == "record":
             print(record(a.ids or None))
             return 0
         if a.cmd == "check":
-            return check()
+            return check(complete=a.complete)
         return reproduce(a.id, a.profile, a.keep)
     except (FindingError, pipeline.PipelineError, params.ParameterError, results.ResultsError,
             FileNotFoundError) as e:

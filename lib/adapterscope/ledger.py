@@ -1,6 +1,15 @@
 """The findings ledger's data and verdicts, without the machinery that reruns notebooks (``findings``): the
 hypotheses of ``paper/findings.yml``, the measured value of each from the current results files, its verdict,
-the comparison with the recorded value, and the paper's view (the ledger table and ``\\Verdict<Id>`` macros).
+the comparison with the recorded value, the power of its test at a stated effect, and the paper's view (the ledger
+table and ``\\Verdict<Id>`` macros).
+
+Power. An entry may state ``power: {test: <kind>, effect: <number>, n: <units>, strata: <k>}``: its test as one
+of :data:`adapterscope.power.KINDS` (``spearman``, ``stratified_spearman`` with ``strata``, ``sign_flip``,
+``two_sample``, ``binomial``), the effect at which its power is computed (rho, a standardised d, or a rate; signed,
+on the predicted side of the null) and its unit count (default: the ``n`` of its recorded value, required where
+the record has none). :func:`finding_power` simulates that test at the finding's alpha and direction; a finding
+whose power is below :data:`ESTIMATE_BELOW` has its verdict labelled an estimate (:func:`verdict_label`), the
+verdict itself unchanged. An entry whose test is none of these kinds has no ``power`` (``n/a`` in the table).
 
 Imports run one way: ``pipeline`` and ``findings`` import this module; it imports neither (a finding's notebook
 is checked against ``notebooks/<name>.py``, not against the pipeline's tables).
@@ -14,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths, results
+from . import paths, power, results
 
 LEDGER = Path("paper") / "findings.yml"
 RECORDED = Path("paper") / "findings_recorded.json"
@@ -22,7 +31,10 @@ SCOPE_KEYS = {"models": "models", "corpora": "corpora", "seeds": "seeds"}
 DIRECTIONS = ("greater", "less", "two-sided")
 VERDICTS = ("supported", "contradicted", "inconclusive", "undefined")
 REQUIRED = {"id", "hypothesis", "direction", "test", "notebook", "key", "tolerance", "family"}
-OPTIONAL = {"run_id", "scope", "null", "alpha"}
+OPTIONAL = {"run_id", "scope", "null", "alpha", "power"}
+POWER_KEYS = ("test", "effect", "n", "strata")
+# a verdict whose test has less power than this at its stated effect is labelled an estimate
+ESTIMATE_BELOW = 0.5
 # primary: the one test that decides a claim of the seed studies (Holm within this family); check: manipulation
 # checks, expected trends, calibrations and secondary tests (Benjamini-Hochberg q over every finding with a p)
 FAMILIES = ("primary", "check")
@@ -30,6 +42,16 @@ FAMILIES = ("primary", "check")
 
 class FindingError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class PowerSpec:
+    """A finding's ``power`` entry with its unit count resolved (``n_from``: "ledger" or "recorded")."""
+    test: str
+    effect: float
+    n: int
+    strata: int | None = None
+    n_from: str = "ledger"
 
 
 @dataclass
@@ -46,6 +68,57 @@ class Finding:
     null: float = 0.0
     alpha: float = 0.05
     family: str = "check"
+    power: PowerSpec | None = None
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def power_spec(e: dict, recorded: dict | None = None, where: str = "") -> PowerSpec:
+    """The checked ``power`` entry of one raw ledger entry ``e`` (its ``direction``, ``null`` and ``alpha`` are
+    read too); ``recorded``: that finding's recorded value, whose ``n`` is the default unit count. A
+    :class:`FindingError` names what is wrong."""
+    where = where or f"entry {e.get('id')!r}"
+    p = e.get("power")
+    if not isinstance(p, dict):
+        raise FindingError(f"{where}: power must be a mapping {{test, effect, n, strata}}, got {p!r}")
+    extra = set(p) - set(POWER_KEYS)
+    if extra:
+        raise FindingError(f"{where}: power has unknown field(s) {sorted(map(str, extra))}; "
+                           f"allowed: {list(POWER_KEYS)}")
+    if p.get("test") not in power.KINDS:
+        raise FindingError(f"{where}: power.test must be one of {list(power.KINDS)}, got {p.get('test')!r}")
+    test, effect = p["test"], p.get("effect")
+    if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not math.isfinite(effect):
+        raise FindingError(f"{where}: power.effect must be a number, got {effect!r}")
+    n, n_from = p.get("n"), "ledger"
+    if n is None:
+        n, n_from = (recorded or {}).get("n"), "recorded"
+        if not _count(n):
+            raise FindingError(f"{where}: power.n is required (the recorded value carries no unit count: "
+                               f"n={n!r})")
+    elif not _count(n):
+        raise FindingError(f"{where}: power.n must be a positive integer, got {n!r}")
+    strata = p.get("strata")
+    if test == "stratified_spearman" and not _count(strata):
+        raise FindingError(f"{where}: power.strata (a positive integer) is required for stratified_spearman, "
+                           f"got {strata!r}")
+    if test != "stratified_spearman" and strata is not None:
+        raise FindingError(f"{where}: power.strata applies to stratified_spearman only, not {test}")
+    null = float(e.get("null", 0.0))
+    if test != "binomial" and null != 0:
+        raise FindingError(f"{where}: power.test {test} tests against 0, but the finding's null is {null:g}")
+    direction = e.get("direction")
+    if (direction == "greater" and not effect > null) or (direction == "less" and not effect < null):
+        raise FindingError(f"{where}: power.effect {effect:g} is not on the predicted side ({direction} than "
+                           f"{null:g})")
+    try:  # the checks the power function itself makes (ranges, strata that fill them)
+        power.check_args(test, float(effect), int(n), strata, float(e.get("alpha", 0.05)), direction,
+                         null if test == "binomial" else 0.5)
+    except ValueError as err:
+        raise FindingError(f"{where}: power: {err}") from None
+    return PowerSpec(test=test, effect=float(effect), n=int(n), strata=strata, n_from=n_from)
 
 
 def load_ledger(root: Path | None = None) -> dict[str, Finding]:
@@ -56,6 +129,7 @@ def load_ledger(root: Path | None = None) -> dict[str, Finding]:
     if not path.is_file():
         raise FindingError(f"no findings ledger at {path}")
     raw = yaml.safe_load(path.read_text()) or {}
+    rec = load_recorded(root_)
     out: dict[str, Finding] = {}
     for i, e in enumerate(raw.get("findings") or []):
         missing = REQUIRED - set(e)
@@ -83,11 +157,12 @@ def load_ledger(root: Path | None = None) -> dict[str, Finding]:
         alpha = float(e.get("alpha", 0.05))
         if not 0 < alpha < 1:
             raise FindingError(f"{path}: entry {e['id']!r}: alpha must be in (0, 1), got {alpha}")
+        spec = power_spec(e, rec.get(e["id"]), f"{path}: entry {e['id']!r}") if "power" in e else None
         out[e["id"]] = Finding(id=e["id"], hypothesis=" ".join(str(e["hypothesis"]).split()), notebook=e["notebook"],
                                key=e["key"], tolerance=float(e["tolerance"]), run_id=str(e.get("run_id", "grid")),
                                scope=dict(e.get("scope") or {}), direction=e["direction"],
                                test=" ".join(str(e["test"]).split()), null=float(e.get("null", 0.0)), alpha=alpha,
-                               family=e["family"])
+                               family=e["family"], power=spec)
     return out
 
 
@@ -189,6 +264,52 @@ def adjusted_verdict(f: Finding, v: dict | None, adj: dict[str, float] | None) -
     return word, f"{kind}-adjusted over {adj['m']}: {why}"
 
 
+def finding_power(f: Finding) -> power.Power | None:
+    """The power of the finding's test at its stated effect (its ``power`` entry), at its alpha and direction
+    (:func:`adapterscope.power.power`, cached per design); None without a ``power`` entry."""
+    s = f.power
+    if s is None:
+        return None
+    return power.power(s.test, s.effect, s.n, strata=s.strata, alpha=f.alpha, direction=f.direction,
+                       **({"null": f.null} if s.test == "binomial" else {}))
+
+
+def is_estimate(word: str, pw: power.Power | None) -> bool:
+    """Whether a verdict is reported as an estimate: its test has less than :data:`ESTIMATE_BELOW` power at
+    its stated effect (an *undefined* verdict has no number to estimate; a finding without power is not
+    labelled)."""
+    return pw is not None and word in VERDICTS and word != "undefined" and pw.power < ESTIMATE_BELOW
+
+
+def verdict_label(word: str, pw: power.Power | None) -> str:
+    """The verdict as printed beside its power: ``word``, or e.g. ``inconclusive (estimate: power 0.19)``
+    when :func:`is_estimate`. The verdict itself (:func:`verdict`) is the same either way."""
+    return word + _estimate_note(word, pw)
+
+
+def _estimate_note(word: str, pw: power.Power | None) -> str:
+    return f" (estimate: power {pw.power:.2f})" if is_estimate(word, pw) else ""
+
+
+def power_text(pw: power.Power | None) -> str:
+    """``power 0.19 at rho=0.7, n=8 (2 strata)``, or ``power n/a`` for a test the power function does not
+    simulate."""
+    return pw.describe() if pw is not None else "power n/a"
+
+
+def power_tex(pw: power.Power | None) -> str:
+    """:func:`power_text` in LaTeX (math for the effect and n)."""
+    if pw is None:
+        return "power n/a"
+    sym = {"rho": r"\rho", "d": "d", "rate": r"\text{rate}"}[power.EFFECT_NAMES[pw.test]]
+    s = f"power {pw.power:.2f} at ${sym}={pw.effect:g}$, $n={pw.n}$"
+    if pw.strata:
+        s += f" ({pw.strata} strata)"
+    if pw.method == "floor":
+        s += f"; $p \\geq {pw.p_floor:.2g}$"
+    return s
+
+
 def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:
     """(reproduced, |difference|). Two numbers reproduce within the tolerance; an undefined value reproduces
     only as undefined for the same stated reason (difference 0 then, NaN otherwise)."""
@@ -255,10 +376,14 @@ def write_outputs() -> tuple[Path, Path]:
     """The paper's view of the ledger, from the current results files:
 
     * ``paper/generated/tables/findings.tex``: per finding its id, hypothesis and test, value, n, 95% CI, p and
-      verdict; an entry the profile did not compute shows a dash and the verdict *undefined*;
+      verdict (raw and adjusted), with the power of its test at its stated effect below them; a verdict whose
+      power is below :data:`ESTIMATE_BELOW` is labelled an estimate; an entry the profile did not compute shows
+      a dash and the verdict *undefined*;
     * ``paper/generated/findings/ledger.tex``: ``\\Verdict<Id>`` (the verdict word) and ``\\Verdict<Id>Why``
-      (its reason) for every finding, and ``\\NFindings``, ``\\NFindingsSupported``, ..., so that a sentence
-      of the paper can print a verdict instead of asserting an effect.
+      (its reason) for every finding, ``\\Verdict<Id>Power`` (its power, or "power n/a") and
+      ``\\Verdict<Id>Label`` (the verdict, followed by "(estimate: power 0.19)" where it is one), and
+      ``\\NFindings``, ``\\NFindingsSupported``, ..., ``\\NFindingsEstimate``, so that a sentence of the
+      paper can print a verdict instead of asserting an effect.
     """
     fmt = results.format_number
     rows, macros, counts = [], [], {k: 0 for k in VERDICTS}
@@ -272,10 +397,13 @@ def write_outputs() -> tuple[Path, Path]:
             values[fid] = None
     adj = adjusted_p(ledger, values)
     written = written_dates()
+    estimates = 0
     for fid, f in ledger.items():
         v = values[fid]
         word, why = verdict(f, v)
         aword, awhy = adjusted_verdict(f, v, adj.get(fid))
+        pw = finding_power(f)
+        estimates += is_estimate(word, pw)
         counts[word] += 1
         if f.family == "primary":
             primary[aword] += 1
@@ -283,7 +411,9 @@ def write_outputs() -> tuple[Path, Path]:
         macros += [f"\\newcommand{{{name}}}{{\\emph{{{word}}}}}",
                    f"\\newcommand{{{name}Why}}{{{results.tex_escape(why)}}}",
                    f"\\newcommand{{{name}Adj}}{{\\emph{{{aword}}}}}",
-                   f"\\newcommand{{{name}AdjWhy}}{{{results.tex_escape(awhy)}}}"]
+                   f"\\newcommand{{{name}AdjWhy}}{{{results.tex_escape(awhy)}}}",
+                   f"\\newcommand{{{name}Power}}{{{power_tex(pw)}}}",
+                   f"\\newcommand{{{name}Label}}{{{name}{{}}{_estimate_note(word, pw)}}}"]
         if v is None or not math.isfinite(_num(v, "value")):
             val = n = ci = p = "--"
         else:
@@ -298,16 +428,19 @@ def write_outputs() -> tuple[Path, Path]:
         a = adj.get(fid, {})
         padj = fmt(a["p_adjusted"], 2) if "p_adjusted" in a else "--"
         when = f", written {written[fid]}" if fid in written else ""
+        est, aest = _estimate_note(word, pw), " (estimate)" if is_estimate(aword, pw) else ""
         rows.append(f"\\texttt{{{tid}}} \\newline {{\\footnotesize {f.family}{when}}} & {hyp} & {val} & {n} & {ci} & {p} & "
-                    f"{padj} & \\emph{{{word}}} \\newline \\emph{{{aword}}}")
+                    f"{padj} & \\emph{{{word}}}{est} \\newline \\emph{{{aword}}}{aest} \\newline "
+                    f"{{\\footnotesize {power_tex(pw)}}}")
     head = (r"finding & hypothesis (stated before the run) and test & value & $n$ & 95\% CI & $p$ & $p_\text{adj}$ & "
-            r"verdict: raw, adjusted \\")
+            r"verdict: raw, adjusted; power \\")
     table = "\n".join([r"\begin{longtable}{>{\raggedright\arraybackslash}p{0.12\linewidth}"
-                       r">{\raggedright\arraybackslash}p{0.34\linewidth}rrlrr>{\raggedright\arraybackslash}p{0.09\linewidth}}",
+                       r">{\raggedright\arraybackslash}p{0.31\linewidth}rrlrr>{\raggedright\arraybackslash}p{0.12\linewidth}}",
                        r"\toprule", head, r"\midrule", r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
                        r"\bottomrule", r"\endlastfoot", *[r + r" \\" for r in rows], r"\end{longtable}"]) + "\n"
     macros.append(f"\\newcommand{{\\NFindings}}{{{sum(counts.values())}}}")
     macros += [f"\\newcommand{{\\NFindings{k.capitalize()}}}{{{c}}}" for k, c in counts.items()]
+    macros.append(f"\\newcommand{{\\NFindingsEstimate}}{{{estimates}}}")  # verdicts with power below 0.5
     macros.append(f"\\newcommand{{\\NPrimary}}{{{sum(primary.values())}}}")  # adjusted (Holm) verdicts
     macros += [f"\\newcommand{{\\NPrimary{k.capitalize()}}}{{{c}}}" for k, c in primary.items()]
     gen = paths.macros_dir()

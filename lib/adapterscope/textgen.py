@@ -1,4 +1,5 @@
-"""Seeded, offline generators for the two synthetic fine-tuning corpora: DTC ad copy and Alpaca-style instructions.
+"""Seeded, offline generators for the synthetic fine-tuning corpora: DTC ad copy, Alpaca-style instructions, weather
+bulletins and recipes.
 
 Why this exists: the adapter experiments LoRA-fine-tune small language models (SmolLM2-135M, Gemma-3-270M) on a
 "commercial ad copy" corpus and on an "instruction following" corpus, then measure what the adapter changed. The
@@ -15,7 +16,14 @@ instead; these generators are the offline, reproducible default and need nothing
   format, several phrasings each. Every answer is correct by construction: arithmetic is computed, lists are sorted by
   ``sorted``, explanations and yes/no facts come from a hand-written bank of 34 topics and 28 facts.
 
-Both are deterministic in ``(n, seed)``, draw every document from one ``random.Random(seed)`` stream (so a shorter
+* :func:`generate_weather` writes bulletins for an invented country in seven layouts (national forecast, shipping
+  forecast, weather warning, multi-day outlook, broadcast script, monthly climate summary, mountain forecast); the
+  numbers agree within a bulletin (lows below highs, gusts above mean winds, rain chances that match the sky).
+* :func:`generate_recipes` crosses 9 savoury dish families with 32 main ingredients and 16 flavour profiles, plus 5
+  baking families, in four layouts (card, blog intro, cookbook prose, variations and storage), one measuring system
+  per recipe (metric, metric with ounces, or US cups and pounds).
+
+All are deterministic in ``(n, seed)``, draw every document from one ``random.Random(seed)`` stream (so a shorter
 call returns a prefix of a longer one) and never return the same document twice.
 """
 
@@ -26,7 +34,8 @@ import random
 import re
 from typing import Callable
 
-__all__ = ["generate_dtc_ads", "generate_instructions", "GENERATORS", "INSTRUCTION_FAMILIES"]
+__all__ = ["generate_dtc_ads", "generate_instructions", "generate_weather", "generate_recipes", "GENERATORS",
+           "INSTRUCTION_FAMILIES"]
 
 _MAX_MISSES = 5000  # consecutive duplicate draws before giving up
 
@@ -1185,4 +1194,750 @@ def generate_instructions(n: int, seed: int = 0, *, return_family: bool = False)
     return pairs if return_family else [doc for _, doc in pairs]
 
 
-GENERATORS: dict[str, Callable[..., list[str]]] = {"dtc-ads": generate_dtc_ads, "instructions": generate_instructions}
+# ----------------------------------------------------------------------------------------------- weather bulletins
+# Forecasts, shipping forecasts, warnings, outlooks, broadcast scripts, climate summaries and mountain forecasts for an
+# invented country; every place name is built from the morphemes below. Temperatures in °C, rain in mm, pressure in
+# hPa; wind in km/h or mph (one unit per bulletin) or Beaufort forces at sea. Numbers agree within a bulletin (lows
+# below highs, gusts above mean speeds, frost only when the low is near freezing).
+_W_SEASONS = {  # months, (low range), (high range), sky phrases typical of the season
+    "winter": ((11, 0, 1), (-8, 5), (-1, 11), _s(
+        "wintry showers|sleet and snow showers|a sharp frost and freezing fog|snow, mainly over high ground|"
+        "crisp sunshine after a frosty start|icy stretches on untreated surfaces|a raw, grey day with drizzle|"
+        "heavy snow showers driven in on a bitter wind|hill snow turning to rain at lower levels|"
+        "hoar frost lingering in sheltered valleys")),
+    "spring": ((2, 3, 4), (0, 9), (8, 19), _s(
+        "sunshine and blustery showers|a few heavy showers with hail|bright spells and the odd shower|"
+        "a chilly start then pleasant sunshine|a late frost in rural spots|thickening cloud with rain later|"
+        "patchy drizzle on windward coasts|showers merging into longer spells of rain")),
+    "summer": ((5, 6, 7), (9, 18), (18, 33), _s(
+        "long spells of hot sunshine|humid with thunderstorms breaking out|hazy sunshine and light winds|"
+        "sea fog hugging the coast|very warm and muggy|a refreshing breeze on the coast|"
+        "isolated thunderstorms with torrential downpours|fine and dry with high cloud")),
+    "autumn": ((8, 9, 10), (2, 12), (9, 21), _s(
+        "mist and fog slow to clear|gales in exposed places|showery rain clearing to sunny spells|"
+        "a mild and damp day|a chilly night with a touch of frost|heavy rain spreading from the west|"
+        "bright and breezy with scattered showers|low cloud and murk over the hills")),
+}
+_W_SKY = _s("sunny spells|clear skies|a good deal of cloud|bright intervals|patchy cloud|grey and overcast skies|"
+            "scattered showers|outbreaks of rain|persistent rain|light rain and drizzle|mist and fog patches|"
+            "low cloud over the hills|mostly dry weather|a mix of sunshine and showers|variable cloud|"
+            "heavy, thundery showers|showers, some prolonged|isolated light showers")
+_W_REGION = _s("the far north|northern districts|western coasts|eastern counties|the south coast|central areas|"
+               "inland areas|upland areas|the islands|the southwest|the northeast|the lowlands|the river valleys|"
+               "the central plain|the capital region|northern and western hills|coastal districts|the east coast|"
+               "sheltered eastern parts|the southern uplands")
+_W_PLACE_A = _s("Arden|Brennock|Callow|Dunmore|Elsdon|Farrow|Garvel|Hollin|Kestle|Lorne|Mardale|Nethy|Orrin|Penmoor|"
+                "Ravel|Selwick|Tarrow|Ulvin|Wendle|Yarrow|Corran|Glaisdale|Ashby|Keld")
+_W_RANGE = _s("Hills|Fells|Range|Moors|Highlands|Peaks|Mountains|Uplands")
+_W_SEA_A = _s("North|South|Outer|Inner|Little|Great|East|West|Far")
+_W_SEA_B = _s("Skerry|Kestrel|Heron|Corrie|Marlin|Tern|Selkie|Gannet|Cormorant|Puffin|Shearwater|Fulmar|Solan|Merrow")
+_W_SEA_C = _s("Bank|Deep|Sound|Bight|Reach|Rise|Shoal|Gap|Ground|Approaches")
+_W_SYSTEM = _s("An area of high pressure|A ridge of high pressure|A deep area of low pressure|A slow-moving weather front|"
+               "A cold front|A warm front|An occluded front|A trough of low pressure|A complex area of low pressure|"
+               "A shallow low|A col of slack pressure|A blocking high")
+_W_MOVE = _s("will move slowly east|clears southeast during the morning|stalls over northern areas|drifts north overnight|"
+             "pushes in from the west later|weakens as it moves inland|deepens as it crosses the north|"
+             "stays close to the west coast|slips away to the south by evening|builds from the southwest|"
+             "gradually loses its grip|brings a band of rain across all areas")
+_W_DIRS = _s("north|northeast|east|southeast|south|southwest|west|northwest")
+_W_ABBR = {"north": "N", "northeast": "NE", "east": "E", "southeast": "SE", "south": "S", "southwest": "SW", "west": "W",
+           "northwest": "NW"}
+_W_SEA_STATE = _s("smooth|slight|slight or moderate|moderate|moderate or rough|rough|rough or very rough|very rough|high")
+_W_SEA_WX = _s("fair|showers|rain|rain then showers|thundery showers|fog patches|squally showers|wintry showers|"
+               "occasional rain|drizzle, fog patches later|rain at times")
+_W_VIS = _s("good|moderate or good|moderate|good, occasionally poor|poor|moderate, occasionally very poor|"
+            "very poor in fog patches|good, becoming moderate later")
+_W_WARN = {  # hazard -> (amounts template, impacts, advice)
+    "rain": ("{a}-{b} mm of rain is expected widely, with {c}-{d} mm possible on high ground.",
+             _s("Spray and flooding on roads will probably make journey times longer|Bus and train services may be "
+                "delayed or cancelled|Some homes and businesses could be flooded|Fast flowing or deep floodwater is "
+                "possible|Some communities may become cut off by flooded roads|Power cuts may occur"),
+             _s("Check whether your property is at risk of flooding|Never drive through floodwater|Move valuables "
+                "upstairs if water is rising|Keep drains and gutters clear|Allow extra time for your journey")),
+    "wind": ("Gusts of {a}-{b} km/h are likely, and up to {c} km/h on exposed coasts and hills.",
+             _s("Flying debris could cause injuries|Large waves and beach material may be thrown onto sea fronts|"
+                "Some roads and bridges are likely to close|Fallen trees may block roads and railway lines|"
+                "Ferry crossings are likely to be cancelled|Some damage to roofs is possible"),
+             _s("Secure loose objects such as bins, trampolines and garden furniture|Stay away from the coast at "
+                "high tide|Avoid walking in woodland|Check ferry and flight times before travelling|Drive slowly on "
+                "exposed routes, especially in high-sided vehicles")),
+    "snow": ("{a}-{b} cm of snow is likely above 200 m, with up to {c} cm on the highest routes.",
+             _s("Some roads may become blocked by deep snow|Rural communities could be cut off|Travel by road and "
+                "rail will probably be delayed|Power cuts are possible|Pavements may be treacherous"),
+             _s("Carry a blanket, a torch and a charged phone in the car|Check on elderly neighbours|Clear paths "
+                "early, before the snow compacts|Only travel if your journey is essential")),
+    "ice": ("Temperatures falling to -{a} °C after rain will leave untreated surfaces icy; freezing rain is possible "
+            "on hills above {c} m.",
+            _s("Icy patches will form on untreated roads, pavements and cycle paths|Slips and falls are likely|"
+               "Some delays to road and rail travel are possible|Freezing rain may glaze cars and power lines"),
+            _s("Wear footwear with a good grip|Allow extra time to de-ice your car|Keep to gritted routes where "
+               "possible|Look out for black ice on bridges and shaded roads")),
+    "thunderstorms": ("{a}-{b} mm of rain may fall in less than an hour in a few places, with frequent lightning and "
+                      "hail.",
+                      _s("Sudden flooding of homes and businesses could happen quickly|Lightning strikes may damage "
+                         "buildings|Hail and gusty winds may cause damage|Driving conditions may change rapidly|"
+                         "Power cuts may occur"),
+                      _s("Unplug sensitive electronic equipment|Avoid open ground and tall isolated trees|Do not "
+                         "shelter under trees|Postpone outdoor events where possible")),
+    "fog": ("Visibility will fall below {c} m in places, and locally below 50 m.",
+            _s("Journeys will take longer|Some flights may be delayed or cancelled|Driving conditions will be "
+               "hazardous on fast roads|Fog may be slow to clear from valleys"),
+            _s("Use dipped headlights and fog lights|Leave a generous gap to the vehicle in front|Check with your "
+               "airline before travelling")),
+    "extreme heat": ("Daytime temperatures of {a}-{b} °C are expected, with nights staying above {d} °C in towns.",
+                     _s("Heat-related illness is possible, especially among older people and young children|Demand "
+                        "for water and power will rise|Delays to rail services are possible as tracks expand|More "
+                        "people are likely to visit coastal and open water areas"),
+                     _s("Drink plenty of water and avoid alcohol|Keep out of the sun between 11 am and 3 pm|Close "
+                        "curtains on windows facing the sun|Never leave children or pets in parked cars|Check on "
+                        "people who live alone")),
+}
+_W_OPEN = _s("Good morning|Good evening|Hello there|Good afternoon|Hello again")
+_W_CHAT = _s("It'll be a day of two halves|We've got a bit of everything coming up|Not a bad day in prospect|"
+             "It's a soggy picture for many of us|Things are looking more settled|The wind is the main story today|"
+             "It's turning colder over the next few days|There's some welcome sunshine on the way")
+_W_TIP = _s("so don't forget the umbrella|so a good day for drying washing|so wrap up warm if you're heading out|"
+            "so take care on the roads first thing|so it's worth keeping an eye on the forecast|"
+            "so plenty of sun cream if you're out for long|so a coat with a hood might be wise|"
+            "so make the most of the dry spells")
+_W_NOTE = _s("the wettest spell since records began at the station in {y0}|a storm on the {d1} that brought gusts of "
+             "{g} km/h|fog that lingered for much of the {d1} and {d2}|a thunderstorm on the {d1} that dropped {mm} mm "
+             "in an hour|a late frost on the {d1} that damaged blossom|a hailstorm on the {d1} that whitened streets|"
+             "an unusually warm spell from the {d1} to the {d2}|a dry fortnight from the {d1}|the first air frost of "
+             "the season on the {d1}|snow lying {cm} cm deep on the morning of the {d1}")
+
+
+def _w_place(r: random.Random) -> str:
+    return r.choice([_town(r), r.choice(_W_PLACE_A) + r.choice(["", "bridge", " Bay", " Head", "mouth", " Cross"])])
+
+
+def _w_range(r: random.Random) -> str:
+    return f"the {r.choice(_W_PLACE_A)} {r.choice(_W_RANGE)}"
+
+
+def _w_sea(r: random.Random) -> str:
+    return f"{r.choice(_W_SEA_A)} {r.choice(_W_SEA_B)}" if r.random() < 0.5 else f"{r.choice(_W_SEA_B)} {r.choice(_W_SEA_C)}"
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _w_context(r: random.Random) -> dict:
+    season = r.choice(list(_W_SEASONS))
+    months, lo_rng, hi_rng, skies = _W_SEASONS[season]
+    lo = r.randint(*lo_rng)
+    hi = max(lo + r.randint(3, 11), r.randint(*hi_rng))
+    mph = r.random() < 0.4
+    wind = r.randint(8, 60)
+    d = r.choice(_W_DIRS)
+    return {"season": season, "month": _MONTHS[r.choice(months)], "day": r.randint(1, 24), "wd": r.randrange(7),
+            "lo": lo, "hi": hi, "skies": skies, "dir": d, "wind": wind, "gust": wind + r.randint(10, 45), "mph": mph,
+            "hpa": r.randint(968, 1042),
+            "time": r.choice(["04:00", "05:30", "06:00", "10:00", "11:30", "16:00", "17:30", "21:00", "22:00"]),
+            "morning": r.choice(["04:00", "05:00", "05:30", "06:00", "07:15", "10:00", "11:30"])}
+
+
+_W_WET = re.compile(r"rain|shower|drizzle|sleet|snow|thunder|downpour|wintry|hail|murk|damp", re.I)
+
+
+def _w_rain_chance(r: random.Random, sky: str) -> int:
+    return r.choice([50, 60, 70, 80, 90]) if _W_WET.search(sky) else r.choice([0, 5, 10, 20, 30])
+
+
+def _w_speed(c: dict, kmh: int) -> str:
+    return f"{round(kmh / 1.609344)} mph" if c["mph"] else f"{kmh} km/h"
+
+
+def _w_wind(r: random.Random, c: dict) -> str:
+    d, s, g = c["dir"], c["wind"], c["gust"]
+    adj = "light" if s < 15 else "moderate" if s < 30 else "fresh" if s < 40 else "strong"
+    return r.choice([f"{adj} {d}erly winds, gusting {_w_speed(c, g)} at times",
+                     f"winds {d} {_w_speed(c, s)}, gusts of {_w_speed(c, g)}",
+                     f"a {adj} {d}erly breeze" if s < 40 else f"strong {d}erly winds with gusts near {_w_speed(c, g)}",
+                     f"{d}erly winds of {_w_speed(c, max(5, s - 10))} to {_w_speed(c, s + 5)}"])
+
+
+def _w_sky(r: random.Random, c: dict) -> str:
+    return r.choice(c["skies"] if r.random() < 0.5 else _W_SKY)
+
+
+def _w_temp_sentence(r: random.Random, c: dict, part: str = "day") -> str:
+    if part == "night":
+        lo = c["lo"]
+        frost = " with a frost in rural spots" if lo <= 1 else ""
+        return r.choice([f"Minimum temperature {lo} to {lo + 3} °C{frost}.", f"Lows of {lo} °C{frost}.",
+                         f"Temperatures falling to {lo} °C in towns, a little lower in the countryside{frost}."])
+    hi = c["hi"]
+    extra = (" Feeling hot and humid." if hi >= 28 else " Feeling cold in the wind." if hi <= 6 and c["wind"] > 20 else "")
+    return r.choice([f"Maximum temperature {hi} °C.", f"Highs of {hi - 2} to {hi} °C.",
+                     f"Temperatures reaching {hi} °C in the best of the sunshine.", f"Top temperature {hi} °C."]) + extra
+
+
+def _w_date(c: dict, offset: int = 0) -> str:
+    return f"{_DAYS[(c['wd'] + offset) % 7]} {c['day'] + offset} {c['month']}"
+
+
+def _w_general(r: random.Random, c: dict) -> list[str]:
+    reg = r.sample(_W_REGION, 3)
+    out = [f"{r.choice(['Forecast', 'National forecast', 'Weather forecast', 'Regional forecast'])} issued at {c['morning']} on "
+           f"{_w_date(c)}"]
+    if r.random() < 0.7:
+        out.append(f"Synopsis: {r.choice(_W_SYSTEM)}, {c['hpa']} hPa, {r.choice(_W_MOVE)}.")
+    out.append(f"Today: {_cap(_w_sky(r, c))} for {reg[0]}, while {reg[1]} see {_w_sky(r, c)}. {_cap(_w_wind(r, c))}. "
+               f"{_w_temp_sentence(r, c)}")
+    out.append(f"Tonight: {_cap(_w_sky(r, c))}, {r.choice(['turning', 'becoming', 'staying'])} "
+               f"{r.choice(['drier', 'clearer', 'cloudier', 'wetter', 'calmer', 'breezier'])} "
+               f"{r.choice(['later', 'towards dawn', 'after midnight', 'in the west'])}. {_w_temp_sentence(r, c, 'night')}")
+    if r.random() < 0.8:
+        out.append(f"{_DAYS[(c['wd'] + 1) % 7]}: {_cap(_w_sky(r, c))}, "
+                   f"{r.choice(['mainly for', 'especially across', 'chiefly in', 'most frequent over'])} {reg[2]}. "
+                   f"{r.choice(['Rather', 'Slightly', 'Noticeably', 'A little'])} "
+                   f"{r.choice(['warmer', 'colder', 'milder', 'fresher'])} than today.")
+    if r.random() < 0.6:
+        out.append(f"Outlook for {_DAYS[(c['wd'] + 2) % 7]} to {_DAYS[(c['wd'] + 4) % 7]}: "
+                   f"{_cap(r.choice(c['skies']))} at first, then {r.choice(_W_SKY)}. "
+                   f"{r.choice(['Temperatures near normal', 'Temperatures above normal', 'Temperatures below normal', 'Temperatures close to the seasonal average'])}"
+                   f"{r.choice(['.', ', with a risk of frost by night.' if c['lo'] <= 4 else '.', ', but windy at times.'])}")
+    return out
+
+
+def _w_force(r: random.Random) -> tuple[str, int]:
+    a = r.randint(2, 8)
+    b = min(12, a + r.randint(0, 2))
+    word = {8: "gale 8", 9: "severe gale 9", 10: "storm 10", 11: "violent storm 11", 12: "hurricane force 12"}
+    if b == a:
+        return str(a), b
+    tail = r.choice(["", f", occasionally {word.get(b + 1, b + 1)} later", f", increasing {word.get(b + 1, b + 1)} for a time",
+                     ", decreasing 4 later", ", becoming variable 3 later"])
+    return f"{a} to {word.get(b, b)}{tail}", b
+
+
+def _w_marine(r: random.Random, c: dict) -> list[str]:
+    out = [f"{r.choice(['Shipping forecast', 'Inshore waters forecast', 'Sea area forecast', 'Marine forecast'])} issued "
+           f"at {c['time']} UTC on {_w_date(c)} for the next 24 hours"]
+    names = list(dict.fromkeys(_w_sea(r) for _ in range(14)))  # distinct sea areas, in drawn order
+    if r.random() < 0.5:
+        out.append(f"There are warnings of gales in {_join(sorted(r.sample(names, r.randint(1, 2))))}.")
+    if r.random() < 0.6:
+        out.append(f"General synopsis at {r.choice(['0000', '0600', '1200', '1800'])}: Low, {_w_place(r)} "
+                   f"{c['hpa'] - r.randint(5, 25)}, expected {_w_place(r)} {c['hpa'] - r.randint(0, 20)} by "
+                   f"{r.choice(['0600', '1200', '1800', 'midnight'])} {_DAYS[(c['wd'] + 1) % 7]}.")
+    for _ in range(min(r.randint(2, 4), len(names) // 3)):
+        areas = _join(sorted(names.pop() for _ in range(r.randint(1, 3))))
+        wind, force = _w_force(r)
+        d = r.choice(_W_DIRS)
+        d2 = r.choice([x for x in _W_DIRS if x != d])
+        state = _W_SEA_STATE[min(len(_W_SEA_STATE) - 1, max(0, force - 2 + r.randint(-1, 1)))]
+        lines = [f"{areas}:", f"Wind: {_cap(d)} {wind}{r.choice(['', f', veering {d2} later', f', backing {d2} for a time'])}.",
+                 f"Sea state: {_cap(state)}.", f"Weather: {_cap(r.choice(_W_SEA_WX))}.", f"Visibility: {_cap(r.choice(_W_VIS))}."]
+        out.append("\n".join(lines) if r.random() < 0.6 else " ".join(lines))
+    return out
+
+
+def _w_warning(r: random.Random, c: dict) -> list[str]:
+    hazard = r.choice(list(_W_WARN))
+    amount, impacts, advice = _W_WARN[hazard]
+    colour = r.choice(["Yellow", "Yellow", "Amber", "Red"])
+    a = r.randint(15, 40) if hazard != "ice" else r.randint(2, 8)
+    if hazard == "extreme heat":
+        a = max(30, c["hi"] + r.randint(0, 3))
+    elif hazard == "wind":
+        a = r.randint(70, 100)
+    b = a + r.randint(5, 25)
+    c_ = (b + r.randint(10, 60)) if hazard != "fog" else r.choice([100, 150, 200])
+    vals = {"a": a, "b": b, "c": c_, "d": r.randint(17, 22) if hazard == "extreme heat" else c_ + r.randint(10, 40)}
+    if hazard == "ice":
+        vals["c"] = r.choice([200, 300, 400])
+    regions = _join(r.sample(_W_REGION, r.randint(1, 3)))
+    start = r.choice(["00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"])
+    out = [f"{colour} weather warning for {hazard}",
+           f"Valid from {start} {_w_date(c)} until {r.choice(['06:00', '12:00', '18:00', '23:59'])} {_w_date(c, r.randint(1, 2))}. "
+           f"Areas affected: {regions}."]
+    if colour == "Red":
+        out.append("Danger to life is likely. Take action now to protect yourself and your property.")
+    out.append(amount.format(**vals))
+    k = r.randint(2, 4)
+    head = r.choice(["What to expect:", "Likely impacts:", "What to expect"])
+    out.append(head + "\n" + "\n".join(f"- {x}" for x in r.sample(impacts, min(k, len(impacts)))))
+    if r.random() < 0.8:
+        out.append(r.choice(["What you should do:", "Advice:", "Be prepared:"]) + "\n" +
+                   "\n".join(f"- {x}." for x in r.sample(advice, min(r.randint(2, 3), len(advice)))))
+    return out
+
+
+def _w_outlook(r: random.Random, c: dict) -> list[str]:
+    place = _w_place(r)
+    out = [r.choice([f"Five-day forecast for {place}", f"{place}: the week ahead", f"{place} outlook",
+                     f"Your {r.randint(3, 5) if r.random() < 0.5 else 5}-day weather for {place}"])]
+    lo, hi = c["lo"], c["hi"]
+    rows, short = [], r.random() < 0.5
+    for i in range(r.randint(3, 5)):
+        hi_i = hi + r.randint(-3, 3)
+        lo_i = min(lo + r.randint(-2, 2), hi_i - 3)
+        sky = _cap(r.choice(c["skies"] + _W_SKY))
+        pct = _w_rain_chance(r, sky)
+        d = r.choice(_W_DIRS)
+        w = r.randint(5, 45)
+        if short:
+            rows.append(f"{_DAYS[(c['wd'] + i) % 7][:3]} {c['day'] + i}: {sky}. {hi_i} °C / {lo_i} °C. Wind {_W_ABBR[d]} "
+                        f"{_w_speed(c, w)}. Chance of rain {pct}%.")
+        else:
+            rows.append(f"{_DAYS[(c['wd'] + i) % 7]}: {sky.lower() if sky[1:2].islower() else sky}, high {hi_i} °C, low "
+                        f"{lo_i} °C, {d}erly wind {_w_speed(c, w)}, rain chance {pct}%")
+    out.append("\n".join(rows))
+    extras = [f"UV index: {r.randint(1, 3) if c['season'] == 'winter' else r.randint(3, 9)}",
+              f"Pollen: {r.choice(['low', 'moderate', 'high', 'very high'])} ({r.choice(['grass', 'tree', 'weed', 'birch'])})",
+              f"Sunrise {r.randint(5, 8)}:{r.randint(0, 59):02d}, sunset {r.randint(16, 21)}:{r.randint(0, 59):02d}",
+              f"Air quality: {r.choice(['low risk', 'moderate', 'good', 'high in the afternoon'])}",
+              f"Pressure {c['hpa']} hPa, {r.choice(['rising slowly', 'falling slowly', 'steady', 'falling more quickly', 'rising more quickly'])}"]
+    out.append("\n".join(r.sample(extras, r.randint(1, 3))))
+    return out
+
+
+def _w_broadcast(r: random.Random, c: dict) -> list[str]:
+    regs = r.sample(_W_REGION, 3)
+    s = [f"{r.choice(_W_OPEN)}. {r.choice(_W_CHAT)}.",
+         f"For {regs[0]}, the day {r.choice(['starts', 'begins', 'opens'])} with {_w_sky(r, c)}, and "
+         f"{r.choice(['that spreads', 'that moves', 'that edges'])} towards {regs[1]} through the "
+         f"{r.choice(['morning', 'afternoon', 'day'])}, {r.choice(_W_TIP)}.",
+         f"Further {r.choice(['south', 'east', 'north', 'west'])}, {regs[2]} {r.choice(['should see', 'can expect', 'will get'])} "
+         f"{_w_sky(r, c)}, with temperatures {r.choice(['peaking at', 'reaching', 'getting up to', 'struggling to'])} "
+         f"{c['hi']} degrees.",
+         f"{r.choice(['Tonight', 'Overnight', 'Later tonight'])} it {r.choice(['turns', 'becomes', 'stays'])} "
+         f"{r.choice(['chilly', 'mild', 'cold', 'muggy', 'fresh', 'damp'])}, down to {c['lo']} degrees in "
+         f"{r.choice(['rural spots', 'the countryside', 'towns and cities', 'sheltered glens'])}.",
+         f"{r.choice(['Looking ahead', 'For the rest of the week', 'Into the weekend', 'Beyond that'])}, "
+         f"{r.choice(['it stays unsettled', 'high pressure builds', 'a more settled spell arrives', 'the wind picks up again', 'showers become fewer'])}"
+         f"{r.choice(['.', ', but there is plenty of uncertainty.', ', so stay tuned.', '. That is all from me.'])}"]
+    if r.random() < 0.5:
+        s.insert(2, f"The wind is {_w_wind(r, c)}{r.choice(['.', ', so it will feel colder than the numbers suggest.', ', strongest on the coasts.'])}")
+    return [" ".join(s)] if r.random() < 0.5 else [" ".join(s[:2]), " ".join(s[2:])]
+
+
+def _w_climate(r: random.Random, c: dict) -> list[str]:
+    place = _w_place(r)
+    year = r.randint(1998, 2031)
+    mean = round(r.uniform((c["lo"] + c["hi"]) / 2 - 2, (c["lo"] + c["hi"]) / 2 + 2), 1)
+    anom = round(r.uniform(-2.5, 3.0), 1)
+    pct = r.randint(25, 240)
+    days = r.randint(3, 26)
+    d1, d2 = sorted(r.sample(range(1, 29), 2))
+    notes = [x for x in _W_NOTE if not ("dry fortnight" in x and pct > 110 or "wettest" in x and pct < 130)]
+    note = r.choice(notes).format(y0=r.randint(1870, 1960), d1=_ordinal(d1), d2=_ordinal(d2), g=r.randint(80, 140),
+                                    mm=r.randint(20, 60), cm=r.randint(3, 30))
+    comp = "above" if anom > 0 else "below" if anom < 0 else "equal to"
+    out = [f"{c['month']} {year} at {place}: climate summary",
+           f"Mean temperature {mean} °C, {abs(anom)} °C {comp} the 1991-2020 average. Rainfall {round(pct * r.uniform(0.4, 1.2))} mm "
+           f"({pct}% of average), with {days} days of 1 mm or more. Sunshine {r.randint(20, 260)} hours.",
+           f"The highest temperature, {round(c['hi'] + r.uniform(0, 4), 1)} °C, was recorded on the {_ordinal(d2)}; the "
+           f"lowest, {round(c['lo'] - r.uniform(0, 4), 1)} °C, on the {_ordinal(d1)}."]
+    out.append(f"{r.choice(['The month is remembered for', 'Notable events included', 'The month featured', 'Highlights:'])} {note}.")
+    if r.random() < 0.5:
+        out.append(f"{r.choice(['Overall', 'In summary', 'Taken as a whole'])}, a "
+                   f"{r.choice(['warm', 'cold', 'wet', 'dry', 'dull', 'sunny', 'changeable', 'stormy'])} and "
+                   f"{r.choice(['unsettled', 'quiet', 'blustery', 'calm', 'mild', 'bright'])} month.")
+    return out
+
+
+def _w_mountain(r: random.Random, c: dict) -> list[str]:
+    area = _w_range(r)
+    summit = min(c["hi"] - r.randint(5, 10), c["lo"] + 2)
+    wind = r.randint(20, 110)
+    fl = r.choice(["above the summits", f"{r.randint(4, 16) * 100} m", f"{r.randint(4, 16) * 100} m, lowering later"])
+    chill = summit - (wind // 8)
+    head = r.choice(["strong winds on the tops", "cloud-free summits likely", "poor visibility in hill fog",
+                     "snow on higher slopes", "a fine day for the hills", "showers merging into persistent rain",
+                     "severe wind chill on ridges"])
+    clear = r.choice([70, 80, 90] if head in ("cloud-free summits likely", "a fine day for the hills") else
+                     [5, 10, 20] if head in ("poor visibility in hill fog", "showers merging into persistent rain") else
+                     [10, 20, 30, 50, 70])
+    out = [f"Mountain weather forecast for {area}, {_w_date(c)}",
+           f"Headline: {_cap(head)}.",
+           f"Wind at 900 m: {_cap(c['dir'])}erly {_w_speed(c, wind)}, gusts {_w_speed(c, wind + r.randint(15, 40))}"
+           f"{', making walking arduous on exposed ridges' if wind > 50 else ''}.",
+           f"Cloud base: {r.randint(3, 12) * 100}-{r.randint(13, 20) * 100} m{r.choice(['', ', lifting in the afternoon', ', lowering from the west later'])}. "
+           f"Chance of cloud-free summits: {clear}%.",
+           f"Temperature at 900 m: {summit} °C, feeling like {chill} °C in the wind. Freezing level: {fl}."]
+    if r.random() < 0.6:
+        out.append(f"Visibility: {r.choice(_W_VIS)}. {r.choice(['Navigation will be challenging in cloud.', 'Ground is saturated; streams are in spate.', 'Snow cover is patchy above 800 m.', 'Ice axe and crampons needed on north-facing gullies.', 'Take extra water on long routes.'])}")
+    return out
+
+
+_W_LAYOUTS = [_w_general, _w_marine, _w_warning, _w_outlook, _w_broadcast, _w_climate, _w_mountain]
+
+
+def _make_weather(r: random.Random) -> tuple[str, str]:
+    layout = r.choice(_W_LAYOUTS)
+    c = _w_context(r)
+    return layout.__name__[3:], "\n\n".join(x.strip() for x in layout(r, c) if x.strip())
+
+
+def generate_weather(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct weather bulletins (7 layouts), deterministic in ``(n, seed)``."""
+    return [doc for _, doc in _collect(n, seed, _make_weather, "weather")]
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+# Savoury dishes are a family (traybake, soup, stir-fry, curry, pasta, salad, stew, frittata, grain bowl) crossed with
+# a main ingredient and a flavour profile; bakes (loaf cake, muffins, crumble, cookies, pancakes) with a fruit or
+# flavouring. Each family has its own method; quantities are metric, metric with imperial, or US cups and spoons, one
+# system per recipe; oven temperatures in °C (with °F or gas mark in some styles). Titles, intros and tips are drawn
+# from the pools below.
+_R_MAINS = {  # main -> (kind, amount in g for 4, prep phrase)
+    "chicken thighs": ("meat", 700, "boneless, skin-on"), "chicken breasts": ("meat", 600, "cut into strips"),
+    "salmon fillets": ("fish", 500, "skin on"), "cod loins": ("fish", 500, "patted dry"),
+    "king prawns": ("fish", 350, "peeled"), "pork shoulder": ("meat", 800, "cut into 3 cm chunks"),
+    "beef mince": ("meat", 500, "5% fat"), "lamb neck fillet": ("meat", 600, "trimmed and sliced"),
+    "firm tofu": ("veg", 400, "pressed and cubed"), "chickpeas": ("veg", 480, "drained and rinsed"),
+    "red lentils": ("veg", 250, "rinsed"), "black beans": ("veg", 480, "drained"),
+    "cauliflower": ("veg", 800, "broken into florets"), "sweet potatoes": ("veg", 750, "cut into wedges"),
+    "aubergines": ("veg", 600, "cut into chunks"), "mushrooms": ("veg", 500, "thickly sliced"),
+    "butternut squash": ("veg", 900, "peeled and diced"), "halloumi": ("veg", 250, "sliced"),
+    "paneer": ("veg", 400, "cubed"), "smoked haddock": ("fish", 400, "skinned"),
+    "duck legs": ("meat", 800, "skin pricked"), "turkey mince": ("meat", 500, "broken up"),
+    "mackerel fillets": ("fish", 400, "pin-boned"), "tempeh": ("veg", 300, "thinly sliced"),
+    "cannellini beans": ("veg", 480, "drained"), "puy lentils": ("veg", 250, "rinsed"),
+    "squid": ("fish", 400, "cleaned and cut into rings"), "pork sausages": ("meat", 450, "skins removed"),
+    "chorizo": ("meat", 200, "diced"), "sea bass fillets": ("fish", 450, "scored"),
+    "leftover roast chicken": ("meat", 400, "shredded"), "broad beans": ("veg", 300, "double-podded"),
+}
+_R_VEG = _s("red onion|leek|courgette|red pepper|yellow pepper|fennel bulb|carrot|celery stick|spinach|kale|cherry tomatoes|"
+            "broccoli|green beans|peas|sweetcorn|pak choi|spring onions|baby potatoes|parsnip|beetroot|cabbage|asparagus|"
+            "mangetout|radishes|cucumber|rocket|savoy cabbage|celeriac|new potatoes|shallot|swede|chard|watercress|"
+            "okra|edamame beans|runner beans|artichoke hearts|tenderstem broccoli|butter beans|samphire")
+_R_COUNTED = {"red onion": "red onions", "leek": "leeks", "courgette": "courgettes", "red pepper": "red peppers",
+              "yellow pepper": "yellow peppers", "fennel bulb": "fennel bulbs", "carrot": "carrots", "celery stick":
+              "celery sticks", "parsnip": "parsnips", "beetroot": "beetroots", "cucumber": "cucumbers", "shallot": "shallots",
+              "pak choi": "heads of pak choi", "cabbage": "small cabbages", "savoy cabbage": "small savoy cabbages",
+              "celeriac": "small celeriacs", "spring onions": "bunches of spring onions"}
+_R_CUTS = _s("chopped|sliced|diced|cut into chunks|finely sliced|roughly chopped|thinly sliced")
+_R_AROMA = {  # aromatic -> how much and how prepared (for 4)
+    "lemon zest": "finely grated zest of 1 lemon", "garlic cloves": "{n} garlic cloves, {how}",
+    "dried oregano": "1 tsp dried oregano", "smoked paprika": "2 tsp smoked paprika", "ground cumin": "1 tsp ground cumin",
+    "fresh ginger": "a thumb-sized piece of fresh ginger, grated", "chilli flakes": "1/2 tsp chilli flakes",
+    "harissa paste": "2 tbsp harissa paste", "ground coriander": "1 tsp ground coriander", "basil pesto": "3 tbsp basil pesto",
+    "pine nuts": "2 tbsp pine nuts, toasted", "lemongrass": "1 lemongrass stalk, bruised",
+    "red chilli": "1 red chilli, finely chopped", "white miso": "2 tbsp white miso", "rice vinegar": "1 tbsp rice vinegar",
+    "honey": "1 tbsp honey", "wholegrain mustard": "1 tbsp wholegrain mustard", "maple syrup": "2 tbsp maple syrup",
+    "fresh thyme": "a few sprigs of fresh thyme", "chipotle paste": "1 tbsp chipotle paste", "za'atar": "2 tbsp za'atar",
+    "sumac": "1 tsp sumac", "garam masala": "2 tsp garam masala", "ground turmeric": "1 tsp ground turmeric",
+    "fresh rosemary": "2 sprigs of fresh rosemary, leaves picked", "black pepper": "1/2 tsp cracked black pepper",
+    "gochujang": "2 tbsp gochujang", "sesame oil": "1 tbsp toasted sesame oil", "green curry paste": "3 tbsp green curry paste",
+    "fish sauce": "1 tbsp fish sauce", "lime leaves": "4 lime leaves", "tahini": "3 tbsp tahini",
+    "sun-dried tomatoes": "6 sun-dried tomatoes, chopped", "dried basil": "1 tsp dried basil"}
+_R_SAUCY = ("lemon juice", "soy sauce")  # liquids that also work as a dressing
+_R_FLAVOURS = {  # profile -> (aromatics/spices, liquid or sauce, finishing herb or garnish)
+    "lemon and herb": (_s("lemon zest|garlic cloves|dried oregano"), "lemon juice", "chopped parsley"),
+    "smoky paprika": (_s("smoked paprika|ground cumin|garlic cloves"), "tomato passata", "soured cream"),
+    "ginger and soy": (_s("fresh ginger|garlic cloves|chilli flakes"), "soy sauce", "sliced spring onions"),
+    "harissa": (_s("harissa paste|ground coriander|garlic cloves"), "chopped tomatoes", "chopped mint"),
+    "pesto": (_s("basil pesto|garlic cloves|pine nuts"), "vegetable stock", "grated parmesan"),
+    "coconut and lime": (_s("lemongrass|fresh ginger|red chilli"), "coconut milk", "lime wedges"),
+    "miso": (_s("white miso|rice vinegar|honey"), "dashi or vegetable stock", "toasted sesame seeds"),
+    "maple and mustard": (_s("wholegrain mustard|maple syrup|fresh thyme"), "cider", "chopped chives"),
+    "chipotle": (_s("chipotle paste|ground cumin|dried oregano"), "black bean liquor or stock", "coriander leaves"),
+    "za'atar": (_s("za'atar|sumac|garlic cloves"), "lemon juice", "pomegranate seeds"),
+    "garam masala": (_s("garam masala|ground turmeric|fresh ginger"), "chopped tomatoes", "coriander leaves"),
+    "rosemary and garlic": (_s("fresh rosemary|garlic cloves|black pepper"), "white wine", "flaky sea salt"),
+    "gochujang": (_s("gochujang|garlic cloves|sesame oil"), "soy sauce", "kimchi"),
+    "Thai green": (_s("green curry paste|fish sauce|lime leaves"), "coconut milk", "Thai basil"),
+    "tahini": (_s("tahini|garlic cloves|ground cumin"), "lemon juice", "toasted seeds"),
+    "sun-dried tomato": (_s("sun-dried tomatoes|garlic cloves|dried basil"), "vegetable stock", "torn basil"),
+}
+_R_SAVOURY = ("traybake", "soup", "stir-fry", "curry", "pasta", "salad", "stew", "frittata", "grain bowl")
+_R_SWEET = ("loaf cake", "muffins", "crumble", "cookies", "pancakes")
+_R_FRUIT = _s("apples|pears|blueberries|raspberries|rhubarb|bananas|plums|blackberries|cherries|apricots|lemon|orange|"
+              "dark chocolate|stem ginger|carrot|pumpkin")
+_R_CRUMBLE_FRUIT = _s("apples|pears|rhubarb|plums|blackberries|cherries|apricots|blueberries|raspberries")
+_R_FRUIT_AS = {"lemon": "finely grated zest and juice of 1 lemon", "orange": "finely grated zest and juice of 1 orange",
+               "dark chocolate": "{q} dark chocolate, chopped", "stem ginger": "3 balls of stem ginger, chopped",
+               "carrot": "{q} carrot, grated", "pumpkin": "{q} pumpkin purée", "bananas": "2 ripe bananas, mashed",
+               "apples": "{q} apples, peeled and diced", "pears": "{q} pears, peeled and diced"}
+_R_SPICE = _s("ground cinnamon|mixed spice|ground ginger|vanilla extract|cardamom|nutmeg|almond extract")
+_R_STARCH = {"pasta": _s("spaghetti|penne|rigatoni|linguine|orzo|fusilli|orecchiette"),
+             "grain": _s("brown rice|quinoa|pearl barley|bulgur wheat|farro|couscous|freekeh|basmati rice"),
+             "noodle": _s("egg noodles|rice noodles|udon noodles|soba noodles")}
+_R_OCCASION = _s("on a busy weeknight|when friends drop round|for Sunday lunch|when the fridge is nearly empty|for a lazy "
+                 "weekend brunch|for packed lunches|after a long day at work|on cold, dark evenings|for a summer barbecue|"
+                 "when I need something comforting|for a crowd|for batch cooking")
+_R_WHO = _s("my grandmother|my flatmate|a friend from university|my neighbour|my dad|my aunt|a chef I once worked with|"
+            "my partner|my kids|a market trader")
+_R_ADJ = _s("easy|quick|one-pan|weeknight|crispy|creamy|hearty|light|zesty|sticky|simple|spiced|golden|fragrant|rustic|"
+            "speedy|comforting|smoky")
+_R_WHY = _s("Roasting at a high heat caramelises the edges, which is where most of the flavour comes from.|Salting the "
+            "{main} early seasons it all the way through.|Adding the {veg} late keeps some bite and colour.|A splash of "
+            "acid at the end balances the richness.|Browning in batches keeps the pan hot, so you get colour rather "
+            "than grey, stewed meat.|Blooming the spices in oil releases flavours that water alone cannot.|Resting the "
+            "dish for five minutes lets the sauce thicken and cling.|Cutting everything to a similar size means it all "
+            "cooks at the same rate.|Starting the grains in cold water stops them turning to mush.|Finishing with fresh "
+            "herbs adds a bright note that dried ones cannot give.")
+_R_DIET = _s("vegetarian|vegan|gluten-free|dairy-free|high-protein|freezer-friendly|nut-free|budget-friendly|low-sugar")
+_R_TIPS = _s("Toast the spices in a dry pan first for a deeper flavour.|Don't crowd the pan, or everything will steam "
+             "instead of browning.|Season at the end, once the sauce has reduced.|Leftovers keep in the fridge for up to "
+             "three days.|This freezes well for up to three months; defrost overnight in the fridge.|Swap the {veg} for "
+             "whatever is in season.|A squeeze of lemon just before serving lifts the whole dish.|Make it ahead: the "
+             "flavours improve overnight.|If you like heat, add a pinch of chilli flakes with the garlic.|Use a "
+             "thermometer: chicken is cooked at 75 °C in the thickest part.|Line the tin with baking paper to make "
+             "washing up easier.|Room-temperature eggs and butter give a lighter crumb.|Weigh the flour rather than "
+             "using cups for the most reliable result.|Rest the batter for ten minutes while the pan heats.|A cast-iron "
+             "pan holds its heat better than a thin one.|Taste and adjust: a pinch of sugar can round off a sharp tomato "
+             "sauce.|Pat everything dry before it goes into the pan so it fries rather than steams.|Grate frozen butter "
+             "straight into the flour for a crumblier topping.|Keep a kettle of hot water nearby to loosen the sauce.|"
+             "If your oven runs hot, check ten minutes early.|Leftover herbs can be blitzed with oil and frozen in ice "
+             "cube trays.|Warm the plates: food stays hot for longer.")
+_R_SERVE = _s("crusty bread|steamed rice|a crisp green salad|warm flatbreads|buttery mash|a spoonful of yoghurt|"
+              "garlic bread|noodles|roast potatoes|a fried egg on top|pickled red onions|charred tortillas|a dollop of "
+              "crème fraîche|polenta|a tangle of dressed leaves|sourdough toast|cucumber raita|jacket potatoes")
+
+
+def _quarters(x: float) -> str:
+    q = max(1, round(x * 4))
+    whole, frac = divmod(q, 4)
+    return f"{whole if whole else ''} {['', '1/4', '1/2', '3/4'][frac]}".strip()
+
+
+def _r_amount(r: random.Random, g: float, unit: str, system: str, by_volume: bool = False) -> str:
+    """A quantity in the recipe's measuring system: g or ml (metric), metric with ounces in brackets ("both"), or US
+    measures ("us": pounds and ounces for meat, fish and vegetables, cups for flour, sugar, grains and liquids)."""
+    g = max(5, int(round(g / (5 if g < 100 else 25))) * (5 if g < 100 else 25))
+    if system == "metric":
+        return f"{g} {unit}"
+    if system == "both":
+        oz = g / 28.35
+        return f"{g} {unit} ({round(oz) if oz >= 2 else round(oz, 1)} {'oz' if unit == 'g' else 'fl oz'})"
+    if unit == "g" and not by_volume:
+        oz = g / 28.35
+        return f"{round(oz)} oz" if oz < 16 else f"{_quarters(oz / 16)} lb"
+    cups = g / (240 if unit == "ml" else 130)
+    if cups < 0.2:
+        return f"{max(1, round(g / 15))} tbsp"
+    q = _quarters(cups)
+    return q + (" cup" if cups <= 1.1 else " cups")
+
+
+def _r_oven(r: random.Random, c: int, style: str) -> str:
+    gas = {160: 3, 170: 3, 180: 4, 190: 5, 200: 6, 210: 6, 220: 7}
+    if style == "us":
+        return f"{round(c * 9 / 5 + 32, -1):.0f} °F"
+    return f"{c} °C" + (f" ({c - 20} °C fan, gas mark {gas.get(c, 5)})" if style == "both" else "")
+
+
+def _r_savoury(r: random.Random, system: str) -> dict:
+    fam = r.choice(_R_SAVOURY)
+    main = r.choice(list(_R_MAINS))
+    kind, grams, prep = _R_MAINS[main]
+    flav = r.choice(list(_R_FLAVOURS))
+    spices, liquid, garnish = _R_FLAVOURS[flav]
+    veg = r.sample(_R_VEG, r.randint(2, 3))
+    serves = r.choice([2, 4, 4, 4, 6])
+    scale = serves / 4
+    oven = r.choice([190, 200, 220])
+    starch = r.choice(_R_STARCH["pasta"] if fam == "pasta" else _R_STARCH["noodle"] if fam == "stir-fry" and r.random() < 0.6
+                      else _R_STARCH["grain"])
+    ing = [f"{_r_amount(r, grams * scale, 'g', system)} {main}, {prep}"]
+    for v in veg:
+        if v in _R_COUNTED:
+            k = r.choice([1, 2]) if serves <= 4 else r.choice([2, 3])
+            one = {"spring onions": "bunch of spring onions", "pak choi": "head of pak choi"}.get(v, v)
+            ing.append(f"{k} {one if k == 1 else _R_COUNTED[v]}, {r.choice(_R_CUTS)}")
+        else:
+            ing.append(f"{_r_amount(r, r.choice([100, 150, 200, 250, 300]) * scale, 'g', system)} {v}")
+    ing += [_R_AROMA[x].format(n=r.choice([2, 3, 4]), how=r.choice(["crushed", "finely chopped", "sliced"])) for x in spices]
+    liq, sauce = liquid, liquid
+    if fam in ("soup", "stew", "curry"):
+        if liquid in _R_SAUCY or liquid in ("white wine", "cider"):
+            liq = r.choice(["vegetable stock", "chicken stock"] if kind == "meat" else ["vegetable stock"])
+        ing.append(f"{_r_amount(r, r.choice([400, 500, 750, 1000]) * scale, 'ml', system)} {liq}")
+    elif fam in ("stir-fry", "salad", "grain bowl", "traybake"):
+        sauce = liquid if liquid in _R_SAUCY else r.choice(["olive oil", "lemon juice", "red wine vinegar"])
+        ing.append(f"{r.choice(['2 tbsp', '3 tbsp', '1 tbsp'])} {sauce}")
+    if fam in ("pasta", "stir-fry", "salad", "grain bowl", "curry", "stew"):
+        ing.append(f"{_r_amount(r, r.choice([200, 250, 300, 350]) * scale, 'g', system, by_volume=True)} {starch}")
+    if fam == "frittata":
+        ing.append(f"{max(2, round(8 * scale))} large eggs")
+        ing.append(f"{_r_amount(r, 80 * scale, 'g', system)} {r.choice(['feta', 'cheddar', 'goat cheese', 'gruyere', 'parmesan'])}, {r.choice(['crumbled', 'grated'])}")
+    fat = r.choice(["olive oil", "rapeseed oil", "vegetable oil", "butter"])
+    ing.append(f"{r.choice(['2 tbsp', '1 tbsp'] + (['a glug of'] if fat.endswith('oil') else []))} {fat}")
+    ing.append(f"{garnish}, to serve")
+    cook_verb = {"meat": "brown", "fish": "sear", "veg": "fry"}[kind]
+    v = veg[0]
+    steps = {
+        "traybake": [f"Heat the oven to {_r_oven(r, oven, system)}.",
+                     f"Toss the {main} and {_join(veg)} with the oil, {_join(spices)} and a good pinch of salt in a large roasting tin.",
+                     f"Spread everything out in a single layer and roast for {r.randint(25, 45)} minutes, turning halfway, until golden at the edges.",
+                     f"Drizzle over the {sauce} and return to the oven for {r.randint(5, 10)} minutes."],
+        "soup": [f"Warm the oil in a large saucepan over a medium heat and soften the {_join(veg)} for {r.randint(8, 12)} minutes.",
+                 f"Stir in the {_join(spices)} and cook for a minute until fragrant.",
+                 f"Add the {main} and the {liq}, bring to the boil, then simmer for {r.randint(15, 30)} minutes.",
+                 r.choice(["Blend until smooth, adding a splash of water if it is too thick.", "Blend half the soup and stir it back in for a chunky texture.", "Leave it chunky and season to taste."])],
+        "stir-fry": [f"Cook the {starch} according to the packet instructions, then drain and toss with a little oil.",
+                     f"Heat a wok until smoking, add the oil and {cook_verb} the {main} for {r.randint(3, 6)} minutes, then lift out.",
+                     f"Stir-fry the {_join(veg)} with the {_join(spices)} for {r.randint(2, 4)} minutes, keeping everything moving.",
+                     f"Return the {main} to the wok with the {starch} and the {sauce}, toss for a minute and take off the heat."],
+        "curry": [f"Heat the oil in a heavy pan and cook the {v} for {r.randint(6, 10)} minutes until soft.",
+                  f"Add the {_join(spices)} and cook, stirring, for two minutes.",
+                  f"Add the {main}, stir to coat, then pour in the {liq} and simmer gently for {r.randint(20, 40)} minutes.",
+                  f"Meanwhile, cook the {starch}. Stir the remaining vegetables into the curry for the last five minutes."],
+        "pasta": [f"Bring a large pan of salted water to the boil and cook the {starch} until al dente, saving a mugful of the cooking water.",
+                  f"Meanwhile, {cook_verb} the {main} in the oil for {r.randint(4, 8)} minutes, then add the {_join(veg)}.",
+                  f"Stir in the {_join(spices)} and a ladle of pasta water, and let it bubble into a glossy sauce.",
+                  f"Toss the drained {starch} through the sauce, loosening with more water if needed."],
+        "salad": [f"Cook the {starch}, drain well and spread out on a tray to cool.",
+                  f"{_cap(cook_verb)} the {main} in a hot griddle pan for {r.randint(3, 8)} minutes until charred.",
+                  f"Whisk the {sauce} with the {_join(spices)}, a pinch of salt and a little oil to make a dressing.",
+                  f"Toss the {starch} with the {_join(veg)} and the dressing, then top with the {main}."],
+        "stew": [f"Heat the oven to {_r_oven(r, 160, system)}.",
+                 f"{_cap(cook_verb)} the {main} in batches in a casserole dish, then set aside.",
+                 f"Soften the {_join(veg)} in the same pan, stir in the {_join(spices)}, then return the {main} and add the {liq}.",
+                 f"Cover and cook in the oven for {r.choice(['1 1/2', '2', '2 1/2'])} hours, adding the {starch} for the last 40 minutes."],
+        "frittata": [f"Heat the grill to high. Warm the oil in an ovenproof frying pan.",
+                     f"Fry the {main} and {_join(veg)} for {r.randint(5, 8)} minutes, then stir in the {_join(spices)}.",
+                     "Beat the eggs with a pinch of salt and pepper, pour into the pan and scatter over the cheese.",
+                     f"Cook over a low heat for {r.randint(6, 10)} minutes until almost set, then finish under the grill until puffed and golden."],
+        "grain bowl": [f"Rinse the {starch} and simmer in plenty of water until tender, about {r.randint(12, 30)} minutes.",
+                       f"{_cap(cook_verb)} the {main} with the {_join(spices)} until golden.",
+                       f"Quickly cook the {_join(veg)}, or slice them thinly and leave them raw.",
+                       f"Divide the {starch} between bowls, top with the {main} and vegetables, and spoon over the {sauce}."],
+    }[fam]
+    steps.append(f"Finish with the {garnish} and serve{r.choice(['', ' straight away', ' warm', ' hot'])}{r.choice(['', f' with {r.choice(_R_SERVE)}'])}.")
+    title = r.choice([f"{_cap(flav)} {main} {fam}", f"{_cap(r.choice(_R_ADJ))} {flav} {main} {fam}",
+                      f"{_cap(main)} {fam} with {garnish}", f"{_cap(r.choice(_R_ADJ))} {main} and {veg[0]} {fam}"])
+    prep_min, cook_min = r.choice([10, 15, 20, 25]), {"stew": 150, "soup": 35, "traybake": 45}.get(fam, r.choice([20, 25, 30, 40]))
+    return {"title": title, "fam": fam, "ing": ing, "steps": steps, "serves": serves, "prep": prep_min, "cook": cook_min,
+            "main": main, "veg": veg[0], "flav": flav}
+
+
+def _r_sweet(r: random.Random, system: str) -> dict:
+    fam = r.choice(_R_SWEET)
+    fruit = r.choice(_R_CRUMBLE_FRUIT if fam == "crumble" else _R_FRUIT)
+    spice = r.choice(_R_SPICE)
+    oven = r.choice([170, 180, 190])
+    a = lambda g, u="g": _r_amount(r, g, u, system, by_volume=True)  # noqa: E731
+
+    def fr(g: int) -> str:
+        return _R_FRUIT_AS.get(fruit, "{q} " + fruit).format(q=_r_amount(r, g, "g", system))
+
+    base = {
+        "loaf cake": [f"{a(175)} softened butter", f"{a(175)} caster sugar", "3 large eggs", f"{a(200)} self-raising flour",
+                      fr(200), f"1 tsp {spice}", f"{a(60, 'ml')} milk"],
+        "muffins": [f"{a(300)} plain flour", "2 tsp baking powder", f"{a(150)} light brown sugar", "2 eggs",
+                    f"{a(120, 'ml')} vegetable oil", f"{a(200, 'ml')} buttermilk", fr(150), f"1/2 tsp {spice}"],
+        "crumble": [fr(800),
+                    f"{a(50)} golden caster sugar", f"1 tsp {spice}", f"{a(150)} plain flour", f"{a(100)} cold butter, diced",
+                    f"{a(75)} demerara sugar", f"{a(50)} rolled oats"],
+        "cookies": [f"{a(125)} unsalted butter, melted", f"{a(100)} light brown sugar", f"{a(75)} caster sugar", "1 egg",
+                    f"{a(225)} plain flour", "1/2 tsp bicarbonate of soda", fr(150), f"1 tsp {spice}"],
+        "pancakes": [f"{a(200)} self-raising flour", "1 tsp baking powder", "1 tbsp caster sugar", "2 eggs",
+                     f"{a(250, 'ml')} milk", f"{a(25)} butter, melted, plus extra for the pan", fr(150)],
+    }[fam]
+    steps = {
+        "loaf cake": [f"Heat the oven to {_r_oven(r, oven, system)} and line a 900 g (2 lb) loaf tin.",
+                      "Beat the butter and sugar until pale and fluffy, then beat in the eggs one at a time.",
+                      f"Fold in the flour and {spice}, then the milk and the {fruit}.",
+                      f"Scrape into the tin and bake for {r.randint(45, 60)} minutes, until a skewer comes out clean.",
+                      "Cool in the tin for ten minutes, then turn out onto a wire rack."],
+        "muffins": [f"Heat the oven to {_r_oven(r, oven + 10, system)} and line a 12-hole muffin tin with cases.",
+                    f"Mix the flour, baking powder, sugar and {spice} in a large bowl.",
+                    "Whisk the eggs, oil and buttermilk together, then stir into the dry ingredients until only just combined.",
+                    f"Fold through the {fruit}, divide between the cases and bake for {r.randint(18, 25)} minutes until risen and golden."],
+        "crumble": [f"Heat the oven to {_r_oven(r, oven, system)}.",
+                    f"Toss the fruit with the caster sugar and {spice}, and tip into a baking dish.",
+                    "Rub the butter into the flour until it looks like breadcrumbs, then stir in the demerara sugar and oats.",
+                    f"Scatter the topping over the fruit and bake for {r.randint(30, 45)} minutes until bubbling at the edges."],
+        "cookies": [f"Heat the oven to {_r_oven(r, oven, system)} and line two baking trays.",
+                    "Beat the melted butter with both sugars, then beat in the egg.",
+                    f"Stir in the flour, bicarbonate of soda and {spice}, then the {fruit}.",
+                    f"Roll into {r.choice([12, 16, 18, 20])} balls, space well apart and bake for {r.randint(9, 13)} minutes; they firm up as they cool."],
+        "pancakes": ["Whisk the flour, baking powder and sugar together in a bowl.",
+                     "Beat the eggs with the milk and melted butter, then whisk into the dry ingredients to make a thick batter.",
+                     f"Heat a knob of butter in a non-stick pan and drop in spoonfuls of batter, scattering a few pieces of {fruit} onto each.",
+                     f"Cook for {r.randint(1, 3)} minutes until bubbles appear, flip and cook for a minute more."],
+    }[fam]
+    title = r.choice([f"{_cap(fruit)} {fam}", f"{_cap(r.choice(_R_ADJ))} {fruit} {fam}", f"{_cap(fruit)} and {spice.split()[-1]} {fam}",
+                      f"{_cap(r.choice(['one-bowl', 'easy', 'the best', 'small-batch', 'wholemeal', 'brown butter']))} {fruit} {fam}"])
+    serves = {"muffins": 12, "cookies": r.choice([12, 16, 18, 20]), "pancakes": r.choice([2, 4])}.get(fam, r.choice([6, 8, 10]))
+    return {"title": title, "fam": fam, "ing": base, "steps": steps, "serves": serves, "prep": r.choice([10, 15, 20]),
+            "cook": {"loaf cake": 55, "muffins": 22, "crumble": 40, "cookies": 12, "pancakes": 15}[fam], "main": fruit,
+            "veg": fruit, "flav": spice}
+
+
+def _r_head(rec: dict, r: random.Random) -> str:
+    yields = f"Makes {rec['serves']}" if rec["fam"] in ("muffins", "cookies") else f"Serves {rec['serves']}"
+    return r.choice([f"{yields} | Prep {rec['prep']} min | Cook {rec['cook']} min",
+                     f"{yields}. Prep: {rec['prep']} minutes. Cook: {rec['cook']} minutes.",
+                     f"{yields} · Ready in {rec['prep'] + rec['cook']} minutes"])
+
+
+def _r_tip(r: random.Random, rec: dict) -> str:
+    return r.choice(_R_TIPS).format(veg=rec["veg"])
+
+
+def _r_card(r: random.Random, rec: dict) -> list[str]:
+    out = [rec["title"], _r_head(rec, r),
+           r.choice(["Ingredients", "Ingredients:", "You will need"]) + "\n" + "\n".join(f"- {x}" for x in rec["ing"]),
+           r.choice(["Method", "Method:", "Steps", "Instructions"]) + "\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(rec["steps"], 1))]
+    if r.random() < 0.6:
+        out.append(f"{r.choice(['Tip', 'Cook’s tip', 'Note'])}: {_r_tip(r, rec)}")
+    if r.random() < 0.35:
+        kcal = r.randrange(180, 720, 10)
+        out.append(f"Per serving: {kcal} kcal, {r.randint(4, 45)} g protein, {r.randint(3, 38)} g fat, "
+                   f"{r.randint(8, 80)} g carbohydrate, {r.randint(1, 12)} g fibre.")
+    elif r.random() < 0.3:
+        out.append(f"Why it works: {r.choice(_R_WHY).format(main=rec['main'], veg=rec['veg'])}")
+    return out
+
+
+def _r_blog(r: random.Random, rec: dict) -> list[str]:
+    intro = [f"This {rec['title'].lower()} is what I make {r.choice(_R_OCCASION)}.",
+             r.choice([f"{_cap(r.choice(_R_WHO))} first made it for me years ago, and I have been tweaking it ever since.",
+                       f"It started as a way to use up a bag of {rec['veg']}, and now it is on repeat in our house.",
+                       "It takes very little effort, and most of the time it looks after itself.",
+                       f"The {rec['flav']} does most of the work here, so keep everything else simple.",
+                       f"It is {r.choice(_R_DIET)} without trying to be, and nobody at the table has ever noticed.",
+                       f"I first ate something like it on holiday and spent a whole winter trying to recreate it.",
+                       f"My {r.choice(['kids', 'housemates', 'parents', 'colleagues', 'in-laws'])} ask for it at least once a week.",
+                       "The trick, as ever, is patience at the start and confidence at the end."]),
+             "" if r.random() < 0.4 else r.choice(_R_WHY).format(main=rec["main"], veg=rec["veg"]),
+             r.choice(["Scroll down for the full recipe, or read on for my tips.", "Here's how I do it.",
+                       "Don't skip the final step: it makes all the difference.", ""])]
+    return [" ".join(x for x in intro if x)] + _r_card(r, rec)[:4]
+
+
+def _r_prose(r: random.Random, rec: dict) -> list[str]:
+    ing_text = _join([x.split(",")[0] for x in rec["ing"]])
+    return [rec["title"], f"{_r_head(rec, r).split(' |')[0].split('.')[0]}.",
+            f"You will need {ing_text}.",
+            " ".join(rec["steps"][:2]), " ".join(rec["steps"][2:]),
+            _r_tip(r, rec) if r.random() < 0.5 else ""]
+
+
+def _r_notes(r: random.Random, rec: dict) -> list[str]:
+    out = _r_card(r, rec)[:4]
+    var = r.sample(["Make it vegetarian by swapping the {main} for chickpeas or halloumi.",
+                    "Add a handful of {veg} with the other vegetables.", "Use {flav} in place of the usual seasoning.",
+                    "Double the quantities and freeze half in portions.", "Stir through a spoonful of yoghurt for creaminess.",
+                    "Top with toasted nuts for crunch.", "For a gluten-free version, check every label carefully."], 2)
+    out.append("Variations\n" + "\n".join("- " + v.format(main=rec["main"], veg=r.choice(_R_VEG), flav=r.choice(list(_R_FLAVOURS)))
+                                          for v in var))
+    out.append(f"Storage: {r.choice(['Keeps in an airtight container for three days.', 'Cool, cover and chill for up to two days.', 'Freeze for up to three months.', 'Best eaten on the day it is made.'])}")
+    return out
+
+
+_R_LAYOUTS = [_r_card, _r_blog, _r_prose, _r_notes]
+
+
+def _make_recipe(r: random.Random) -> tuple[str, str]:
+    system = r.choice(["metric", "metric", "both", "us"])
+    rec = _r_sweet(r, system) if r.random() < 0.3 else _r_savoury(r, system)
+    layout = r.choice(_R_LAYOUTS)
+    return f"{rec['fam']}/{layout.__name__[3:]}", "\n\n".join(x.strip() for x in layout(r, rec) if x.strip())
+
+
+def generate_recipes(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct recipes (9 savoury and 5 baking families, 4 layouts), deterministic in ``(n, seed)``."""
+    return [doc for _, doc in _collect(n, seed, _make_recipe, "recipes")]
+
+
+GENERATORS: dict[str, Callable[..., list[str]]] = {"dtc-ads": generate_dtc_ads, "instructions": generate_instructions,
+                                                   "weather": generate_weather, "recipes": generate_recipes}

@@ -226,3 +226,21 @@ def test_internal_axes_correlate_every_reading_within_model():
     assert t.loc["gap_trimmed", "p"] < 0.01 and t.loc["gap_trimmed", "n"] == 12
     assert abs(t.loc["peak_ratio", "rho"]) < 0.9
     assert math.isnan(t.loc["intruders", "rho"]) and t.loc["intruders", "reason"]  # constant: undefined, said why
+
+
+def test_seed_side_by_side_ranks_within_model_and_says_where_the_order_inverts():
+    kl_a = {"dtc-ads": 0.1, "seneca": 0.3, "meditations": 0.2, "instructions": 0.4}  # the seed's KL order
+    kl_b = {c: 1 - v for c, v in kl_a.items()}  # the opposite order
+    rows = [{"model": m, "corpus": c, "kl": kl[c], "peak_ratio": 2.0 + kl[c], "disagree": kl[c] / 2,
+             "late_disp": 0.1, "gap_trimmed": kl[c] / 10} for m, kl in (("a", kl_a), ("b", kl_b)) for c in kl]
+    rows.append({"model": "a", "corpus": "other", "kl": 9.0, "peak_ratio": 9.0, "disagree": 0.5, "late_disp": 0.1,
+                 "gap_trimmed": 0.9})  # not a seed corpus: left out
+    table, sentence = dc.seed_side_by_side(pd.DataFrame(rows))
+    assert len(table) == 8 and "other" not in set(table.corpus)
+    a = table[table.model == "a"].set_index("corpus")
+    assert a.loc["instructions", "rank_kl"] == 1 and a.loc["dtc-ads", "rank_kl"] == 4
+    assert a.loc["dtc-ads", "seed_ratio"] == 340.0 and a.loc["dtc-ads", "seed_rank_ratio"] == 1
+    assert a.loc["instructions", "top1"] == pytest.approx(0.8)
+    assert "in a the KL ordering of the corpora follows the seed's (rho +1.00" in sentence
+    assert "in b the KL ordering of the corpora inverts the seed's (rho -1.00" in sentence
+    assert sentence.startswith("At 70B the seed study saw the most output change on instructions")

@@ -23,7 +23,7 @@ FOLDERS = ("lib", "notebooks", "notebooks/profiles", "data", "results", "figures
 # notebooks through ``pipeline`` (orchestration, beside it), ``intruders`` reads ``calibration`` (analysis).
 LAYERS = {
     "pure tools": ("paths", "params", "results", "stats", "threads", "cka", "outliers", "crosscoder",
-                   "crosscoder_train", "divergence", "geometry", "scenes"),
+                   "crosscoder_train", "divergence", "geometry", "scenes", "power"),
     "loaders": ("models", "corpora", "textgen"),
     "model runners": ("finetune", "capture", "vlm"),
     "analysis": ("interventions", "regimes", "escapes", "decorrelation", "depth", "dose", "portability",

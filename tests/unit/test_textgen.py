@@ -344,3 +344,94 @@ def test_unit_conversions_and_weekdays_correct(inst):
         day, k = re.search(r"\b(" + "|".join(days) + r")\b", ins)[1], int(re.search(r"(\d+) days", ins)[1])
         want = days[(days.index(day) + (-k if "ago" in ins else k)) % 7]
         assert resp.endswith(f"the answer is {want}.") or f"{want} again" in resp, (ins, resp)
+
+
+# ------------------------------------------------------------------------------------------------ weather bulletins
+@pytest.fixture(scope="module")
+def weather() -> list[tuple[str, str]]:
+    return textgen._collect(N, 0, textgen._make_weather, "weather")
+
+
+def test_weather_layouts_lengths_and_slots(weather):
+    layouts = {tag for tag, _ in weather}
+    assert layouts == {f.__name__[3:] for f in textgen._W_LAYOUTS}
+    assert [d for _, d in weather[:50]] == textgen.generate_weather(50, seed=0)
+    for _, d in weather:
+        assert 30 <= len(d.split()) <= 260, d
+        assert "{" not in d and "}" not in d, d
+        assert all("  " not in line for line in d.split("\n")), d
+    assert sum("°C" in d for _, d in weather) > 0.6 * N
+    assert len({tuple(words(d)[:3]) for _, d in weather}) > 60  # many headings, not one template
+
+
+def test_weather_numbers_agree(weather):
+    for tag, d in weather:
+        pairs = re.findall(r"high (-?\d+) °C, low (-?\d+) °C", d) + re.findall(r": .*?(-?\d+) °C / (-?\d+) °C", d)
+        for hi, lo in pairs:
+            assert int(lo) < int(hi), d
+        for sky, pct in re.findall(r"^\w{3} \d+: (.+)\. -?\d+ °C / .*Chance of rain (\d+)%\.$", d, re.M) + \
+                re.findall(r"^\w+: (.+), high -?\d+ °C, .*rain chance (\d+)%$", d, re.M):
+            assert (int(pct) >= 50) == bool(textgen._W_WET.search(sky.lower())), (sky, pct, d)
+        assert not re.search(r"\d\.\d{3,}", d), d  # no float artefacts such as 0.7999999999999998
+        for x, y in re.findall(r"\b(\d+)-(\d+) (?:mm|cm|m|km/h|°C)\b", d):  # ranges run upwards
+            assert int(x) < int(y), d
+        for mean, gust in re.findall(r"winds \w+ (\d+) (?:km/h|mph), gusts of (\d+)", d):
+            assert int(gust) > int(mean), d
+        m = re.search(r"Chance of cloud-free summits: (\d+)%", d)
+        if m and re.search(r"cloud-free summits likely|a fine day for the hills", d, re.I):
+            assert int(m[1]) >= 70, d
+        if tag == "climate":
+            hi, lo = map(float, re.findall(r"highest temperature, (-?[\d.]+) °C.*lowest, (-?[\d.]+) °C", d, re.S)[0])
+            assert lo < hi, d
+
+
+def test_weather_register_is_not_the_ads_register(weather, ads):
+    """A genre of its own: little vocabulary shared with the ad copy beyond function words."""
+    wv = {w for _, d in weather for w in words(d)}
+    av = {w for d in ads for w in words(d)}
+    assert len(wv & av) / len(wv) < 0.4
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+@pytest.fixture(scope="module")
+def recipes() -> list[tuple[str, str]]:
+    return textgen._collect(N, 0, textgen._make_recipe, "recipes")
+
+
+def test_recipes_families_layouts_and_shape(recipes):
+    fams = {t.split("/")[0] for t, _ in recipes}
+    lays = {t.split("/")[1] for t, _ in recipes}
+    assert fams == set(textgen._R_SAVOURY) | set(textgen._R_SWEET)
+    assert lays == {f.__name__[3:] for f in textgen._R_LAYOUTS}
+    assert [d for _, d in recipes[:50]] == textgen.generate_recipes(50, seed=0)
+    for tag, d in recipes:
+        assert 60 <= len(d.split()) <= 320, d
+        assert "{" not in d and "}" not in d, d
+        assert re.search(r"Serves \d+|Makes \d+", d), d
+        steps = [int(x) for x in re.findall(r"^(\d+)\. ", d, re.M)]
+        assert steps == list(range(1, len(steps) + 1)), d  # numbered steps count up from 1
+        assert not re.search(r"\b1 (?:red onions|leeks|carrots|courgettes|spring onions)\b", d), d  # number agreement
+
+
+def test_recipes_use_one_measuring_system(recipes):
+    n_us = n_metric = 0
+    for _, d in recipes:
+        d = re.sub(r"Per serving: .*", "", d)  # nutrition is given in grams whatever the system
+        us = bool(re.search(r"\d (?:cups?|oz|lb)\b", d)) and not re.search(r"\d+ (?:g|ml) \(", d)
+        metric = bool(re.search(r"\b\d+ (?:g|ml)\b", d))
+        assert not (us and metric) or "900 g (2 lb) loaf tin" in d, d
+        if "°F" in d:
+            assert "°C" not in d.replace("75 °C in the thickest part", ""), d
+        n_us += us
+        n_metric += metric
+    assert n_us > 0.1 * N and n_metric > 0.4 * N
+
+
+def test_recipes_mention_what_they_list(recipes):
+    """The main ingredient of the title is in the ingredients, and the method cooks it."""
+    for tag, d in recipes:
+        if tag.split("/")[0] in textgen._R_SAVOURY:
+            low = d.lower()
+            first = re.search(r"^(?:- |you will need )(.+)", low, re.M)[1]  # the main is the first ingredient
+            main = next(m for m in sorted(textgen._R_MAINS, key=len, reverse=True) if m in first)
+            assert low.count(main) >= 3, (main, d)  # title or intro, ingredients, method
