@@ -38,6 +38,7 @@ import torch
 from .intruders import principal_basis, principal_basis_of_cov  # noqa: F401 (re-exported)
 
 COS_MIN = 0.7  # decoder cosine at which a planted direction counts as learned
+PROFILE_ROWS = 32  # held-out rows of the depth profiles (trained vs random LoRA), about 2k tokens
 UNIFORM_VAR = 1.0 / 12.0  # variance of the Uniform(0.5, 1.5) strength factor
 
 
@@ -333,7 +334,10 @@ def depth_profile(peft_model, rows: torch.Tensor, adapter: str, batch_size: int 
 
     L = models.num_layers(peft_model)
     peft_model.set_adapter(adapter)
-    n_blocks = max(2, min(4, -(-len(rows) // batch_size)))  # jackknife blocks: one per batch, at most four
+    if len(rows) < 2:
+        raise ValueError(f"depth_profile needs at least two rows (one jackknife block each), got {len(rows)}")
+    batch_size = max(1, min(batch_size, -(-len(rows) // 2)))  # at least two batches: two jackknife blocks
+    n_blocks = min(4, -(-len(rows) // batch_size))  # one block per batch, at most four
     accs = [outliers.TrimmedCKA(n_blocks=n_blocks) for _ in range(L)]
     for b in capture.iter_paired(peft_model, rows, list(range(L)), batch_size=batch_size, device=device,
                                  with_logits=False, progress=False):
@@ -467,7 +471,7 @@ def run_calibration(model: str, corpus: str, seeds: Sequence[int], corpus_names:
     phase["null_fits"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     log("depth profiles: trained vs random LoRA (the propagation null)")
-    profiles = {name: depth_profile(pm, eval_rows[:n_eval], adapter, cfg.capture_batch, device)
+    profiles = {name: depth_profile(pm, eval_rows[:min(n_eval, PROFILE_ROWS)], adapter, cfg.capture_batch, device)
                 for name, adapter in (("trained", s0), ("random LoRA", "random"))}
     phase["depth_profiles"] = time.perf_counter() - t0
     phase["total"] = time.perf_counter() - t_all

@@ -184,3 +184,12 @@ def test_depth_profile_reads_every_layer_and_a_stronger_adapter_moves_more(tiny_
             m.lora_B["one"].weight.data *= 10
     big = cal.depth_profile(pm, rows, "one", batch_size=4)
     assert big["disp_trimmed"][-1] > prof["disp_trimmed"][-1]
+
+
+def test_depth_profile_splits_a_single_batch_into_two_jackknife_blocks(tiny_llama):
+    pm = _two_adapters(tiny_llama)
+    rows = torch.randint(3, 97, (3, 16), generator=torch.Generator().manual_seed(2))
+    prof = cal.depth_profile(pm, rows, "one", batch_size=8)  # one batch of 8 would leave a block empty
+    assert all(math.isfinite(v) for v in prof["disp_trimmed"])
+    with pytest.raises(ValueError, match="at least two rows"):
+        cal.depth_profile(pm, rows[:1], "one")
