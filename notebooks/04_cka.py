@@ -160,22 +160,20 @@ for r in slopes[slopes.layer_control == layer_controls[0]].groupby(["model", "co
                      f"{fmt(r.late_over_early)} & {fmt(r.slope)} [{fmt(r.slope_lo)}, {fmt(r.slope_hi)}]")
 latex.write_table("cka_slopes", "llrrl", r"model & corpus & late $1-\mathrm{CKA}$ & late/early & slope (95\% CI)", tab_rows)
 
-tab_rows = []
-for r in ctl.itertuples():
-    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
-                     f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
-                     f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
-                     f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
-latex.write_table("cka_control", "lllll", r"model & corpus & slope, standard & slope, equal-step & difference", tab_rows)
 
-tab_rows = []
-for r in ctl_t.itertuples():
-    tab_rows.append(f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
-                    f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
-                    f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
-                    f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]")
+
+def control_rows(t):  # one row per control pair: both slopes and their difference, each with its 95% CI
+    return [f"{results.tex_escape(r.model)} & {results.tex_escape(r.corpus)} & "
+            f"{fmt(r.slope_none)} [{fmt(r.none_lo)}, {fmt(r.none_hi)}] & "
+            f"{fmt(r.slope_ctl)} [{fmt(r.ctl_lo)}, {fmt(r.ctl_hi)}] & "
+            f"{fmt(r.diff)} [{fmt(r.diff_lo)}, {fmt(r.diff_hi)}]" for r in t.itertuples()]
+
+
+latex.write_table("cka_control", "lllll", r"model & corpus & slope, standard & slope, equal-step & difference",
+                  control_rows(ctl))
 latex.write_table("cka_control_trimmed", "lllll",
-                  r"model & corpus & trimmed slope, standard & trimmed slope, equal-step & difference", tab_rows)
+                  r"model & corpus & trimmed slope, standard & trimmed slope, equal-step & difference",
+                  control_rows(ctl_t))
 
 std = slopes[slopes.layer_control == layer_controls[0]]
 run.values.update({"slopes": slopes.to_dict("records"), "control": ctl.to_dict("records"),

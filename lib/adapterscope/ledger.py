@@ -299,15 +299,7 @@ def power_text(pw: power.Power | None) -> str:
 
 def power_tex(pw: power.Power | None) -> str:
     """:func:`power_text` in LaTeX (math for the effect and n)."""
-    if pw is None:
-        return "power n/a"
-    sym = {"rho": r"\rho", "d": "d", "rate": r"\text{rate}"}[power.EFFECT_NAMES[pw.test]]
-    s = f"power {pw.power:.2f} at ${sym}={pw.effect:g}$, $n={pw.n}$"
-    if pw.strata:
-        s += f" ({pw.strata} strata)"
-    if pw.method == "floor":
-        s += f"; $p \\geq {pw.p_floor:.2g}$"
-    return s
+    return "power n/a" if pw is None else pw.describe(tex=True)
 
 
 def compare(f: Finding, new: dict, old: dict) -> tuple[bool, float]:

@@ -85,13 +85,20 @@ class Power:
     strata: int | None = None
     null: float | None = None  # binomial only
 
-    def describe(self) -> str:
-        """One line, e.g. ``power 0.19 at rho=0.7, n=8 (2 strata)``; a floor says why the power is 0."""
-        s = f"power {self.power:.2f} at {EFFECT_NAMES[self.test]}={self.effect:g}, n={self.n}"
+    def describe(self, tex: bool = False) -> str:
+        """One line, e.g. ``power 0.19 at rho=0.7, n=8 (2 strata)``; a floor says why the power is 0. With
+        ``tex``, the same in LaTeX (math for the effect, n and the floor)."""
+        name = EFFECT_NAMES[self.test]
+        if tex:
+            sym = {"rho": r"\rho", "d": "d", "rate": r"\text{rate}"}[name]
+            s = f"power {self.power:.2f} at ${sym}={self.effect:g}$, $n={self.n}$"
+        else:
+            s = f"power {self.power:.2f} at {name}={self.effect:g}, n={self.n}"
         if self.strata:
             s += f" ({self.strata} strata)"
         if self.method == "floor":
-            s += f"; p cannot fall below {self.p_floor:.2g} >= alpha {self.alpha:g}"
+            s += (f"; $p \\geq {self.p_floor:.2g}$" if tex else
+                  f"; p cannot fall below {self.p_floor:.2g} >= alpha {self.alpha:g}")
         return s
 
     def as_dict(self) -> dict:
