@@ -24,7 +24,11 @@
 # * construction without a dictionary: per residual layer, the share of ||a_ft - a_base||^2 outside the base
 #   stream's principal subspace holding 90% / 99% of its variance, both without the massive-activation tokens
 #   (`intruders.OutsideShare`), and the adapter's
-#   intruder dimensions (`intruders.adapter_intruders`: new directions among the adapted weights' strongest).
+#   intruder dimensions (`intruders.adapter_intruders`: new directions among the adapted weights' strongest);
+# * what changed, shown (`adapterscope.explain`, as in the audit): the positions of largest KL with their context
+#   and both models' top next tokens, the next tokens the adapter promotes and suppresses over every position,
+#   and the activation-difference lens at every residual layer, over the tokens that are not massive activations
+#   (read by `14_explanations`).
 #
 # Optionally writes the paired activations as safetensors shards for later notebooks.
 #
@@ -68,8 +72,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from adapterscope import (capture, corpora, divergence, finetune, intruders, models, outliers, paths, plotting,
-                          results, stats)
+from adapterscope import (capture, corpora, divergence, explain, finetune, intruders, models, outliers, paths,
+                          plotting, results, stats)
 
 plotting.setup()
 NB = "02_capture"
@@ -106,21 +110,30 @@ n_tok = 0
 resid_keys = [models.hook_key(l, "resid_post") for l in layer_list] if "resid_post" in sites else []
 ckas = {k: outliers.TrimmedCKA(n_blocks=cka_blocks) for k in resid_keys}
 outside = {}
+hot = explain.HotspotAccumulator()
+delta_sums, delta_counts = {}, {}
 for name, rows in sets.items():
     acc, act = divergence.DivergenceAccumulator(), divergence.ActivationChange()
     if write_shards:
         keys = [models.hook_key(l, s) for l in layer_list for s in sites]
         writer = capture.ShardWriter(results.artefact_dir(NB, RUN_ID) / f"shards_{name}", keys,
                                      meta={"model": model, "adapter": str(adapter_dir), "set": name})
+    seen = 0
     for b in capture.iter_paired(pm, rows, layer_list, sites, batch_size=batch_size, device=device, dtype=dtype,
                                  progress=progress):
         acc.update(b.logits_base, b.logits_ft, b.input_ids)
+        hot.update(b.logits_base, b.logits_ft, b.input_ids, name, seen)
+        seen += len(b.input_ids)
         for k in b.base:
             act.update(k, b.base[k], b.ft[k])
         for k in resid_keys:
             pair = b.tokens(k)  # (N, 2, D), BOS dropped
             ckas[k].update(pair[:, 0], pair[:, 1])
             keep = ~outliers.massive_mask(pair[:, 0], pair[:, 1])  # the base's subspace, not its attention sinks
+            layer = int(k.split(".")[1])  # the lens reads the mean difference over the same kept tokens
+            d = (pair[keep, 1] - pair[keep, 0]).double().sum(0)
+            delta_sums[layer] = delta_sums[layer] + d if layer in delta_sums else d
+            delta_counts[layer] = delta_counts.get(layer, 0) + int(keep.sum())
             outside.setdefault(k, intruders.OutsideShare(pair.shape[-1])).update(pair[keep, 0],
                                                                                  pair[keep, 1] - pair[keep, 0])
         if writer:
@@ -142,6 +155,8 @@ for k, acc in ckas.items():
                      "cka_trimmed_debiased": t["cka_trimmed"], "cka_trimmed_debiased_se": t["cka_trimmed_se"],
                      "n_massive": t["n_massive"], "massive_share": t["massive_share"],
                      "outside_share": outside[k].result()}
+explained = explain.explanations(pm, tok, hot, delta_sums, delta_counts, sorted(delta_sums))
+print("promoted next tokens:", explain.top_tokens_line(explained["promoted"]))
 t0 = time.perf_counter()
 intr_rows = intruders.adapter_intruders(pm)
 intr = {**intruders.summary(intr_rows), "modules": intr_rows, "seconds": time.perf_counter() - t0}
@@ -169,7 +184,7 @@ plt.close(fig)
 # ## Export
 
 # %%
-run.values.update({"divergence": div, "layer_change": change, "cka": cka_layers, "intruders": intr,
+run.values.update({"divergence": div, "layer_change": change, "cka": cka_layers, "intruders": intr, "explain": explained,
                    "layers": layer_list, "num_layers": L,
                    "capture_s": capture_s, "paired_tokens_per_s": n_tok / capture_s})
 for s in sets:

@@ -40,7 +40,8 @@ MAIN_LAYER_CONTROL = "none"
 DOSE_NOTEBOOKS = ("01_finetune", "02_capture", "03_crosscoder")
 # Notebooks run once per profile after the grid, in this order, with the grid's lists as parameters.
 SUMMARY_NOTEBOOKS = ("08_divergence", "04_cka", "05a_vlm", "05b_regime_probing", "06_escape_routes",
-                     "10_decorrelation", "11_dose", "07_portability", "12_composition", "13_calibration")
+                     "10_decorrelation", "11_dose", "07_portability", "12_composition", "13_calibration",
+                     "14_explanations")
 # The cell notebooks each summary notebook reads (its digest covers their runs over the grid) and the summary
 # notebooks it reads.
 SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
@@ -50,6 +51,7 @@ SUMMARY_READS = {"08_divergence": ["01_finetune", "02_capture"],
                  "07_portability": ["01_finetune"],  # grid.portability's source adapters (and targets' own)
                  "12_composition": ["01_finetune"],  # the corpus adapters grid.composition composes
                  "13_calibration": ["01_finetune"],  # the adapters grid.calibration plants into and pairs
+                 "14_explanations": ["02_capture"],  # the first seed's run of each model x corpus
                  "05a_vlm": [], "05b_regime_probing": [],  # the VLM notebooks do not read the language grid
                  "06_escape_routes": []}
 SUMMARY_AFTER: dict[str, list[str]] = {"05b_regime_probing": ["05a_vlm"],

@@ -395,3 +395,23 @@ def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines
     rec = _load(root, "01_finetune", rid)
     assert rec["provenance"]["executor"] == "interactive" and rec["provenance"]["content_digest"] is None
     assert rec["provenance"]["params"]["steps"] == d["steps"] and len(rec["values"]["losses"]) == d["steps"]
+
+
+def test_explanations_show_what_each_smoke_adapter_changed(smoke):
+    """02_capture records the explanations on its paired stream (promoted tokens, a lens per layer, hotspots),
+    13's depth profiles and the new internal readings are there, and 14_explanations tabulates both corpora."""
+    root, proc = smoke
+    assert proc.returncode == 0
+    cap = _load(root, "02_capture", "smollm2-135m__meditations__none__s0")["values"]
+    ex = cap["explain"]
+    assert len(ex["promoted"]) == 10 and len(ex["lens"]) == cap["num_layers"] and ex["hotspots"]
+    assert all("cka_trimmed_debiased" in v and "outside_share" in v for v in cap["cka"].values())
+    assert cap["intruders"]["n_modules"] > 0
+    per = _load(root, "03_crosscoder", "smollm2-135m__meditations__none__s0")["values"]["per_layer"]
+    assert all("fvu_gap_ft_trimmed" in r and "ratio_ft_trimmed" in r for r in per)
+    cal, = _load(root, "13_calibration", "grid")["values"]["studies"]
+    assert set(cal["depth_profiles"]) == {"trained", "random LoRA"}
+    v = _load(root, "14_explanations", "grid")["values"]
+    assert v["n_shown"] == 2 and [r["corpus"] for r in v["explanations"]] == ["meditations", "instructions"]
+    assert (root / "paper" / "generated" / "tables" / "explanations.tex").is_file()
+    assert (root / "figures" / "14_explanations" / "promoted_tokens.pdf").is_file()
