@@ -191,8 +191,8 @@ def test_summary_macros_and_rerun_is_skipped(smoke):
     assert "\\newcommand{\\ZeroEightDivergenceGridMaxKL}" in tex
     again = _pipeline(root, "grid", "--profile", "smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 10 summary notebooks
-    assert again.stdout.count("[skip]") == 23 and "[run ]" not in again.stdout
+    # 2 main cells x (01, 02, 03, 09) + 1 control cell x (01, 02) + 1 dose cell x (01, 02, 03) + 11 summary notebooks
+    assert again.stdout.count("[skip]") == 24 and "[run ]" not in again.stdout
 
 
 def test_dose_cell_and_summary(smoke):
@@ -366,7 +366,7 @@ def test_submitit_executor_redoes_a_missing_run_and_skips_the_rest(smoke):
     assert p.stdout.count("submitted (submitit-local job") == 6 and p.stdout.count(": done") == 6
     assert (root / "results" / "09_clamp" / f"{rid}.json").is_file()
     logs = "\n".join(f.read_text() for f in (root / "data" / "logs" / "smoke" / "submitit").glob("*_log.out"))
-    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 22
+    assert f"[run ] 09_clamp {rid}" in logs and logs.count("[run ]") == 1 and logs.count("[skip]") == 23
 
 
 def test_a_notebook_run_interactively_on_the_project_kernel_writes_the_pipelines_run(tmp_path, monkeypatch):
