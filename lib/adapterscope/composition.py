@@ -13,19 +13,28 @@ Building blocks of the composition notebook, tested on planted cases in ``tests/
   top-``q`` share of its ``|delta W|`` entries over all its modules (CPI-FT's magnitude rule); entries in exactly
   one core keep that adapter's own value, the rest are merged.
 * **Decoding-time composition** (:func:`proxy_logits`, :func:`decoding_time_logits`): ``base + sum_i w_i (ft_i -
-  base)`` on the logits of one backbone with each adapter switched on in turn; no weight is touched.
+  base)`` on the logits of one backbone with each adapter switched on in turn; no weight is touched. Two weightings
+  (:func:`decoding_weights`): unit (``w_i = 1``: every logit shift at full strength, the logit-space counterpart
+  of task arithmetic) and normalised (``w_i = 1 / k`` for ``k`` adapters: the mean of the tuned models' logits, a
+  log-linear pool that never extrapolates past its constituents; ``k`` copies of one adapter give that adapter).
 * **Alignment** (:func:`alignment`): cosine of the flattened deltas, overlap of the two core sets (Jaccard) and
   their sign-conflict rate, and the principal-angle overlap of the adapters' output subspaces (columns of B).
 * **Retention** (:func:`retention`): the share of one adapter's own held-out loss improvement that a composition
   keeps.
 * **The study** (:func:`run_composition`, :func:`run_grid_model`): every subset of a model's corpus adapters
   under every method, scored on each constituent's own held-out rows and on neutral text; and its statistics
-  (:func:`interference_vs_alignment`, :func:`per_subset`, :func:`best_merge`, :func:`paired_comparison`; the
-  mean retention over subsets is :func:`adapterscope.stats.mean_ci`), the ledger's tests of ``12_composition``.
+  (:func:`interference_vs_alignment`, :func:`per_subset`, :func:`best_merge`, :func:`paired_comparison`,
+  :func:`replicate_mean`), the ledger's tests of ``12_composition``.
+* **Seeds as replicates**: rows carry the training seed of their adapters. The unit of every test stays the subset
+  (or the pair); a unit's value is its mean over seeds, the p-values permute units, and with several seeds the
+  bootstrap CIs resample units and, within each drawn unit, its seeds (:func:`two_stage_ci`). With one seed every
+  statistic is the one-stage one (:func:`adapterscope.stats.mean_ci`, :func:`adapterscope.stats.mean_difference`,
+  :func:`adapterscope.stats.spearman`), number for number.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -34,6 +43,7 @@ import numpy as np
 import torch
 
 MERGES = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+DECODING = ("decoding_time", "decoding_time_norm")  # decoding-time compositions: unit and normalised weights
 
 
 class CompositionError(ValueError):
@@ -151,6 +161,15 @@ def proxy_logits(base: torch.Tensor, tuned: Sequence[torch.Tensor], weights: Seq
     return out
 
 
+def decoding_weights(k: int, weight: float = 1.0, normalised: bool = False) -> list[float]:
+    """The constituents' weights of a ``k``-adapter decoding-time composition: ``weight`` each (unit: the sum of
+    the ``k`` logit shifts) or ``weight / k`` each (normalised: with ``weight`` 1 the composition is the mean of
+    the tuned models' logits, ``base + mean_i (ft_i - base)``)."""
+    if k < 1:
+        raise CompositionError(f"a composition needs at least one adapter, got k={k}")
+    return [weight / k if normalised else weight] * k
+
+
 @torch.no_grad()
 def decoding_time_logits(pm, input_ids: torch.Tensor, adapters: Sequence[str], weights: Sequence[float],
                          **kw) -> torch.Tensor:
@@ -223,7 +242,7 @@ class CompositionConfig:
     density: float = 0.2  # share kept by TIES / DARE
     core_qs: tuple[float, ...] = (0.01,)  # core shares of core-parameter isolation (task arithmetic on the rest)
     align_q: float = 0.01  # core share used by the alignment measures
-    weight: float = 1.0  # weight of every constituent (1: each adapter at full strength)
+    weight: float = 1.0  # weight of every constituent (1: each adapter at full strength; decoding_time_norm: / k)
     batch_size: int = 4  # rows per forward pass of the decoding-time composition (its logits are V wide)
     seed: int = 0  # DARE's random drop
 
@@ -237,8 +256,8 @@ def subsets(names: Sequence[str], sizes: Sequence[int]) -> list[tuple[str, ...]]
 
 def method_names(cfg: CompositionConfig) -> list[str]:
     """The compositions compared, weight merges first: ``core_q<q>`` is core isolation at share q,
-    ``decoding_time`` the logit arithmetic."""
-    return [*cfg.merges, *[f"core_q{q:g}" for q in cfg.core_qs], "decoding_time"]
+    ``decoding_time`` the logit arithmetic at unit weights, ``decoding_time_norm`` at weights ``1 / k``."""
+    return [*cfg.merges, *[f"core_q{q:g}" for q in cfg.core_qs], *DECODING]
 
 
 def _ce(logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, int]:
@@ -270,11 +289,12 @@ def _eval(pm, rows: torch.Tensor, neutral: torch.Tensor, base_neutral: list[torc
 @torch.no_grad()
 def _decoding_time(pm, rows: torch.Tensor, names: Sequence[str], subsets_: Sequence[tuple[str, ...]], weight: float,
                    batch_size: int, device: str, base_neutral: list[torch.Tensor] | None = None) -> dict:
-    """Per subset: mean NLL on ``rows`` of the decoding-time composition (base logits plus each constituent's
-    logit shift, :func:`proxy_logits`), or, with ``base_neutral``, its mean KL(base || composition)."""
+    """Per decoding-time method (:data:`DECODING`) and subset: mean NLL on ``rows`` of the composition (base logits
+    plus each constituent's logit shift, :func:`proxy_logits`, at the weights of :func:`decoding_weights`), or,
+    with ``base_neutral``, its mean KL(base || composition). Both weightings share one forward pass per adapter."""
     from .divergence import next_token_kl
 
-    acc = {s: [0.0, 0] for s in subsets_}
+    acc = {m: {s: [0.0, 0] for s in subsets_} for m in DECODING}
     active = pm.active_adapter
     try:
         for j, i in enumerate(range(0, len(rows), batch_size)):
@@ -286,17 +306,19 @@ def _decoding_time(pm, rows: torch.Tensor, names: Sequence[str], subsets_: Seque
                 pm.set_adapter(a)
                 tuned[a] = _logits(pm, ids, device)
             for s in subsets_:
-                comp = proxy_logits(base, [tuned[a] for a in s], [weight] * len(s))
-                if base_neutral is None:
-                    t, k = _ce(comp, ids)
-                else:
-                    kl = next_token_kl(base_neutral[j], comp)[:, 1:]
-                    t, k = float(kl.sum()), kl.numel()
-                acc[s][0] += t
-                acc[s][1] += k
+                for m in DECODING:
+                    ws = decoding_weights(len(s), weight, normalised=m == "decoding_time_norm")
+                    comp = proxy_logits(base, [tuned[a] for a in s], ws)
+                    if base_neutral is None:
+                        t, k = _ce(comp, ids)
+                    else:
+                        kl = next_token_kl(base_neutral[j], comp)[:, 1:]
+                        t, k = float(kl.sum()), kl.numel()
+                    acc[m][s][0] += t
+                    acc[m][s][1] += k
     finally:
         pm.set_adapter(active)
-    return {s: t / k for s, (t, k) in acc.items()}
+    return {m: {s: t / k for s, (t, k) in a.items()} for m, a in acc.items()}
 
 
 def run_composition(pm, names: Sequence[str], held: dict[str, torch.Tensor], neutral: torch.Tensor,
@@ -357,9 +379,10 @@ def run_composition(pm, names: Sequence[str], held: dict[str, torch.Tensor], neu
     dec = {c: _decoding_time(pm, held[c], names, [s for s in subs if c in s], cfg.weight, cfg.batch_size, device)
            for c in names}
     dec_kl = _decoding_time(pm, neutral, names, subs, cfg.weight, cfg.batch_size, device, base_neutral)
-    for s in subs:
-        add(s, "decoding_time", {c: dec[c][s] for c in s}, dec_kl[s])
-        bar.update()
+    for m in DECODING:
+        for s in subs:
+            add(s, m, {c: dec[c][m][s] for c in s}, dec_kl[m][s])
+            bar.update()
     bar.close()
     import itertools
 
@@ -370,25 +393,68 @@ def run_composition(pm, names: Sequence[str], held: dict[str, torch.Tensor], neu
 
 
 # ------------------------------------------------------------------------------------------ statistics
+def _seed(r: dict) -> int:
+    """The training seed of a row's (or an alignment's) adapters; 0 for rows written before seeds were kept."""
+    return int(r.get("seed", 0))
+
+
+def _units(values: dict) -> dict[str, dict[int, float]]:
+    """``{unit: {seed: value}}`` from ``{unit: value}`` (one replicate, seed 0) or ``{unit: {seed: value}}``."""
+    return {k: (dict(v) if isinstance(v, dict) else {0: v}) for k, v in values.items()}
+
+
+def two_stage_ci(units: Sequence, statistic, n_boot: int, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """``(low, high, degenerate fraction)`` of a seeded percentile bootstrap CI that resamples units and, within
+    each drawn unit, its replicates (seeds). ``units[i]``: unit i's replicates, one value each (1-D) or ``d``
+    values each (``(replicates, d)``). A resample draws ``n`` units with replacement, then as many replicates of
+    each drawn unit as it has, with replacement, and applies ``statistic`` to the drawn units' replicate means (a
+    length-``n`` vector, or an ``(n, d)`` array). Resamples on which the statistic is not finite are dropped (their
+    share is returned); nan below two units. With one replicate per unit it is the ordinary bootstrap over units
+    (other draws than scipy's)."""
+    us = [np.asarray(u, float).reshape(len(u), -1) for u in units]
+    n = len(us)
+    if n < 2 or n_boot < 1:
+        return math.nan, math.nan, math.nan
+    flat = us[0].shape[1] == 1
+    rng = np.random.default_rng(seed)
+    dist = np.empty(n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in range(n_boot):
+            m = np.stack([us[i][rng.integers(len(us[i]), size=len(us[i]))].mean(0) for i in rng.integers(n, size=n)])
+            dist[b] = statistic(m[:, 0] if flat else m)
+    ok = np.isfinite(dist)
+    if not ok.any():
+        return math.nan, math.nan, 1.0
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(dist[ok], [alpha, 1 - alpha])
+    return float(lo), float(hi), float(1 - ok.mean())
+
+
 def interference_vs_alignment(rows: Sequence[dict], align: Sequence[dict], method: str = "task_arithmetic",
                               measure: str = "core_jaccard", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Over the pairs of adapters: Spearman's rho between their alignment ``measure`` and the interference of
-    their two-adapter ``method`` composition (mean of 1 - retention over the two constituents); exact two-sided
-    p (n <= 9 pairs), bootstrap CI over pairs. Undefined with the reason when fewer than 3 pairs are defined."""
-    from .stats import spearman
+    their two-adapter ``method`` composition (mean of 1 - retention over the two constituents); each pair's two
+    numbers are means over the seeds (rows' and alignments' ``seed``) that define both. Exact two-sided p (n <= 9
+    pairs); bootstrap CI over pairs, with several seeds over pairs and the seeds within them (:func:`two_stage_ci`).
+    Undefined with the reason when fewer than 3 pairs are defined."""
+    from .stats import spearman, spearman_rho
 
-    by = {}
+    by: dict[tuple[str, int], list] = {}
     for r in rows:
         if r["size"] == 2 and r["method"] == method and np.isfinite(r["interference"]):
-            by.setdefault(r["subset"], []).append(r["interference"])
-    x, y = [], []
+            by.setdefault((r["subset"], _seed(r)), []).append(r["interference"])
+    per: dict[str, list] = {}  # pair -> [(alignment, interference)] over its seeds
     for a in align:
         key = (f"{a['model']}:" if "model" in a else "") + f"{a['a']}+{a['b']}"
-        if key in by and len(by[key]) == 2 and np.isfinite(a.get(measure, np.nan)):
-            x.append(a[measure])
-            y.append(float(np.mean(by[key])))
-    out = {"value": float("nan"), "n": len(x), "measure": measure, "method": method, "reason": "",
-           "x": x, "y": y}
+        k = (key, _seed(a))
+        if k in by and len(by[k]) == 2 and np.isfinite(a.get(measure, np.nan)):
+            per.setdefault(key, []).append((float(a[measure]), float(np.mean(by[k]))))
+    x = [float(np.mean([p[0] for p in v])) for v in per.values()]
+    y = [float(np.mean([p[1] for p in v])) for v in per.values()]
+    n_seeds = max((len(v) for v in per.values()), default=0)
+    out = {"value": float("nan"), "n": len(x), "n_seeds": n_seeds, "measure": measure, "method": method,
+           "reason": "", "x": x, "y": y}
     if len(x) < 3:
         out["reason"] = f"{len(x)} pair(s) with a defined interference and {measure}: a rank correlation needs 3"
         return out
@@ -397,44 +463,90 @@ def interference_vs_alignment(rows: Sequence[dict], align: Sequence[dict], metho
         return out
     r = spearman(x, y, n_boot=n_boot, seed=seed).as_dict()
     out.update(value=r["value"], p_value=r["p_value"], p_method=r["p_method"], ci_low=r["ci_low"],
-               ci_high=r["ci_high"])
+               ci_high=r["ci_high"], ci_over="pairs")
+    if n_seeds > 1:
+        lo, hi, _ = two_stage_ci([np.array(v) for v in per.values()],
+                                 lambda m: float(spearman_rho(m[:, 0], m[:, 1])), n_boot, seed)
+        out.update(ci_low=lo, ci_high=hi, ci_over="pairs and seeds")
     return out
 
 
-def per_subset(rows: Sequence[dict], method: str, how: str = "mean") -> dict[str, float]:
+def per_subset(rows: Sequence[dict], method: str, how: str = "mean", by_seed: bool = False) -> dict:
     """Per subset, the mean (``how="mean"``) or minimum (``"min"``) retention of its constituents under
-    ``method``; subsets with an undefined retention are left out."""
+    ``method``, per seed of the adapters (rows' ``seed``; 0 when absent); a (subset, seed) with an undefined
+    retention is left out. ``by_seed``: ``{subset: {seed: value}}``; otherwise ``{subset: mean over its seeds}``."""
     f = {"mean": np.mean, "min": np.min}[how]
-    by: dict[str, list] = {}
+    by: dict[str, dict[int, list]] = {}
     for r in rows:
         if r["method"] == method:
-            by.setdefault(r["subset"], []).append(r["retention"])
-    return {s: float(f(v)) for s, v in by.items() if np.all(np.isfinite(v))}
+            by.setdefault(r["subset"], {}).setdefault(_seed(r), []).append(r["retention"])
+    out = {s: {k: float(f(v)) for k, v in sorted(d.items()) if np.all(np.isfinite(v))} for s, d in by.items()}
+    out = {s: d for s, d in out.items() if d}
+    return out if by_seed else {s: float(np.mean(list(d.values()))) for s, d in out.items()}
 
 
-def paired_comparison(a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """mean(a - b) over the subsets both define, paired: two-sided sign-flip permutation p (exact for few
-    subsets) and bootstrap CI (:func:`stats.mean_difference`). Subsets are the units; they share constituents,
-    so the p treats overlapping subsets as independent (stated with the finding)."""
-    from .stats import mean_difference
+def replicate_mean(values: dict, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """The mean over units (subsets) of their values, each unit's value its mean over seeds (``values``:
+    ``{unit: value}`` or ``{unit: {seed: value}}``): ``value``, ``n`` (units), ``n_seeds`` (the most seeds of a
+    unit) and a 95% percentile bootstrap CI over units (:func:`adapterscope.stats.mean_ci`) or, with several
+    seeds, over units and the seeds within them (:func:`two_stage_ci`). Undefined, with the reason, below 2 units."""
+    from .stats import mean_ci
 
-    keys = [k for k in a if k in b]
-    out = {"value": float("nan"), "n": len(keys), "reason": ""}
-    if len(keys) < 2:
-        out["reason"] = f"{len(keys)} subset(s) defined under both methods: a paired test needs 2"
-        return out
-    r = mean_difference([a[k] for k in keys], [b[k] for k in keys], paired=True, n_boot=n_boot, seed=seed).as_dict()
-    out.update(value=r["value"], p_value=r["p_value"], p_method=r["p_method"], ci_low=r["ci_low"],
-               ci_high=r["ci_high"], mean_a=r["extra"]["mean_a"], mean_b=r["extra"]["mean_b"])
+    u = _units(values)
+    n_seeds = max((len(d) for d in u.values()), default=0)
+    r = mean_ci([float(np.mean(list(d.values()))) for d in u.values()], n_boot, seed)
+    if r.n < 2:
+        return {"value": math.nan, "n": r.n, "n_seeds": n_seeds,
+                "reason": f"{r.n} subset(s) with a defined retention: a CI needs 2"}
+    out = {"value": r.value, "n": r.n, "n_seeds": n_seeds, "reason": "", "ci_low": r.ci_low, "ci_high": r.ci_high,
+           "ci_over": "subsets"}
+    if n_seeds > 1:
+        out["ci_low"], out["ci_high"], _ = two_stage_ci([list(d.values()) for d in u.values()], np.mean, n_boot, seed)
+        out["ci_over"] = "subsets and seeds"
     return out
 
 
-def best_merge(rows: Sequence[dict], merges: Sequence[str], how: str = "min") -> dict[str, float]:
-    """Per subset, the best weight merge's ``how`` retention (the maximum over ``merges``): chosen per subset
-    after the fact, which favours the merges in any comparison against them."""
-    per = [per_subset(rows, m, how) for m in merges]
-    keys = set.intersection(*(set(p) for p in per)) if per else set()
-    return {k: max(p[k] for p in per) for k in keys}
+def paired_comparison(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """mean(a - b) over the subsets both define, paired by subset and, within it, by seed (``a``, ``b``:
+    ``{subset: value}`` or ``{subset: {seed: value}}``; a subset's difference is its mean over the seeds both
+    define): two-sided sign-flip permutation p over subsets (exact for few subsets) and a bootstrap CI over subsets
+    (:func:`stats.mean_difference`), with several seeds over subsets and the seeds within them
+    (:func:`two_stage_ci`). Subsets are the units; they share constituents, so the p treats overlapping subsets as
+    independent (stated with the finding)."""
+    from .stats import mean_difference
+
+    ua, ub = _units(a), _units(b)
+    pairs = {}
+    for k in ua:
+        common = sorted(set(ua[k]) & set(ub.get(k, {})))
+        if common:
+            pairs[k] = (np.array([ua[k][s] for s in common]), np.array([ub[k][s] for s in common]))
+    n_seeds = max((len(v[0]) for v in pairs.values()), default=0)
+    out = {"value": float("nan"), "n": len(pairs), "n_seeds": n_seeds, "reason": ""}
+    if len(pairs) < 2:
+        out["reason"] = f"{len(pairs)} subset(s) defined under both methods: a paired test needs 2"
+        return out
+    r = mean_difference([float(x.mean()) for x, _ in pairs.values()], [float(y.mean()) for _, y in pairs.values()],
+                        paired=True, n_boot=n_boot, seed=seed).as_dict()
+    out.update(value=r["value"], p_value=r["p_value"], p_method=r["p_method"], ci_low=r["ci_low"],
+               ci_high=r["ci_high"], mean_a=r["extra"]["mean_a"], mean_b=r["extra"]["mean_b"], ci_over="subsets")
+    if n_seeds > 1:
+        lo, hi, _ = two_stage_ci([x - y for x, y in pairs.values()], np.mean, n_boot, seed)
+        out.update(ci_low=lo, ci_high=hi, ci_over="subsets and seeds")
+    return out
+
+
+def best_merge(rows: Sequence[dict], merges: Sequence[str], how: str = "min", by_seed: bool = False) -> dict:
+    """Per subset and seed, the best weight merge's ``how`` retention (the maximum over ``merges``): chosen per
+    subset and seed after the fact, which favours the merges in any comparison against them. ``by_seed``:
+    ``{subset: {seed: value}}``; otherwise ``{subset: mean over its seeds}``."""
+    per = [per_subset(rows, m, how, by_seed=True) for m in merges]
+    out = {}
+    for s in (set.intersection(*(set(p) for p in per)) if per else set()):
+        seeds = sorted(set.intersection(*(set(p[s]) for p in per)))
+        if seeds:
+            out[s] = {k: max(p[s][k] for p in per) for k in seeds}
+    return out if by_seed else {s: float(np.mean(list(d.values()))) for s, d in out.items()}
 
 
 def run_grid_model(model: str, corpora: Sequence[str], seed: int, cfg: CompositionConfig, eval_rows: int,
@@ -443,7 +555,8 @@ def run_grid_model(model: str, corpora: Sequence[str], seed: int, cfg: Compositi
     """:func:`run_composition` on the main grid's adapters of one model and seed (``01_finetune``, layer_control
     none), one per corpus: each adapter is scored on the first ``eval_rows`` held-out rows of its own corpus split
     (the split and packing of its own run) and every composition on ``neutral_n`` seeded base-model samples.
-    Rows and subsets carry the model name."""
+    Subsets carry the model name; rows, alignments and core counts the model and the seed (the statistics treat
+    seeds as replicates of a subset)."""
     from . import corpora as corpora_mod
     from . import finetune, models, params, paths, results
 
@@ -473,10 +586,10 @@ def run_grid_model(model: str, corpora: Sequence[str], seed: int, cfg: Compositi
         neutral = corpora_mod.neutral_samples(pm, tok, n=neutral_n, length=neutral_len, seed=seed, device=device)
     out = run_composition(pm, list(corpora), held, neutral, cfg, device=device, progress=progress)
     for r in out["rows"]:
-        r["model"] = model
+        r["model"], r["seed"] = model, seed
         r["subset"] = f"{model}:{r['subset']}"
     for r in out["alignment"] + out["cores"]:
-        r["model"] = model
+        r["model"], r["seed"] = model, seed
     out["model"], out["seed"] = model, seed
     out["eval_rows"] = {c: int(len(h)) for c, h in held.items()}
     return out
