@@ -23,7 +23,7 @@ def test_smoke_plan_stages_order_and_notebooks():
     assert [j.args for j in first[1:]] == [["cell", "--index", str(i)] for i in range(len(first) - 1)]
     assert len(second) == 1 and second[0].notebooks == ["08_divergence", "04_cka", "10_decorrelation", "11_dose",
                                                                "07_portability", "12_composition",
-                                                               "13_calibration"]
+                                                               "13_calibration", "14_explanations"]
     assert second[0].after == [j.name for j in first]
     assert all(j.resources == executors.DEFAULT_RESOURCES for j in plan)
 
@@ -35,7 +35,8 @@ def test_seed_plan_resources_per_model():
     assert by["meta-llama-Llama-3.1-70B__seneca__none__s0"]["gpus_per_node"] == 8
     assert by["meta-llama-Llama-3.1-8B__seneca__none__s0"] == {"cpus_per_task": 8, "gpus_per_node": 1,
                                                               "mem_gb": 96, "timeout_min": 360}
-    assert by["summaries-08_divergence-04_cka-10_decorrelation-11_dose-07_portability-12_composition-13_calibration"]["timeout_min"] == 120
+    assert by["summaries-08_divergence-04_cka-10_decorrelation-11_dose-07_portability-12_composition-13_calibration"
+              "-14_explanations"]["timeout_min"] == 120
     text = executors.format_plan("seed", plan, "slurm")
     assert "26 jobs, executor slurm" in text and "stage 2 (1 job(s), after 25 stage-1 job(s))" in text
 
