@@ -37,6 +37,7 @@ top of the module and inside functions alike (``tests/unit/test_layout.py`` chec
     calibration       the internal-axis instruments calibrated at the scale they run (13)
     intruders         intruder dimensions and the displacement outside the base's principal subspace
     explain           what an adapter changed, shown: hotspots, token shifts, difference lens
+    latents           latent cards: a crosscoder latent's contexts, frequencies, histogram and decoder lens
 5 reporting and ledger: the paper's view
     macros            paper macros of statistics (NaN as a dash, a statistic's N/P/Lo/Hi/Why)
     latex             LaTeX tables under paper/generated/tables/

@@ -13,6 +13,11 @@ One paired pass (the adapter switched off and on over the same rows, ``capture.i
   without massive-activation tokens (``outliers``: a few attention-sink tokens can decide linear CKA alone) and
   the share of the squared norm they hold; a depth whose displacement is mostly those tokens is flagged.
 
+And what changed (``explain``, ``latents``): the divergence hotspots and next-token shifts, the
+activation-difference lens, and per crosscoder depth the latent cards (the latents most specific to the adapted
+model, each with its top contexts in both streams, firing frequencies, histogram, decoder cosine and the tokens
+its decoder difference promotes).
+
 Each number is then placed against this project's own grid of adapters of the same base model (the runs in
 ``results/`` when there are any, else the committed ``data/reference/audit_reference.json``): its percentile
 and whether it is within the reference range or beyond it, per axis. There is never one combined score.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 import time
@@ -33,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import audit_inputs, explain, paths, results
+from . import audit_inputs, explain, latents, paths, results
 from .audit_inputs import AuditError, depth_layers, safe
 
 REFERENCE_FILE = Path("data") / "reference" / "audit_reference.json"
@@ -107,7 +113,9 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     that stops at its deepest layer. Every accumulator sees the same rows in the same order whatever the
     grouping, so the numbers do not depend on it; a group's readings are taken and its accumulators freed
     before the next. With the tokenizer ``tok``, also what changed (``explain``): the divergence hotspots and
-    token shifts of every set, and the activation-difference lens at the crosscoder depths and the last layer."""
+    token shifts of every set, the activation-difference lens at the crosscoder depths and the last layer, and
+    per crosscoder depth the latent cards (``latents``: the most fine-tune-specific latents with their contexts
+    over every crosscoder token, training and held-out side) under ``explain.latent_cards``."""
     import torch
 
     from . import capture, crosscoder_train, depth, divergence, explain, models, outliers, stats
@@ -118,6 +126,8 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     groups = cka_layer_groups(L, width, budget=cka_memory)
     out: dict[str, Any] = {"output": {}, "layers": L, "cka_passes": len(groups)}
     cc_train, cc_eval = {k_: [] for k_ in cc_layers}, {k_: [] for k_ in cc_layers}
+    cc_rows: list[dict[str, Any]] = []  # every row the crosscoders see: its set, index in the set and token ids
+    where_train, where_eval = [], []  # per crosscoder token, in cc_train / cc_eval order: (index in cc_rows, pos)
     prof = []
     hot = explain.HotspotAccumulator()
     delta_sums: dict[int, torch.Tensor] = {}
@@ -142,6 +152,13 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
                         per_row = b.tokens(models.hook_key(l, "resid_post")).reshape(n_b, -1, 2, width)
                         for r in range(n_b):
                             (cc_train if seen + r < n_train else cc_eval)[l].append(per_row[r])
+                    if tok is not None:  # the latent cards place each crosscoder token in its row
+                        T = b.input_ids.shape[1]
+                        for r in range(n_b):
+                            pos = torch.arange(1, T)  # iter_paired's tokens() drops position 0
+                            (where_train if seen + r < n_train else where_eval).append(
+                                torch.stack([torch.full_like(pos, len(cc_rows)), pos], 1))
+                            cc_rows.append({"set": name, "row": seen + r, "ids": b.input_ids[r].tolist()})
                 for l, key in zip(group, keys):  # row by row, so that the jackknife's blocks fill even from a
                     pair = b.tokens(key)               # few batches
                     for rp in pair.reshape(n_b, -1, 2, width):
@@ -175,6 +192,8 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
     out["slope"] = {"value": depth.log_slope(d, depth.displacement(c), floor),
                     "ci_low": float(np.quantile(boots, 0.025)), "ci_high": float(np.quantile(boots, 0.975))}
     out["crosscoder"] = []
+    cards = []
+    where = torch.cat(where_train + where_eval) if tok is not None and cc_rows else None
     dtype = models.compute_dtype("auto", device)
     for l in cc_layers:
         tr, ev = torch.cat(cc_train[l]), torch.cat(cc_eval[l])
@@ -188,9 +207,19 @@ def measure(pm, sets: dict[str, Any], depths: Sequence[float] = DEPTHS, *, devic
         row = {key: fit.row[key] for key in ("ratio_ft", "ratio_base", "n_ft_only", "fve_base", "fve_ft", "l0",
                                              "dead_fraction", "train_tokens") if key in fit.row}
         out["crosscoder"].append({"layer": l, "depth": l / max(L - 1, 1), **row})
+        if where is not None:  # every audited token, training side then held-out side (``where``'s order)
+            def batches(tr=tr, ev=ev):
+                return itertools.chain(latents.paired_chunks(tr), latents.paired_chunks(ev, first_key=len(tr)))
+
+            t_cards = time.perf_counter()
+            block = latents.latent_cards(fit.cc, batches, where, cc_rows, pm, tok, device=device)
+            cards.append({"layer": l, "depth": l / max(L - 1, 1), **block,
+                          "wall_s": time.perf_counter() - t_cards})
+        del fit
     out["displacement_at"] = {str(l): prof[l]["displacement"] for l in cc_layers}
     if tok is not None:
         out["explain"] = explain.explanations(pm, tok, hot, delta_sums, delta_counts, sorted({*cc_layers, L - 1}))
+        out["explain"]["latent_cards"] = cards
     return out
 
 
@@ -497,6 +526,7 @@ mark{{background:#ffd54f}}</style></head><body>
 <table><tr><th>text</th><th>KL(base||adapted)</th><th>top-1 agreement</th><th>tokens</th></tr>{outrows}</table>
 {massive_html(rep)}
 {explain.explain_html(rep["measure"].get("explain"))}
+{latents.cards_html((rep["measure"].get("explain") or {}).get("latent_cards"))}
 <h2>Figures</h2>
 <figure><img alt="depth profile" src="{img['profile']}"><figcaption>Internal axis by depth: displacement
 1 - CKA between base and adapted residual streams per layer (jackknife SE), over every token and without the
@@ -595,7 +625,8 @@ def run_audit(base: str, adapter: str | Path, out: str | Path, *, text: str | No
         (tmp / "audit.html").write_text(render_html(rep, pngs))
         audit_inputs.write_marker(tmp, {"base": base, "adapter": str(adapter)})
     log(terminal_table(rep))
-    for line in massive_lines(rep["massive"]) + explain.explain_lines(m.get("explain")):
+    for line in (massive_lines(rep["massive"]) + explain.explain_lines(m.get("explain"))
+                 + latents.cards_lines((m.get("explain") or {}).get("latent_cards"))):
         log(line)
     log(f"report: {safe(out / 'audit.html')}")
     return rep

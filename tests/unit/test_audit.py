@@ -187,6 +187,17 @@ def test_report_figures_table_and_self_contained_html(tmp_path, project):
     summ = audit.summarise(m, (0.4, 0.9))
     ref = [{**{k: v * f for k, v in summ.items()}, "kl_neutral": x} for x, f in ((0.01, 0.9), (0.02, 1.0),
                                                                                  (0.03, 1.1))]
+    card = {"latent": 3, "selected_by": ["r"], "r": 0.95, "decoder_cosine": 0.1, "shift": 0.2, "rel_shift": 0.9,
+            "mean_base": 0.01, "mean_ft": 0.21, "freq_base": 0.001, "freq_ft": 0.05, "max_base": 0.5, "max_ft": 2.0,
+            "n_fires_base": 1, "n_fires_ft": 30, "clamp_effect": None, "decoder_diff_norm": 1.0,
+            "histogram": {"edges": [0, 1, 2], "base": {"counts": [1, 0], "zero": 599},
+                          "ft": {"counts": [10, 20], "zero": 570}},
+            "contexts": {"base": [], "ft": [{"value": 2.0, "set": "neutral", "row": 0, "pos": 2, "ids": [5, 6, 7],
+                                             "tokens": ["a", "<b>", "c"], "mark": 1}]},
+            "promoted": [{"id": 1, "token": "x", "value": 1.0}], "suppressed": []}
+    m["explain"] = {"n_positions": 600, "promoted": [], "suppressed": [], "lens": [], "hotspots": [],
+                    "latent_cards": [{"layer": 4, "depth": 4 / 9, "n_tokens": 600, "n_latents": 64, "n_live": 40,
+                                      "threshold": 0.1, "selection": {"clamp_measured": False}, "cards": [card]}]}
     rep = {"base": "smollm2-135m", "adapter": "a/b", "measure": m, "summary": summ,
            "reference": {"source": "test", "runs": ref}, "placement": audit.placements(summ, ref), "wall_s": 3.0,
            "massive": audit.massive_notes(m, (0.4, 0.9)), "massive_factor": 10.0,
@@ -204,6 +215,7 @@ def test_report_figures_table_and_self_contained_html(tmp_path, project):
     assert len(p.imgs) == 2 and all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in p.imgs)
     assert {"output", "internal", "massive"} <= set(p.ids) and "How to read this" in page
     assert "carried by them" in page and "without massive" in page
+    assert {"what-changed", "latent-cards"} <= set(p.ids) and "<mark>&lt;b&gt;</mark>" in page
 
 
 def test_cli_help_and_bad_input_exit_2(tmp_path, capsys):
@@ -239,6 +251,41 @@ def test_cka_layer_groups_fit_the_budget_and_the_grouping_changes_no_number(tiny
     assert (one["cka_passes"], per_layer["cka_passes"]) == (1, 3)
     assert one["profile"] == per_layer["profile"] and one["output"] == per_layer["output"]
     assert one["crosscoder"] == per_layer["crosscoder"]
+
+
+class _Tok:
+    def decode(self, ids):
+        return "".join(f"<{i}>" for i in ids)
+
+
+def test_measure_with_a_tokenizer_stores_latent_cards_whose_contexts_point_at_the_audited_tokens(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from adapterscope import latents
+
+    torch.manual_seed(0)
+    pm = get_peft_model(tiny_llama, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    g = torch.Generator().manual_seed(0)
+    sets = {"a": torch.randint(3, 97, (20, 16), generator=g), "b": torch.randint(3, 97, (6, 12), generator=g)}
+    m = audit.measure(pm, sets, depths=(0.4, 0.9), epochs=1, n_boot=50, progress=False, batch_tokens=64, tok=_Tok())
+    blocks = m["explain"]["latent_cards"]
+    json.dumps(blocks, allow_nan=False)
+    assert [b["layer"] for b in blocks] == [c["layer"] for c in m["crosscoder"]]
+    n_tokens = 20 * 15 + 6 * 11  # every row the crosscoders saw, training and held-out, position 0 dropped
+    seen = set()
+    for b in blocks:
+        assert b["n_tokens"] == n_tokens and b["cards"]
+        for c in b["cards"]:
+            for s in ("base", "ft"):
+                assert sum(c["histogram"][s]["counts"]) + c["histogram"][s]["zero"] == n_tokens
+                for ctx in c["contexts"][s]:
+                    tid = int(sets[ctx["set"]][ctx["row"], ctx["pos"]])
+                    assert ctx["ids"][ctx["mark"]] == tid and ctx["tokens"][ctx["mark"]] == f"<{tid}>"
+                    seen.add(ctx["set"])
+    assert seen == {"a", "b"}  # the held-out side and the second set are placed too
+    assert "latent card, layer" in latents.cards_lines(blocks)[0]
+    assert "latent_cards" not in (audit.measure(pm, sets, depths=(0.4, 0.9), epochs=1, n_boot=50, progress=False,
+                                                batch_tokens=64).get("explain") or {})
 
 
 def test_a_local_base_folder_finds_its_reference_by_its_weights(tmp_path, monkeypatch, tiny_llama):

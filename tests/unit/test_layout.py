@@ -27,7 +27,7 @@ LAYERS = {
     "loaders": ("models", "corpora", "textgen"),
     "model runners": ("finetune", "capture", "vlm"),
     "analysis": ("interventions", "regimes", "escapes", "decorrelation", "depth", "dose", "portability",
-                 "composition", "calibration", "intruders", "explain"),
+                 "composition", "calibration", "intruders", "explain", "latents"),
     "reporting and ledger": ("macros", "latex", "plotting", "ledger", "timings"),
     "orchestration": ("pipeline", "executors", "lab", "findings"),
     "user tools": ("audit", "audit_inputs", "cli"),
